@@ -1,0 +1,163 @@
+"""Momentum Batch Normalization for ``flax.linen`` (Eq. 8 and Algorithm 1).
+
+A drop-in for ``flax.linen.BatchNorm``: the same fields with the same meaning,
+plus the MBN schedule (``total_epochs``, ``steps_per_epoch``,
+``ideal_batch_size`` m0, ``tau0``, optional ``batch_size`` override), and the
+training ``step`` passed through ``apply``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+from flax.linen import initializers
+from flax.linen.module import merge_param
+
+from mbn_jax import functional as F
+from mbn_jax import schedules
+
+__all__ = ["MomentumBatchNorm"]
+
+
+class MomentumBatchNorm(nn.Module):
+  r"""Momentum Batch Normalization (Yong et al., ECCV 2020), ``flax.linen``.
+
+  Training (``use_running_average=False``), per feature, Algorithm 1:
+
+  * μ_B, σ²_B: batch mean and *biased* variance over every axis but the
+    feature axis (over all devices in ``axis_name`` when given);
+  * μ ← λ μ + (1 − λ) μ_B,  σ² ← λ σ² + (1 − λ) σ²_B  (Eq. 8; stored as
+    ``batch_stats/train_mean``, ``batch_stats/train_var``);
+  * y = γ (x − μ)/√(σ² + ε) + β;
+  * mean ← τ·mean + (1 − τ) μ_B,  var ← τ·var + (1 − τ) σ²_B (the inference
+    statistics, ``batch_stats/mean`` and ``batch_stats/var``: the same names
+    as ``flax.linen.BatchNorm``).
+
+  Inference (``use_running_average=True``): y = γ (x − mean)/√(var + ε) + β.
+
+  λ is ``momentum`` if given to ``__call__``, else
+  :func:`mbn_jax.train_momentum` (Eq. 11) at ``step``, with m the per-device
+  batch size ``x.shape[0]`` (times the devices in ``axis_name`` when the
+  statistics are synchronized) unless ``batch_size`` overrides it.
+  τ = :func:`mbn_jax.inference_momentum` (Eq. 12) of the same m.
+  **Both λ and τ weight the old value** (Flax convention; PyTorch's
+  ``momentum`` is 1 − τ). With λ = 0 the layer is exactly
+  ``flax.linen.BatchNorm(momentum=τ)``.
+
+  The previous training statistics are constants for the step, so
+  ``jax.grad`` yields the paper's Eq. 13 (no hand-written backward pass).
+
+  During ``init`` nothing is updated and ``step`` may be omitted (λ = 0).
+
+  Attributes:
+    use_running_average: as in ``flax.linen.BatchNorm``; may also be given to
+      ``__call__``.
+    axis: the feature axis (or axes); default -1 (channels last).
+    epsilon: added to the variance (default 1e-5, as in Flax).
+    dtype: the output dtype (statistics are always float32 or wider).
+    param_dtype: dtype of scale and bias.
+    use_bias, use_scale, bias_init, scale_init: the affine part, as in Flax.
+    axis_name: the ``pmap``/``shard_map`` axis to synchronize statistics over
+      (None: per-device statistics, as in the paper).
+    axis_index_groups: groups of devices within ``axis_name``.
+    use_fast_variance: Var = E[x²] − E[x]² in one pass (as in Flax).
+    force_float32_reductions: compute statistics in at least float32.
+    total_epochs: T of Eq. 11 (needed when ``step`` is passed).
+    steps_per_epoch: optimizer steps per epoch (needed with ``step``).
+    ideal_batch_size: m0 of Eqs. 11-12 (paper: 32).
+    tau0: τ0 of Eq. 12, in (0, 1) (paper: 0.85).
+    batch_size: overrides the m used for λ and τ (e.g. when the leading axis
+      is not the example axis).
+  """
+
+  use_running_average: bool | None = None
+  axis: int | tuple[int, ...] = -1
+  epsilon: float = 1e-5
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+  use_bias: bool = True
+  use_scale: bool = True
+  bias_init: Any = initializers.zeros
+  scale_init: Any = initializers.ones
+  axis_name: str | None = None
+  axis_index_groups: Any = None
+  use_fast_variance: bool = True
+  force_float32_reductions: bool = True
+  total_epochs: int | None = None
+  steps_per_epoch: int | None = None
+  ideal_batch_size: int = 32
+  tau0: float = 0.85
+  batch_size: int | None = None
+
+  @nn.compact
+  def __call__(self, x, use_running_average: bool | None = None, *, step=None,
+               momentum=None, mask=None):
+    """Normalizes ``x``; see the class docstring for the equations.
+
+    Args:
+      x: the input; statistics are per feature along ``axis``.
+      use_running_average: True for inference (stored ``mean``/``var``).
+      step: 0-based global training step (int or traced array) for Eq. 11.
+      momentum: a fixed training momentum λ in [0, 1), overriding ``step``.
+      mask: boolean array broadcastable to ``x``: which entries enter the
+        batch statistics.
+
+    Returns:
+      The normalized input, with the shape of ``x``.
+    """
+    F.check_layer_config(
+        total_epochs=self.total_epochs, steps_per_epoch=self.steps_per_epoch,
+        ideal_batch_size=self.ideal_batch_size, tau0=self.tau0,
+        batch_size=self.batch_size, epsilon=self.epsilon)
+    use_running_average = merge_param(
+        "use_running_average", self.use_running_average, use_running_average)
+    x = jnp.asarray(x)
+    feature_axes, reduction_axes = F.feature_and_reduction_axes(x.ndim, self.axis)
+    F.check_mask(mask, x.shape)
+    feature_shape = tuple(x.shape[a] for a in feature_axes)
+    stat_dtype = jnp.float32 if self.force_float32_reductions else self.param_dtype
+
+    def stat(name, init):
+      return self.variable("batch_stats", name, lambda: init(feature_shape, stat_dtype))
+
+    ra_mean, ra_var = stat("mean", jnp.zeros), stat("var", jnp.ones)
+    tr_mean, tr_var = stat("train_mean", jnp.zeros), stat("train_var", jnp.ones)
+
+    if use_running_average:
+      mean, var = ra_mean.value, ra_var.value
+    else:
+      initializing = self.is_initializing()
+      axis_name = None if initializing else self.axis_name
+      batch_mean, batch_var = F.batch_statistics(
+          x, reduction_axes, dtype=self.dtype, axis_name=axis_name,
+          axis_index_groups=self.axis_index_groups,
+          use_fast_variance=self.use_fast_variance, mask=mask,
+          force_float32_reductions=self.force_float32_reductions)
+      m = F.statistics_batch_size(
+          x, axis_name=axis_name, axis_index_groups=self.axis_index_groups,
+          batch_size=self.batch_size)
+      if initializing and step is None and momentum is None:
+        lam = jnp.float32(0.0)
+      else:
+        lam = F.resolve_train_momentum(
+            step=step, momentum=momentum, batch_size=m,
+            total_epochs=self.total_epochs, steps_per_epoch=self.steps_per_epoch,
+            ideal_batch_size=self.ideal_batch_size)
+      mean, var = F.momentum_normalizer_statistics(
+          batch_mean, batch_var, tr_mean.value, tr_var.value, lam)
+      if not initializing:
+        tau = schedules.inference_momentum(
+            m, ideal_batch_size=self.ideal_batch_size, tau0=self.tau0)
+        tr_mean.value = jax.lax.stop_gradient(mean)
+        tr_var.value = jax.lax.stop_gradient(var)
+        ra_mean.value = F.moving_average(ra_mean.value, batch_mean, tau)
+        ra_var.value = F.moving_average(ra_var.value, batch_var, tau)
+
+    scale = (self.param("scale", self.scale_init, feature_shape, self.param_dtype)
+             if self.use_scale else None)
+    bias = (self.param("bias", self.bias_init, feature_shape, self.param_dtype)
+            if self.use_bias else None)
+    return F.normalize(x, mean, var, scale, bias, feature_axes, self.epsilon, self.dtype)
