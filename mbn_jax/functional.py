@@ -216,7 +216,7 @@ def resolve_train_momentum(
   Raises a ValueError that says what to pass when neither is available.
   """
   if momentum is not None:
-    lam = jnp.asarray(momentum, jnp.float32)
+    lam = jnp.asarray(momentum, jnp.result_type(float))
     try:
       bad = bool(jnp.any((lam < 0) | (lam >= 1)))
     except jax.errors.ConcretizationTypeError:
