@@ -1,0 +1,84 @@
+"""Capture the batch statistics each norm layer sees during training.
+
+Usage (inside a jitted train step, or anywhere ``model.apply`` runs)::
+
+    with capture_norm_statistics():
+      out, updates = model.apply(variables, x, train=True, step=step,
+                                 mutable=["batch_stats", NORM_STATS])
+    stats = collect(updates[NORM_STATS])   # {layer path: {"batch_mean": (C,), ...}}
+
+For every module that normalizes with batch statistics (``flax.linen.BatchNorm``,
+:class:`mbn_jax.MomentumBatchNorm`, or any module with an ``axis`` attribute
+whose class name ends in ``BatchNorm``/``BatchRenorm``), called in training
+mode, it sows into the ``norm_stats`` collection the batch mean μ_B and the
+*biased* batch variance σ²_B of the layer's input, per feature, in float32,
+over the same axes the layer reduces (per device, as the layer sees them).
+
+Cost: zero when not used. The interceptor is only installed inside the
+``with`` block, and ``sow`` is a no-op unless ``norm_stats`` is mutable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from mbn_jax import functional as F
+
+NORM_STATS = "norm_stats"
+
+__all__ = ["NORM_STATS", "capture_norm_statistics", "collect", "is_batch_norm"]
+
+
+def is_batch_norm(module) -> bool:
+  """True for layers that normalize with batch statistics in training."""
+  name = type(module).__name__
+  return isinstance(module, nn.BatchNorm) or name.endswith(("BatchNorm", "BatchRenorm"))
+
+
+def _training(module, args, kwargs) -> bool:
+  use_ra = kwargs.get("use_running_average", args[1] if len(args) > 1 else None)
+  if use_ra is None:
+    use_ra = getattr(module, "use_running_average", None)
+  return use_ra is not None and not bool(use_ra)
+
+
+@contextlib.contextmanager
+def capture_norm_statistics(is_norm=is_batch_norm):
+  """Context manager: sow every batch-norm layer's input statistics."""
+
+  def interceptor(next_fun, args, kwargs, context):
+    module = context.module
+    if (context.method_name == "__call__" and is_norm(module) and args
+        and _training(module, args, kwargs) and not module.is_initializing()):
+      x = jnp.asarray(args[0])
+      _, reduction_axes = F.feature_and_reduction_axes(x.ndim, getattr(module, "axis", -1))
+      mean, var = F.batch_statistics(x, reduction_axes, mask=kwargs.get("mask"))
+      module.sow(NORM_STATS, "batch_mean", mean)
+      module.sow(NORM_STATS, "batch_var", var)
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(interceptor):
+    yield
+
+
+def collect(norm_stats) -> dict[str, dict[str, jnp.ndarray]]:
+  """Flattens a ``norm_stats`` collection to ``{"a/b/LayerName": {stat: array}}``.
+
+  ``sow`` stores tuples (one entry per call); a layer called once per step
+  gives one entry, which is unwrapped.
+  """
+  out: dict[str, dict[str, jnp.ndarray]] = {}
+
+  def walk(tree, path):
+    if isinstance(tree, dict) and any(isinstance(v, tuple) for v in tree.values()):
+      out["/".join(path)] = {k: (v[0] if isinstance(v, tuple) and len(v) == 1 else v)
+                             for k, v in tree.items()}
+      return
+    for k, v in tree.items():
+      walk(v, path + [k])
+
+  walk(dict(norm_stats), [])
+  return out
