@@ -1,0 +1,68 @@
+"""The paper's networks with a pluggable norm: :func:`create_model`.
+
+``create_model('resnet18', num_classes=100, norm='mbn', total_epochs=200,
+steps_per_epoch=25000)`` builds a ``flax.linen`` module called as
+``model.apply(variables, x, train=True, step=step, mutable=['batch_stats'])``
+(``train=False`` for inference, no ``mutable`` needed).
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import jax.numpy as jnp
+from flax import linen as nn
+
+from mbn_jax.models import resnet, vgg
+from mbn_jax.models.resnet import INPUT_VARIANTS, ResNet
+from mbn_jax.models.vgg import VGG, VGG_CONFIGS
+from mbn_jax.norms import make_norm
+
+__all__ = ["MODEL_NAMES", "INPUT_VARIANTS", "ResNet", "VGG", "create_model"]
+
+_BUILDERS = {
+    "resnet18": resnet.ResNet18,
+    "resnet20": resnet.ResNet20,
+    "resnet34": resnet.ResNet34,
+    "resnet50": resnet.ResNet50,
+    "vgg11": lambda **kw: VGG(config=VGG_CONFIGS["vgg11"], **kw),
+    "vgg16": lambda **kw: VGG(config=VGG_CONFIGS["vgg16"], **kw),
+}
+MODEL_NAMES = tuple(sorted(_BUILDERS))
+
+
+def create_model(name: str, *, num_classes: int, norm: str,
+                 input_variant: str = "cifar", dtype: Any = jnp.float32,
+                 **norm_options) -> nn.Module:
+  """Builds one of the paper's networks with the norm named ``norm``.
+
+  Args:
+    name: ``'resnet18'``, ``'resnet20'``, ``'resnet34'``, ``'resnet50'``,
+      ``'vgg11'`` or ``'vgg16'``.
+    num_classes: the number of classes (outputs of the head).
+    norm: a :func:`mbn_jax.norms.make_norm` name: ``'bn'``, ``'mbn'``,
+      ``'brn'``, ``'gn'``, ``'ln'``, ``'in'`` or ``'none'``.
+    input_variant: ``'cifar'`` (32×32; 3×3 stem, no max-pool) or
+      ``'mini_imagenet'`` (84×84; 7×7/2 conv + 3×3/2 max-pool stem for the
+      ResNets; VGG is unchanged).
+    dtype: computation dtype of convs, denses and norms (parameters are
+      float32; logits are float32).
+    **norm_options: passed to :func:`mbn_jax.norms.make_norm` (every norm
+      accepts all of its options and ignores those it does not use).
+
+  Returns:
+    A ``flax.linen`` module; ``__call__(x, train=True, step=None)`` on NHWC x.
+  """
+  if not isinstance(name, str) or name.lower() not in _BUILDERS:
+    raise ValueError(f"Unknown model name {name!r}: create_model(name=...) takes "
+                     f"one of {', '.join(map(repr, MODEL_NAMES))}.")
+  if (isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral)
+      or num_classes <= 0):
+    raise ValueError(f"num_classes must be a positive int, got {num_classes!r}.")
+  if input_variant not in INPUT_VARIANTS:
+    raise ValueError(f"input_variant must be one of {INPUT_VARIANTS}, got "
+                     f"{input_variant!r}.")
+  norm_factory = make_norm(norm, dtype=dtype, **norm_options)
+  return _BUILDERS[name.lower()](num_classes=int(num_classes), norm=norm_factory,
+                                 input_variant=input_variant, dtype=dtype)
