@@ -1,0 +1,64 @@
+"""train.sweep (run naming, skipping, commands) and train.report (tables, plots)."""
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from train import report, sweep
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def fake_run(root, norm, m, seed, accs, wall=10.0):
+  wd = root / sweep.run_name(norm, m, seed)
+  wd.mkdir(parents=True)
+  records = [{"epoch": e + 1, "step": 10 * (e + 1), "eval_accuracy": a, "train_accuracy": a,
+              "lambda": 0.1 * e if norm == "mbn" else None} for e, a in enumerate(accs)]
+  (wd / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+  (wd / "summary.json").write_text(json.dumps({
+      "status": "completed", "epochs_completed": len(accs), "final_eval_accuracy": accs[-1],
+      "best_eval_accuracy": max(accs), "final_train_accuracy": accs[-1],
+      "config": {"ideal_batch_size": 32, "tau0": 0.85}}))
+  (wd / "sweep.json").write_text(json.dumps({"wall_seconds": wall}))
+
+
+def test_run_names_round_trip():
+  assert sweep.parse_run_name(sweep.run_name("mbn", 2, 1)) == ("mbn", 2, 1)
+  with pytest.raises(ValueError):
+    sweep.parse_run_name("tensorboard")
+
+
+def test_report_aggregates_over_seeds_and_plots(tmp_path):
+  fake_run(tmp_path, "bn", 2, 0, [0.3, 0.40])
+  fake_run(tmp_path, "bn", 2, 1, [0.3, 0.50])
+  fake_run(tmp_path, "mbn", 2, 0, [0.3, 0.60])
+  fake_run(tmp_path, "mbn", 8, 0, [0.3, 0.70])
+  (tmp_path / "gn-m2-s0").mkdir()  # unfinished: ignored
+  runs = report.load_runs(tmp_path)
+  assert len(runs) == 4
+  agg = report.aggregate(runs)
+  mean, std, n, wall = agg[("bn", 2)]
+  assert mean == pytest.approx(0.45) and std == pytest.approx(np.std([0.4, 0.5], ddof=1)) and n == 2
+  md = report.results_markdown(runs)
+  assert "| BN | 45.00 ± 7.07 (n=2) | — |" in md
+  assert "| MBN | 60.00 ± 0.00 (n=1) | 70.00 ± 0.00 (n=1) |" in md
+  out = tmp_path / "out"
+  subprocess.run([sys.executable, "-m", "train.report", f"--root={tmp_path}", f"--out={out}"],
+                 check=True, capture_output=True, cwd=ROOT)
+  for name in ("results.md", "accuracy_vs_batch_size.png", "curves_m2.png", "momentum_schedules.png"):
+    assert (out / name).stat().st_size > 100, name
+
+
+def test_sweep_skips_finished_runs_and_orders_small_batches_first(tmp_path):
+  fake_run(tmp_path, "bn", 2, 0, [0.5])
+  out = subprocess.run(
+      [sys.executable, "-m", "train.sweep", "--config=configs/quickstart.py", f"--root={tmp_path}",
+       "--norms=bn,mbn", "--batch_sizes=8,2", "--seeds=0", "--override=num_epochs=1", "--dry_run"],
+      check=True, capture_output=True, text=True, cwd=ROOT).stdout.splitlines()
+  assert out[0] == "[1/4] bn-m2-s0: finished, skipped"
+  assert out[1].startswith("[2/4] mbn-m2-s0: ") and "--config.per_device_batch_size=2" in out[1]
+  assert "--config.num_epochs=1" in out[1] and "--config.norm=mbn" in out[1]
+  assert out[2].startswith("[3/4] bn-m8-s0")
