@@ -1,0 +1,7 @@
+"""CIFAR100 × resnet34 (Sec. 5, Figs. 3-6): configs/cifar.py with 'cifar100,resnet34'."""
+
+from configs import cifar
+
+
+def get_config():
+  return cifar.get_config("cifar100,resnet34")

@@ -1,0 +1,7 @@
+"""CIFAR100 × vgg16 (Sec. 5, Figs. 3-6): configs/cifar.py with 'cifar100,vgg16'."""
+
+from configs import cifar
+
+
+def get_config():
+  return cifar.get_config("cifar100,vgg16")

@@ -1,0 +1,7 @@
+"""CIFAR10 × vgg16 (Sec. 5, Figs. 3-6): configs/cifar.py with 'cifar10,vgg16'."""
+
+from configs import cifar
+
+
+def get_config():
+  return cifar.get_config("cifar10,vgg16")

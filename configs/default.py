@@ -1,0 +1,100 @@
+"""Every field of the training program, with the paper's defaults.
+
+`python -m train --config configs/<file>.py --workdir DIR`; any field can be
+overridden on the command line, e.g. `--config.norm=bn
+--config.per_device_batch_size=4 --config.dataset.data_dir=~/tensorflow_datasets`.
+
+Reading of the paper (Yong et al., ECCV 2020, Sec. 5):
+
+* ``per_device_batch_size`` is the paper's m, "batch size per GPU". It sets
+  the statistics batch of every norm layer (unless ``sync_batch_stats``), λ(t)
+  of Eq. 11 and τ of Eq. 12. The global batch is m × (number of devices).
+* learning rate = ``base_learning_rate`` × m / ``lr_reference_batch_size``
+  with m the per-device batch (``lr_batch_size='per_device'``, our reading of
+  "0.1 * m/64"); set ``lr_batch_size='global'`` to scale by the global batch
+  instead. Divided by 10 every ``lr_decay_epochs`` epochs (60 CIFAR, 30
+  Mini-ImageNet).
+* SGD, momentum 0.9, weight decay 1e-4 added to the gradient of every
+  parameter (PyTorch's ``SGD(weight_decay=...)``, as the paper used).
+* MBN: m0 = ``ideal_batch_size`` = 32, τ0 = 0.85; T of Eq. 11 is
+  ``mbn_total_epochs`` (the paper: T = 180 for CIFAR, trained for 200
+  epochs; λ stays at its final value after epoch T).
+
+Resuming: a workdir remembers its config (``config.json``); rerunning with a
+config that differs in any field outside ``RESUME_MAY_CHANGE`` (see
+train/train.py: num_epochs, logging, evaluation and checkpoint cadence,
+progress bar, data_dir/root paths, distributed settings) is refused.
+"""
+
+import ml_collections
+
+
+def get_config():
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  # Model and normalization.
+  config.model = "resnet18"  # mbn_jax.models names, or train/models.py tiny ones.
+  config.input_variant = "cifar"  # 'cifar' (3x3 stem) or 'mini_imagenet'.
+  config.norm = "mbn"  # bn, mbn, brn, gn, ln, in, none.
+  # Comma-separated norms, e.g. 'bn,mbn': trains one run per norm into
+  # WORKDIR/<norm> and prints their accuracies side by side. '' = just `norm`.
+  config.norms = ""
+  config.sync_batch_stats = False  # True: norm statistics over all devices.
+  config.dtype = "float32"  # Computation dtype of the model: float32 or bfloat16.
+
+  # Norm options (one dict for every norm; each ignores what it doesn't use).
+  config.mbn_total_epochs = 180  # T of Eq. 11.
+  config.ideal_batch_size = 32  # m0 of Eqs. 11-12.
+  config.tau0 = 0.85  # τ0 of Eq. 12.
+  config.bn_momentum = 0.9  # BN / BRN running-average momentum (weight on the old value).
+  config.r_max = 1.5  # Batch Renorm (paper's Mini-ImageNet best: r_max 1.5, d_max 0.5).
+  config.d_max = 0.5
+  config.brn_warmup_steps = 0
+
+  # Batch and optimizer.
+  config.per_device_batch_size = 2  # The paper's m.
+  config.global_batch_size = -1  # > 0: derive m = global / devices (must divide).
+  config.eval_per_device_batch_size = 100
+  config.num_epochs = 200
+  config.base_learning_rate = 0.1
+  config.lr_reference_batch_size = 64
+  config.lr_batch_size = "per_device"  # 'per_device' (paper's m) or 'global'.
+  config.lr_decay_epochs = 60
+  config.lr_decay_factor = 0.1
+  config.momentum = 0.9
+  config.nesterov = False
+  config.weight_decay = 1e-4
+
+  # Data.
+  config.dataset = ml_collections.ConfigDict()
+  config.dataset.source = "tfds"  # 'tfds', 'image_folder' or 'digits'.
+  config.dataset.name = "cifar10"  # TFDS name (source='tfds').
+  config.dataset.data_dir = ml_collections.config_dict.placeholder(str)
+  config.dataset.download = True  # TFDS may try to download when not prepared.
+  config.dataset.root = ml_collections.config_dict.placeholder(str)  # image_folder root.
+  config.dataset.train_split = "train"
+  config.dataset.eval_split = "test"
+  config.dataset.holdout_per_class = 0  # > 0: eval = last k per class of train_split.
+  config.dataset.image_size = ml_collections.config_dict.placeholder(int)  # resize to s x s.
+  config.dataset.augment = "crop_flip"  # 'crop_flip', 'flip' or 'none'.
+  config.dataset.crop_padding = 4
+  config.dataset.mean = ml_collections.config_dict.placeholder(tuple)  # None: from train set.
+  config.dataset.std = ml_collections.config_dict.placeholder(tuple)
+  config.dataset.max_train_examples = ml_collections.config_dict.placeholder(int)
+  config.dataset.max_eval_examples = ml_collections.config_dict.placeholder(int)
+
+  # Logging, evaluation, checkpoints.
+  config.log_every_steps = 50
+  config.eval_every_epochs = 1
+  config.checkpoint_every_epochs = 1
+  config.keep_checkpoints = 2
+  config.progress_bar = True
+  config.tensorboard = True
+
+  # Multi-host (flags --coordinator_address/--num_processes/--process_id win).
+  config.distributed = ml_collections.ConfigDict()
+  config.distributed.coordinator_address = ""
+  config.distributed.num_processes = 1
+  config.distributed.process_id = 0
+  return config

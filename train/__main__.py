@@ -1,0 +1,63 @@
+"""`python -m train --config configs/<experiment>.py --workdir DIR [--config.FIELD=VALUE ...]`.
+
+Multi-host: run the same command on every host with
+``--coordinator_address=HOST0:PORT --num_processes=N --process_id=I`` (or the
+``config.distributed`` fields); every host feeds its own slice of each global
+batch. On CPU hosts the collectives use gloo.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the summary; "
+                    "rerun with the same workdir to resume.")
+config_flags.DEFINE_config_file("config", None, "Training configuration file.", lock_config=True)
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
+flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
+flags.DEFINE_integer("process_id", None, "This process's index (multi-host).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _initialize_distributed(config):
+  import jax  # pylint: disable=g-import-not-at-top
+  dist = config.distributed
+  address = FLAGS.coordinator_address or dist.coordinator_address
+  num = FLAGS.num_processes if FLAGS.num_processes is not None else dist.num_processes
+  pid = FLAGS.process_id if FLAGS.process_id is not None else dist.process_id
+  if num is None or num <= 1:
+    return
+  if not address:
+    raise app.UsageError("--num_processes > 1 needs --coordinator_address=HOST:PORT.")
+  if not 0 <= pid < num:
+    raise app.UsageError(f"--process_id must lie in [0, {num}), got {pid}.")
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address=address, num_processes=num, process_id=pid)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  _initialize_distributed(FLAGS.config)
+  from train import train as train_lib  # pylint: disable=g-import-not-at-top
+  from train import input_pipeline  # pylint: disable=g-import-not-at-top
+  expected = (train_lib.ConfigMismatchError, input_pipeline.DatasetUnavailableError)
+  try:  # Bad input: a clear message, before anything is read or compiled.
+    train_lib.validate_config(FLAGS.config, FLAGS.workdir)
+  except (ValueError, TypeError, FileNotFoundError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  try:
+    train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except expected as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  app.run(main)

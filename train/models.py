@@ -1,0 +1,80 @@
+"""Model lookup for the training program.
+
+The paper's networks come from ``mbn_jax.models.create_model``; this module
+adds two tiny networks for 8x8-16x16 inputs (the quickstart and the tests).
+Every model takes its normalization layers from ``mbn_jax.norms.make_norm``
+and is called as ``model.apply(variables, x, train=..., step=...,
+mutable=['batch_stats'])``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax.numpy as jnp
+from flax import linen as nn
+
+TINY_MODELS = ("tiny_cnn", "mlp")
+# The contract of mbn_jax.models (used if the package does not list its names).
+_PAPER_MODELS = ("resnet18", "resnet34", "resnet50", "vgg11", "vgg16", "resnet20")
+
+
+def norm_names() -> tuple[str, ...]:
+  from mbn_jax import norms  # pylint: disable=g-import-not-at-top
+  return tuple(norms.NORM_NAMES)
+
+
+def model_names() -> tuple[str, ...]:
+  try:
+    import mbn_jax.models as models  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return TINY_MODELS
+  names = getattr(models, "MODEL_NAMES", None)
+  if names is None:
+    names = tuple(getattr(models, "MODELS", {}) or _PAPER_MODELS)
+  return TINY_MODELS + tuple(names)
+
+
+class TinyCNN(nn.Module):
+  """conv3x3(16)-norm-relu, conv3x3(32, stride 2)-norm-relu, mean pool, dense."""
+  num_classes: int
+  norm: Callable[..., nn.Module]
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False, step=None):
+    x = x.astype(self.dtype)
+    for i, (features, stride) in enumerate(((16, 1), (32, 2))):
+      x = nn.Conv(features, (3, 3), strides=stride, use_bias=False, dtype=self.dtype,
+                  name=f"conv{i}")(x)
+      x = self.norm(name=f"norm{i}")(x, not train, step=step)
+      x = nn.relu(x)
+    x = jnp.mean(x, axis=(1, 2))
+    return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x).astype(jnp.float32)
+
+
+class MLP(nn.Module):
+  """flatten, dense(64)-norm-relu, dense."""
+  num_classes: int
+  norm: Callable[..., nn.Module]
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False, step=None):
+    x = x.reshape((x.shape[0], -1)).astype(self.dtype)
+    x = nn.Dense(64, use_bias=False, dtype=self.dtype, name="dense0")(x)
+    x = nn.relu(self.norm(name="norm0")(x, not train, step=step))
+    return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x).astype(jnp.float32)
+
+
+def create_model(name: str, *, num_classes: int, norm: str, input_variant: str = "cifar",
+                 dtype=jnp.float32, **norm_options) -> nn.Module:
+  """``mbn_jax.models.create_model`` plus the tiny models above."""
+  if name in TINY_MODELS:
+    from mbn_jax.norms import make_norm  # pylint: disable=g-import-not-at-top
+    cls = {"tiny_cnn": TinyCNN, "mlp": MLP}[name]
+    return cls(num_classes=num_classes, norm=make_norm(norm, dtype=dtype, **norm_options),
+               dtype=dtype)
+  from mbn_jax.models import create_model as paper_model  # pylint: disable=g-import-not-at-top
+  return paper_model(name, num_classes=num_classes, norm=norm, input_variant=input_variant,
+                     dtype=dtype, **norm_options)
