@@ -91,6 +91,9 @@ def get_config():
   config.keep_checkpoints = 2
   config.progress_bar = True
   config.tensorboard = True
+  # > 0: the run sends itself SIGTERM after this global step (tests of the
+  # preemption path: checkpoint, stop, resume). -1: never.
+  config.simulate_preemption_at_step = -1
 
   # Multi-host (flags --coordinator_address/--num_processes/--process_id win).
   config.distributed = ml_collections.ConfigDict()

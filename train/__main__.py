@@ -11,6 +11,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
@@ -43,6 +44,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO.
   _initialize_distributed(FLAGS.config)
   from train import train as train_lib  # pylint: disable=g-import-not-at-top
   from train import input_pipeline  # pylint: disable=g-import-not-at-top

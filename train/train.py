@@ -22,6 +22,7 @@ import functools
 import json
 import math
 import os
+import signal
 import time
 from typing import Any
 
@@ -44,6 +45,7 @@ RESUME_MAY_CHANGE = (
     "num_epochs", "log_every_steps", "eval_every_epochs", "checkpoint_every_epochs",
     "keep_checkpoints", "progress_bar", "tensorboard", "eval_per_device_batch_size",
     "dataset.data_dir", "dataset.root", "dataset.download", "distributed.", "norms",
+    "simulate_preemption_at_step",
 )
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -178,7 +180,11 @@ class Steps:
     self.train_traces = 0
     self.p_train = jax.pmap(self._train, axis_name="batch", donate_argnums=(0,))
     self.p_eval = jax.pmap(self._eval, axis_name="batch")
-    self.p_mean = jax.pmap(lambda t: jax.lax.pmean(t, "batch"), axis_name="batch")
+    self._p_mean = jax.pmap(lambda t: jax.lax.pmean(t, "batch"), axis_name="batch")
+
+  def p_mean(self, tree):
+    """Averages the (per-device) batch_stats over all devices; {} stays {}."""
+    return self._p_mean(tree) if jax.tree.leaves(tree) else tree
 
   def _train(self, state, batch, stop):
     self.train_traces += 1  # Python side effect: runs once per trace.
@@ -459,6 +465,8 @@ def _train_one(config, workdir, layout) -> dict:
         rstate, metrics = steps.p_train(rstate, batch, stop_flag)
         step += 1
         done_here += 1
+        if step == config.simulate_preemption_at_step:  # Tests: a real SIGTERM to ourselves.
+          os.kill(os.getpid(), signal.SIGTERM)
         pending.append(metrics)
         if len(pending) > 1 and consume(pending.pop(0)):
           interrupted = True

@@ -1,0 +1,136 @@
+"""train/train.py on 4 CPU devices: the real pmap program on tiny data.
+
+A tiny CNN on 8x8 digits (64 training images: 8 steps of global batch 8 per
+epoch), so every run takes seconds.
+"""
+import json
+import os
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from configs import default
+from train import train as train_lib
+
+pytestmark = pytest.mark.skipif(jax.local_device_count() < 4, reason="needs 4 devices")
+
+
+def tiny_config(**overrides):
+  c = default.get_config()
+  c.model, c.norm, c.norms = "tiny_cnn", "mbn", ""
+  c.per_device_batch_size, c.eval_per_device_batch_size = 2, 25
+  c.num_epochs, c.mbn_total_epochs, c.lr_decay_epochs = 2, 2, 1
+  c.base_learning_rate = 1.0
+  c.dataset.source, c.dataset.name = "digits", "digits"
+  c.dataset.eval_split, c.dataset.holdout_per_class = "", 10
+  c.dataset.augment, c.dataset.max_train_examples = "none", 64
+  c.progress_bar = False
+  for k, v in overrides.items():
+    target = c
+    *path, last = k.split(".")
+    for p in path:
+      target = target[p]
+    target[last] = v
+  return c
+
+
+def records(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(l) for l in f if l.strip()]
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("full") / "run")
+  return workdir, train_lib.train_and_evaluate(tiny_config(), workdir)
+
+
+def test_four_device_run_compiles_once_and_writes_everything(full_run):
+  workdir, summary = full_run
+  assert summary["status"] == "completed" and summary["devices"] == 4
+  assert summary["global_batch_size"] == 8 and summary["steps_per_epoch"] == 8
+  assert summary["train_step_traces"] == 1  # One compilation for all 16 steps.
+  recs = records(workdir)
+  assert [r["epoch"] for r in recs] == [1, 2] and [r["step"] for r in recs] == [8, 16]
+  # λ (Eq. 11, m = 2, m0 = 32, T = 2): 0 in epoch 1, 1 - 2/32 in epoch 2.
+  assert recs[0]["lambda"] == 0.0 and recs[1]["lambda"] == pytest.approx(1 - 2 / 32)
+  assert recs[1]["learning_rate"] == pytest.approx(0.1 * 1.0 * 2 / 64)
+  assert all(np.isfinite(r["train_loss"]) and 0 <= r["eval_accuracy"] <= 1 for r in recs)
+  saved = json.load(open(os.path.join(workdir, "summary.json")))
+  assert saved["seed"] == 0 and saved["config"]["norm"] == "mbn"
+  assert os.listdir(os.path.join(workdir, "tensorboard"))
+  assert json.load(open(os.path.join(workdir, "config.json")))["config"]["model"] == "tiny_cnn"
+  assert sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit()) == [8, 16]
+
+
+def test_preempted_run_resumes_to_identical_metrics(full_run, tmp_path):
+  workdir_full, summary_full = full_run
+  workdir = str(tmp_path / "run")
+  # A real SIGTERM to ourselves after step 5 (mid epoch 1): checkpoint and stop.
+  first = train_lib.train_and_evaluate(tiny_config(simulate_preemption_at_step=5), workdir)
+  assert first["status"] == "interrupted" and 0 < first["step"] < 8
+  assert not os.path.exists(os.path.join(workdir, "metrics.jsonl")) or not records(workdir)
+  second = train_lib.train_and_evaluate(tiny_config(), workdir)  # The same command again.
+  assert second["status"] == "completed" and second["step"] == 16
+  strip = lambda rs: [{k: v for k, v in r.items() if k != "images_per_sec"} for r in rs]
+  assert strip(records(workdir)) == strip(records(workdir_full))  # Bit-for-bit.
+  assert second["final_eval_accuracy"] == summary_full["final_eval_accuracy"]
+
+
+def test_resume_with_different_config_is_refused(full_run):
+  workdir, _ = full_run
+  with pytest.raises(train_lib.ConfigMismatchError, match="norm"):
+    train_lib.train_and_evaluate(tiny_config(norm="bn"), workdir)
+  with pytest.raises(train_lib.ConfigMismatchError, match="per_device_batch_size"):
+    train_lib.train_and_evaluate(tiny_config(per_device_batch_size=4), workdir)
+  # Allowed: more epochs; the finished run resumes and trains one more epoch.
+  summary = train_lib.train_and_evaluate(tiny_config(num_epochs=3), workdir)
+  assert summary["epochs_completed"] == 3 and [r["epoch"] for r in records(workdir)] == [1, 2, 3]
+
+
+def test_synchronized_statistics_and_other_norms(tmp_path):
+  summary = train_lib.train_and_evaluate(
+      tiny_config(sync_batch_stats=True, num_epochs=1, mbn_total_epochs=2), str(tmp_path / "s"))
+  assert summary["status"] == "completed" and summary["train_step_traces"] == 1
+  summary = train_lib.train_and_evaluate(
+      tiny_config(norm="gn", model="mlp", num_epochs=1), str(tmp_path / "g"))
+  assert summary["status"] == "completed"
+
+
+@pytest.mark.parametrize("overrides, error, match", [
+    ({"model": "resnet1000"}, ValueError, "Unknown model 'resnet1000'"),
+    ({"norm": "xbn"}, ValueError, "Unknown norm 'xbn'"),
+    ({"norms": "bn,foo"}, ValueError, "Unknown norm 'foo'"),
+    ({"global_batch_size": 6}, ValueError, "not divisible among the 4 devices"),
+    ({"per_device_batch_size": 0}, ValueError, "per_device_batch_size must be a positive"),
+    ({"num_epochs": -1}, ValueError, "num_epochs must be a positive"),
+    ({"dataset.source": "ftp"}, ValueError, "dataset.source"),
+])
+def test_bad_input_fails_before_compiling(tmp_path, overrides, error, match):
+  with pytest.raises(error, match=match):
+    train_lib.train_and_evaluate(tiny_config(**overrides), str(tmp_path / "w"))
+  assert not os.path.exists(tmp_path / "w")
+
+
+def test_missing_workdir_parent(tmp_path):
+  with pytest.raises(FileNotFoundError, match="parent directory"):
+    train_lib.validate_config(tiny_config(), str(tmp_path / "no" / "such" / "w"))
+
+
+def test_global_batch_size_sets_per_device_batch():
+  layout = train_lib.validate_config(tiny_config(global_batch_size=16))
+  assert layout["per_device_batch_size"] == 4 and layout["devices"] == 4
+
+
+def test_one_step_on_tfds_mock_data(tmp_path):
+  import tensorflow_datasets as tfds
+  config = tiny_config(model="mlp", num_epochs=1, **{
+      "dataset.source": "tfds", "dataset.name": "cifar10", "dataset.data_dir": str(tmp_path),
+      "dataset.holdout_per_class": 0, "dataset.eval_split": "test",
+      "dataset.augment": "crop_flip", "dataset.max_train_examples": 8})
+  with tfds.testing.mock_data(num_examples=8):
+    summary = train_lib.train_and_evaluate(config, str(tmp_path / "w"))
+  assert summary["step"] == 1 and summary["status"] == "completed"
+  assert "cifar10" in summary["dataset"] and "(32, 32, 3)" in summary["dataset"]
