@@ -312,3 +312,37 @@ def test_in_normalizes_each_example_and_channel_over_hw():
   mu = x64.mean(axis=(1, 2), keepdims=True)
   var = x64.var(axis=(1, 2), keepdims=True)
   np.testing.assert_allclose(y, (x64 - mu) / np.sqrt(var + 1e-6), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [None, jnp.bfloat16])
+def test_brn_dtype_follows_flax_batchnorm(dtype):
+  """bfloat16 input: output dtype, values and float32 statistics as nn.BatchNorm."""
+  x = jnp.asarray(_x(), jnp.bfloat16)
+  variables = _variables(mean=np.full(C, 3.0), var=np.full(C, 0.2))
+  for train in (True, False):
+    y, s = norms.BatchRenorm(r_max=1.0, d_max=0.0, dtype=dtype).apply(
+        variables, x, use_running_average=not train, mutable=["batch_stats"])
+    y_bn, s_bn = nn.BatchNorm(dtype=dtype).apply(
+        variables, x, use_running_average=not train, mutable=["batch_stats"])
+    assert y.dtype == y_bn.dtype
+    np.testing.assert_allclose(np.float32(y), np.float32(y_bn), rtol=1e-2, atol=1e-2)
+    assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(s))
+
+
+def test_brn_synchronized_statistics_equal_one_big_batch():
+  """axis_name: 4 devices × 2 examples renormalize like one batch of 8."""
+  n_dev = 4
+  x = _x(shape=(8, 3, 3, C), seed=8)
+  variables = _variables(mean=np.full(C, 1.0), var=np.full(C, 0.5))
+  layer = norms.BatchRenorm(r_max=1.5, d_max=0.5, momentum=0.8)
+  big_y, big_upd = layer.apply(variables, x, use_running_average=False,
+                               mutable=["batch_stats"])
+  synced = norms.make_norm("brn", axis_name="batch", r_max=1.5, d_max=0.5,
+                           bn_momentum=0.8)()
+  y, upd = jax.pmap(
+      lambda v, x: synced.apply(v, x, False, step=None, mutable=["batch_stats"]),
+      axis_name="batch", in_axes=(None, 0))(variables, x.reshape(n_dev, 2, 3, 3, C))
+  np.testing.assert_allclose(y.reshape(x.shape), big_y, rtol=1e-5, atol=1e-5)
+  for dev in range(n_dev):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a[dev], b, rtol=1e-5),
+                 upd, big_upd)
