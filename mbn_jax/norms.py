@@ -555,5 +555,4 @@ def make_norm(name: str, **options) -> Callable[..., nn.Module]:
       return Identity(name=name)
     return cls(name=name, **{**fields, **kwargs})
 
-  norm_factory.norm_name = name  # For logging; models must not branch on it.
   return norm_factory
