@@ -8,6 +8,10 @@ Public API:
   ``mbn_jax.nnx.MomentumBatchNorm`` is its ``flax.nnx`` twin.
 * :mod:`mbn_jax.noise` — the noise model of Sections 3-4, Monte-Carlo checked.
 * :mod:`mbn_jax.functional` — the pure functions the layers are made of.
+* :func:`make_norm` / :mod:`mbn_jax.norms` — every norm the paper compares
+  (bn, mbn, brn, gn, ln, in, none) behind one call signature;
+  :class:`BatchRenorm` is the BReN baseline.
+* :func:`create_model` / :mod:`mbn_jax.models` — the paper's networks.
 
 Every momentum in mbn_jax weights the *old* value (Flax's convention).
 """
@@ -15,12 +19,21 @@ Every momentum in mbn_jax weights the *old* value (Flax's convention).
 from mbn_jax import functional, noise
 from mbn_jax.layers import MomentumBatchNorm
 from mbn_jax.schedules import inference_momentum, train_momentum
+from mbn_jax import norms  # noqa: E402  (needs MomentumBatchNorm)
+from mbn_jax.norms import BatchRenorm, make_norm
+from mbn_jax import models
+from mbn_jax.models import create_model
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchRenorm",
     "MomentumBatchNorm",
+    "create_model",
     "functional",
+    "make_norm",
+    "models",
+    "norms",
     "inference_momentum",
     "noise",
     "train_momentum",
