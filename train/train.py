@@ -516,24 +516,24 @@ def _train_one(config, workdir, layout) -> dict:
   finally:
     stop.close()
 
-  # The summary (over the whole run, resumed parts included).
-  all_records = []
-  if os.path.exists(writer.path):
+  # The summary (over the whole run, resumed parts included). Every process
+  # takes the same branches here: an evaluation is a collective.
+  if not interrupted and not last_eval:
+    last_eval = evaluate(steps.p_mean(rstate.batch_stats))
+  all_records = list(history)
+  if is_main and os.path.exists(writer.path):
     with open(writer.path) as f:
       all_records = [json.loads(l) for l in f if l.strip()]
-  if is_main:
-    all_records = all_records or history
   evals = [r["eval_accuracy"] for r in all_records if r.get("eval_accuracy") is not None]
-  if not evals and not interrupted:
-    last_eval = evaluate(steps.p_mean(rstate.batch_stats))
-    evals = [last_eval["eval_accuracy"]]
+  if last_eval and (not evals or evals[-1] != last_eval["eval_accuracy"]):
+    evals.append(last_eval["eval_accuracy"])
   final = all_records[-1] if all_records else {}
   summary = {
       "status": "interrupted" if interrupted else "completed",
       "step": step, "epochs_completed": step // spe, "num_epochs": config.num_epochs,
-      "final_eval_accuracy": evals[-1] if evals else float("nan"),
+      "final_eval_accuracy": (last_eval or {}).get("eval_accuracy", evals[-1] if evals else float("nan")),
       "best_eval_accuracy": max(evals) if evals else float("nan"),
-      "final_eval_loss": final.get("eval_loss"),
+      "final_eval_loss": (last_eval or {}).get("eval_loss", final.get("eval_loss")),
       "final_train_accuracy": final.get("train_accuracy", float("nan")),
       "final_train_loss": final.get("train_loss"),
       "seed": config.seed, "data_order_seed": config.seed, "init_seed": config.seed,
@@ -550,5 +550,8 @@ def _train_one(config, workdir, layout) -> dict:
     print(f"{verb} {config.model}/{config.norm}: final eval accuracy "
           f"{summary['final_eval_accuracy']:.4f} (best {summary['best_eval_accuracy']:.4f}) after "
           f"{summary['epochs_completed']} epochs; summary in {workdir}/summary.json", flush=True)
+  else:
+    print(f"process {process_index}/{process_count} {summary['status']} at step {step}: final "
+          f"eval accuracy {summary['final_eval_accuracy']:.6f}", flush=True)
   manager.close()
   return summary
