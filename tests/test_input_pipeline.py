@@ -145,3 +145,10 @@ def test_eval_batches_cover_every_example_once():
       assert bt["image"].shape == (2, 3, 8, 8, 3)
       got.extend(bt["label"][bt["mask"]].tolist())
   assert sorted(got) == list(range(10))
+
+
+def test_first_per_class_is_balanced_and_keeps_order():
+  from train import input_pipeline as ip
+  labels = np.array([0, 0, 1, 0, 1, 1, 2, 1, 2, 0])
+  mask = ip._first_per_class(labels, 2)
+  np.testing.assert_array_equal(np.flatnonzero(mask), [0, 1, 2, 4, 6, 8])

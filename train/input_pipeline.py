@@ -106,6 +106,8 @@ def validate_dataset_config(dc) -> None:
     raise ValueError(f"config.dataset.image_size must be positive, got {dc.image_size}.")
   if dc.max_train_examples is not None and dc.max_train_examples <= 0:
     raise ValueError("config.dataset.max_train_examples must be positive or None.")
+  if dc.get("train_per_class") is not None and dc.train_per_class <= 0:
+    raise ValueError("config.dataset.train_per_class must be positive or None.")
   if dc.max_eval_examples is not None and dc.max_eval_examples <= 0:
     raise ValueError("config.dataset.max_eval_examples must be positive or None.")
 
@@ -255,6 +257,14 @@ def _holdout(labels, k):
   return mask
 
 
+def _first_per_class(labels, k):
+  """Boolean mask of the first k examples of every class (a balanced subset)."""
+  mask = np.zeros(len(labels), bool)
+  for c in np.unique(labels):
+    mask[np.flatnonzero(labels == c)[:k]] = True
+  return mask
+
+
 def _channel_stats(images):
   """Per-channel mean and std of uint8 images, in [0, 1] units (float64 sums)."""
   c = images.shape[-1]
@@ -282,6 +292,9 @@ def load_dataset(dc) -> Dataset:
   else:
     eval_images, eval_labels, _ = _read(dc, dc.eval_split)
     eval_desc = repr(dc.eval_split)
+  if dc.get("train_per_class"):
+    keep = _first_per_class(labels, dc.train_per_class)
+    images, labels = images[keep], labels[keep]
   if dc.max_train_examples:
     images, labels = images[:dc.max_train_examples], labels[:dc.max_train_examples]
   if dc.max_eval_examples:
