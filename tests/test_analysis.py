@@ -41,6 +41,23 @@ def test_capture_records_each_norm_input_statistics():
   np.testing.assert_allclose(stats["BatchNorm_0"]["batch_var"], pre.var(0), rtol=1e-4, atol=1e-6)
 
 
+def test_capture_records_once_per_call_for_every_batch_norm_of_a_network():
+  from mbn_jax.models import create_model
+  for norm in ("bn", "mbn", "brn"):
+    model = create_model("resnet20", num_classes=10, norm=norm, total_epochs=2, steps_per_epoch=3)
+    x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
+    v = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
+    v = jax.tree.map(lambda s: jnp.ones(s.shape, s.dtype) * 0.05, v)
+    with analysis.capture_norm_statistics():
+      _, upd = jax.eval_shape(lambda v: model.apply(
+          v, x, train=True, step=1, mutable=["batch_stats", analysis.NORM_STATS]), v)
+    stats = analysis.collect(upd[analysis.NORM_STATS])
+    assert len(stats) == 19 + 2, norm  # 19 conv norms + 2 shortcut-projection norms
+    for path, rec in stats.items():
+      assert rec["batch_mean"].shape == rec["batch_var"].shape, (norm, path)
+      assert not isinstance(rec["batch_mean"], tuple), (norm, path)
+
+
 def test_capture_is_off_by_default_and_off_in_eval():
   model = TwoNorms()
   x = jnp.ones((2, 5))

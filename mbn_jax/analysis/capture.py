@@ -49,16 +49,24 @@ def _training(module, args, kwargs) -> bool:
 def capture_norm_statistics(is_norm=is_batch_norm):
   """Context manager: sow every batch-norm layer's input statistics."""
 
+  active: list[int] = []  # modules inside their own __call__ (super() re-entry)
+
   def interceptor(next_fun, args, kwargs, context):
     module = context.module
-    if (context.method_name == "__call__" and is_norm(module) and args
-        and _training(module, args, kwargs) and not module.is_initializing()):
-      x = jnp.asarray(args[0])
-      _, reduction_axes = F.feature_and_reduction_axes(x.ndim, getattr(module, "axis", -1))
-      mean, var = F.batch_statistics(x, reduction_axes, mask=kwargs.get("mask"))
-      module.sow(NORM_STATS, "batch_mean", mean)
-      module.sow(NORM_STATS, "batch_var", var)
-    return next_fun(*args, **kwargs)
+    if (context.method_name != "__call__" or not is_norm(module) or not args
+        or id(module) in active):
+      return next_fun(*args, **kwargs)
+    active.append(id(module))
+    try:
+      if _training(module, args, kwargs) and not module.is_initializing():
+        x = jnp.asarray(args[0])
+        _, reduction_axes = F.feature_and_reduction_axes(x.ndim, getattr(module, "axis", -1))
+        mean, var = F.batch_statistics(x, reduction_axes, mask=kwargs.get("mask"))
+        module.sow(NORM_STATS, "batch_mean", mean)
+        module.sow(NORM_STATS, "batch_var", var)
+      return next_fun(*args, **kwargs)
+    finally:
+      active.pop()
 
   with nn.intercept_methods(interceptor):
     yield
