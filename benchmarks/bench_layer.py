@@ -1,0 +1,117 @@
+"""Layer benchmark: MomentumBatchNorm vs flax.linen.BatchNorm vs GroupNorm.
+
+For each conv-shaped input (N, H, W, C) and dtype, times a jitted
+forward + backward: the gradient of a scalar function of the output with
+respect to the input and the parameters, with ``batch_stats`` updated
+(returned). The three layers are timed interleaved; the ratios MBN/BN and
+GN/BN are medians of paired repetitions. Also counts HLO ops of each
+compiled step (``--hlo``) to show what MBN adds.
+
+  python benchmarks/bench_layer.py
+  python benchmarks/bench_layer.py --dtypes float32 --shapes 8x32x32x64 --reps 51
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import functools
+import re
+
+import _common as C  # noqa: I001
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mbn_jax import MomentumBatchNorm
+
+SHAPES = "2x32x32x64,8x32x32x64,32x16x16x128,32x32x32x64,64x16x16x256,128x8x8x512"
+
+
+def layers(dtype, channels):
+  groups = min(32, channels)
+  return {
+      "bn": nn.BatchNorm(momentum=0.9, dtype=dtype),
+      "mbn": MomentumBatchNorm(dtype=dtype, total_epochs=200, steps_per_epoch=100),
+      "gn": nn.GroupNorm(num_groups=groups, dtype=dtype),
+  }
+
+
+def make(name, layer, x, step):
+  variables = layer.init(jax.random.PRNGKey(0), x, use_running_average=True) \
+      if name != "gn" else layer.init(jax.random.PRNGKey(0), x)
+  params = variables["params"]
+  stats = variables.get("batch_stats", {})
+  w = jax.random.normal(jax.random.PRNGKey(1), x.shape, jnp.float32).astype(x.dtype)
+
+  def loss(params, x, stats, step):
+    v = {"params": params}
+    if name == "gn":
+      y = layer.apply(v, x)
+      new = stats
+    else:
+      v["batch_stats"] = stats
+      kw = {"step": step} if name == "mbn" else {}
+      y, upd = layer.apply(v, x, use_running_average=False, mutable=["batch_stats"], **kw)
+      new = upd["batch_stats"]
+    return jnp.sum((y * w).astype(jnp.float32)), new
+
+  @jax.jit
+  def fb(params, x, stats, step):
+    (l, new), g = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(params, x, stats, step)
+    return l, g, new
+
+  return fb, (params, x, stats, step)
+
+
+def hlo_ops(fn, args):
+  txt = fn.lower(*args).compile().as_text()
+  ops = collections.Counter(re.findall(r"= \S+ (\w[\w-]*)\(", txt))
+  fusions = len(re.findall(r"^\s*\S+ = \S+ fusion\(", txt, re.M))
+  return sum(ops.values()), fusions, ops
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap.add_argument("--shapes", default=SHAPES)
+  ap.add_argument("--dtypes", default="float32,bfloat16")
+  ap.add_argument("--reps", type=int, default=31)
+  ap.add_argument("--inner", type=int, default=0,
+                  help="calls per timed repetition (0: auto, ~20 ms per rep)")
+  ap.add_argument("--hlo", action="store_true", help="print HLO op counts per layer")
+  ap.add_argument("--out", default="benchmarks/results/bench_layer.json")
+  a = ap.parse_args()
+  rows, records = [], []
+  step = jnp.asarray(250, jnp.int32)  # epoch 3: λ > 0 for MBN
+  for dt in a.dtypes.split(","):
+    dtype = jnp.dtype(dt)
+    for shp in a.shapes.split(","):
+      shape = tuple(int(s) for s in shp.split("x"))
+      x = jax.random.normal(jax.random.PRNGKey(2), shape, jnp.float32).astype(dtype)
+      fns, hlo = {}, {}
+      for name, layer in layers(dtype, shape[-1]).items():
+        fb, args = make(name, layer, x, step)
+        jax.block_until_ready(fb(*args))
+        inner = a.inner or max(1, int(0.02 / max(C.time_call(functools.partial(fb, *args)), 1e-5)))
+        fns[name] = functools.partial(lambda fb, args, k: [fb(*args) for _ in range(k)][-1],
+                                      fb, args, inner)
+        if a.hlo:
+          hlo[name] = hlo_ops(fb, args)
+      times = C.paired_timings(fns, a.reps, warmup=2)
+      r = dict(shape=shp, dtype=dt, inner=inner,
+               **{f"{n}_us": C.median(times[n]) / inner * 1e6 for n in fns},
+               mbn_over_bn=C.paired_ratio(times, "mbn", "bn"),
+               gn_over_bn=C.paired_ratio(times, "gn", "bn"))
+      if a.hlo:
+        r["hlo_ops"] = {n: dict(total=h[0], fusions=h[1]) for n, h in hlo.items()}
+        print(f"  {shp} {dt} HLO ops (total, fusions): "
+              + ", ".join(f"{n}={h[0]},{h[1]}" for n, h in hlo.items()), flush=True)
+      records.append(r)
+      rows.append([shp, dt, r["bn_us"], r["mbn_us"], r["gn_us"], r["mbn_over_bn"], r["gn_over_bn"]])
+      print(f"{shp} {dt}: MBN/BN={r['mbn_over_bn']:.3f} GN/BN={r['gn_over_bn']:.3f}", flush=True)
+  C.print_table(["shape", "dtype", "BN us", "MBN us", "GN us", "MBN/BN", "GN/BN"], rows)
+  C.write_json(a.out, dict(machine=C.machine_info(), args=vars(a), results=records))
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,130 @@
+"""Training-step benchmark: ResNet20 / ResNet18 (CIFAR) with each norm.
+
+One SGD-momentum step (forward, backward, batch_stats update, optax update),
+jitted, the step passed as a traced int32 array. For every (model, batch) the
+norms (and, with --convs, the convolution variants) are timed interleaved in
+the same run; ratios are medians of paired repetitions. Reports ms/step,
+images/s, first-call compile time and the number of compilations over the
+timed steps (must be 1).
+
+  python benchmarks/bench_train_step.py                     # quick
+  python benchmarks/bench_train_step.py --full              # everything (slow)
+  python benchmarks/bench_train_step.py --models resnet18 --batches 32 \
+      --norms bn,mbn --convs lax,taps
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import time
+
+import _common as C  # noqa: I001
+import jax
+import jax.numpy as jnp
+import optax
+
+import _models
+
+
+def make_step(model: _models.Model, tx):
+  traces = {"n": 0}
+
+  def loss_fn(params, batch_stats, x, y, step):
+    logits, new_state = model.module.apply(
+        {"params": params, "batch_stats": batch_stats}, x, train=True, step=step,
+        mutable=["batch_stats"])
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return loss, new_state["batch_stats"]
+
+  def step_fn(state, x, y):
+    traces["n"] += 1
+    params, batch_stats, opt_state, step = state
+    with model.ctx():
+      (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+          params, batch_stats, x, y, step)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    return (params, batch_stats, opt_state, step + 1), loss
+
+  return jax.jit(step_fn, donate_argnums=0), traces
+
+
+def build(name, norm, conv, batch, dtype, seed=0):
+  model = _models.Model(name, norm, conv, batch_size=batch, dtype=dtype)
+  x = jax.random.normal(jax.random.PRNGKey(seed), (batch, 32, 32, 3), jnp.float32)
+  y = jax.random.randint(jax.random.PRNGKey(seed + 1), (batch,), 0, 10)
+  with model.ctx():
+    variables = jax.jit(functools.partial(model.module.init, train=False))(
+        jax.random.PRNGKey(seed + 2), x[:1])
+  tx = optax.sgd(0.1, momentum=0.9)
+  params = variables["params"]
+  state = [params, variables["batch_stats"], tx.init(params), jnp.zeros((), jnp.int32)]
+  step_fn, traces = make_step(model, tx)
+  t0 = time.perf_counter()
+  new_state, loss = step_fn(tuple(state), x, y)
+  jax.block_until_ready(loss)
+  compile_s = time.perf_counter() - t0
+  box = {"state": new_state, "loss": loss}
+
+  def run():
+    box["state"], box["loss"] = step_fn(box["state"], x, y)
+    return box["loss"]
+
+  return run, compile_s, traces, step_fn, box
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap.add_argument("--models", default="resnet20,resnet18")
+  ap.add_argument("--batches", default="2,8", help="per-device batch sizes (quick default)")
+  ap.add_argument("--norms", default="bn,mbn,gn")
+  ap.add_argument("--convs", default="lax", help=f"conv variants among {_models.CONV_VARIANTS}")
+  ap.add_argument("--dtype", default="float32")
+  ap.add_argument("--reps", type=int, default=7)
+  ap.add_argument("--full", action="store_true", help="batches 2,8,32,128, resnet20+resnet18")
+  ap.add_argument("--baseline", default=None, help="variant the ratios are relative to (default: first)")
+  ap.add_argument("--out", default="benchmarks/results/bench_train_step.json")
+  a = ap.parse_args()
+  if a.full:
+    a.batches, a.models = "2,8,32,128", "resnet20,resnet18"
+  dtype = jnp.dtype(a.dtype)
+  norms = a.norms.split(",")
+  convs = a.convs.split(",")
+  print(f"machine: {C.machine_info()}", flush=True)
+  rows, records = [], []
+  for name in a.models.split(","):
+    for batch in [int(b) for b in a.batches.split(",")]:
+      reps = a.reps if batch <= 32 else max(3, a.reps // 2)
+      fns, info = {}, {}
+      for norm in norms:
+        for conv in convs:
+          key = norm if len(convs) == 1 else f"{norm}/{conv}"
+          print(f"[{name} b={batch}] compiling {key} ...", flush=True)
+          run, compile_s, traces, step_fn, box = build(name, norm, conv, batch, dtype)
+          fns[key] = run
+          info[key] = (compile_s, traces, step_fn)
+      base = a.baseline or next(iter(fns))
+      times = C.paired_timings(fns, reps, warmup=1, progress=f"{name} b={batch}")
+      for key in fns:
+        compile_s, traces, step_fn = info[key]
+        ms = C.median(times[key]) * 1e3
+        cache = step_fn._cache_size() if hasattr(step_fn, "_cache_size") else None
+        r = dict(model=name, batch=batch, variant=key, ms_per_step=ms,
+                 images_per_s=batch / ms * 1e3, compile_s=compile_s,
+                 traces=traces["n"], jit_cache_size=cache,
+                 ratio=C.paired_ratio(times, key, base), baseline=base,
+                 steps=reps + 2, times_s=times[key])
+        records.append(r)
+        rows.append([name, batch, key, ms, r["images_per_s"], compile_s, traces["n"],
+                     r["ratio"]])
+      C.print_table(["model", "batch", "variant", "ms/step", "img/s", "compile s", "compiles",
+                     f"/{base}"], rows[-len(fns):])
+  print()
+  C.print_table(["model", "batch", "variant", "ms/step", "img/s", "compile s", "compiles",
+                 "ratio"], rows)
+  C.write_json(a.out, dict(machine=C.machine_info(), args=vars(a), results=records))
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,190 @@
+"""JAX (mbn_jax) vs PyTorch: one SGD step of ResNet18/ResNet20 (CIFAR), CPU.
+
+The same architecture in both (3×3 stem, no max-pool, 1×1 projection
+shortcuts, no conv bias), with BatchNorm and with Momentum BN (PyTorch: a
+straightforward module implementing Eq. 8 with the paper's λ, Eq. 11). One
+SGD-momentum step = forward, cross-entropy, backward, update. JAX and PyTorch
+are timed interleaved in the same process; the reported ratio is the median
+over repetitions of t_JAX / t_PyTorch (paired within a repetition).
+
+Needs the optional extra: ``pip install torch==2.13.0`` (CPU build).
+
+  python benchmarks/bench_vs_pytorch.py                       # quick: b=2,8
+  python benchmarks/bench_vs_pytorch.py --full                # 2,8,32,128, both models
+  python benchmarks/bench_vs_pytorch.py --jax-convs lax,auto  # the fast path too
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import _common as C  # noqa: I001
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import bench_train_step as TS
+import _models
+
+import torch
+from torch import nn
+
+from mbn_jax import inference_momentum, train_momentum
+
+
+class TorchMBN(nn.Module):
+  """Momentum BN for PyTorch (Eq. 8, Algorithm 1), NCHW, λ set per step."""
+
+  def __init__(self, c, eps=1e-5, ideal_batch_size=32, tau0=0.85):
+    super().__init__()
+    self.weight = nn.Parameter(torch.ones(c))
+    self.bias = nn.Parameter(torch.zeros(c))
+    self.eps, self.m0, self.tau0 = eps, ideal_batch_size, tau0
+    for n, v in (("running_mean", 0.0), ("running_var", 1.0), ("train_mean", 0.0),
+                 ("train_var", 1.0)):
+      self.register_buffer(n, torch.full((c,), v))
+    self.lam = 0.0
+
+  def forward(self, x):
+    if not self.training:
+      mean, var = self.running_mean, self.running_var
+    else:
+      m = x.shape[0]
+      bvar, bmean = torch.var_mean(x, dim=(0, 2, 3), unbiased=False)
+      lam = self.lam
+      mean = lam * self.train_mean + (1 - lam) * bmean
+      var = lam * self.train_var + (1 - lam) * bvar
+      tau = float(inference_momentum(m, ideal_batch_size=self.m0, tau0=self.tau0))
+      with torch.no_grad():
+        self.train_mean.copy_(mean)
+        self.train_var.copy_(var)
+        self.running_mean.mul_(tau).add_((1 - tau) * bmean)
+        self.running_var.mul_(tau).add_((1 - tau) * bvar)
+    inv = torch.rsqrt(var + self.eps) * self.weight
+    return x * inv[None, :, None, None] + (self.bias - mean * inv)[None, :, None, None]
+
+
+def _norm(kind, c):
+  return nn.BatchNorm2d(c) if kind == "bn" else TorchMBN(c)
+
+
+class Block(nn.Module):
+  def __init__(self, cin, cout, stride, norm):
+    super().__init__()
+    self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+    self.n1 = _norm(norm, cout)
+    self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+    self.n2 = _norm(norm, cout)
+    self.short = None
+    if stride != 1 or cin != cout:
+      self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), _norm(norm, cout))
+
+  def forward(self, x):
+    y = torch.relu(self.n1(self.conv1(x)))
+    y = self.n2(self.conv2(y))
+    return torch.relu(y + (x if self.short is None else self.short(x)))
+
+
+class TorchResNet(nn.Module):
+  def __init__(self, stages, filters, norm, num_classes=10):
+    super().__init__()
+    self.stem = nn.Conv2d(3, filters[0], 3, 1, 1, bias=False)
+    self.stem_norm = _norm(norm, filters[0])
+    layers, cin = [], filters[0]
+    for i, (n, f) in enumerate(zip(stages, filters)):
+      for j in range(n):
+        layers.append(Block(cin, f, 2 if i > 0 and j == 0 else 1, norm))
+        cin = f
+    self.layers = nn.Sequential(*layers)
+    self.head = nn.Linear(cin, num_classes)
+
+  def forward(self, x):
+    x = torch.relu(self.stem_norm(self.stem(x)))
+    x = self.layers(x)
+    return self.head(x.mean((2, 3)))
+
+
+TORCH_ARCH = {"resnet18": ((2, 2, 2, 2), (64, 128, 256, 512)),
+              "resnet20": ((3, 3, 3), (16, 32, 64))}
+
+
+def torch_step_fn(name, norm, batch, channels_last=False):
+  torch.manual_seed(0)
+  stages, filters = TORCH_ARCH[name]
+  model = TorchResNet(stages, filters, norm)
+  mf = torch.channels_last if channels_last else torch.contiguous_format
+  model = model.to(memory_format=mf).train()
+  opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+  x = torch.randn(batch, 3, 32, 32).to(memory_format=mf)
+  y = torch.randint(0, 10, (batch,))
+  mbns = [m for m in model.modules() if isinstance(m, TorchMBN)]
+  spe, total = _models.MBN_OPTIONS["steps_per_epoch"], _models.MBN_OPTIONS["total_epochs"]
+  state = {"step": 0}
+
+  def run():
+    if mbns:  # Eq. 11, the same schedule as the JAX side.
+      lam = float(train_momentum(state["step"], batch_size=batch, total_epochs=total,
+                                 steps_per_epoch=spe))
+      for m in mbns:
+        m.lam = lam
+    opt.zero_grad(set_to_none=True)
+    loss = nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    opt.step()
+    state["step"] += 1
+    return loss.item()
+
+  return run
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap.add_argument("--models", default="resnet18,resnet20")
+  ap.add_argument("--batches", default="2,8")
+  ap.add_argument("--norms", default="bn,mbn")
+  ap.add_argument("--jax-convs", default="lax", help=f"JAX conv variants among {_models.CONV_VARIANTS}")
+  ap.add_argument("--channels-last", action="store_true", help="PyTorch channels_last")
+  ap.add_argument("--reps", type=int, default=7)
+  ap.add_argument("--full", action="store_true")
+  ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+  ap.add_argument("--out", default="benchmarks/results/bench_vs_pytorch.json")
+  a = ap.parse_args()
+  if a.full:
+    a.batches, a.models = "2,8,32,128", "resnet18,resnet20"
+  if a.threads:
+    torch.set_num_threads(a.threads)
+  print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; "
+        f"machine: {C.machine_info()}", flush=True)
+  convs = a.jax_convs.split(",")
+  rows, records = [], []
+  for name in a.models.split(","):
+    for batch in [int(b) for b in a.batches.split(",")]:
+      reps = a.reps if batch <= 32 else max(3, a.reps // 2)
+      fns = {}
+      for norm in a.norms.split(","):
+        fns[f"torch/{norm}"] = torch_step_fn(name, norm, batch, a.channels_last)
+        for conv in convs:
+          print(f"[{name} b={batch}] compiling jax/{norm}/{conv} ...", flush=True)
+          fns[f"jax/{norm}/{conv}"] = TS.build(name, norm, conv, batch, jnp.float32)[0]
+      times = C.paired_timings(fns, reps, warmup=1, progress=f"{name} b={batch}")
+      for norm in a.norms.split(","):
+        tk = f"torch/{norm}"
+        for conv in convs:
+          jk = f"jax/{norm}/{conv}"
+          r = dict(model=name, batch=batch, norm=norm, jax_conv=conv,
+                   jax_ms=C.median(times[jk]) * 1e3, torch_ms=C.median(times[tk]) * 1e3,
+                   ratio=C.paired_ratio(times, jk, tk))
+          records.append(r)
+          rows.append([name, batch, norm, conv, r["jax_ms"], r["torch_ms"], r["ratio"]])
+      C.print_table(["model", "batch", "norm", "jax conv", "JAX ms", "torch ms", "JAX/torch"],
+                    rows[-len(a.norms.split(",")) * len(convs):])
+  print()
+  C.print_table(["model", "batch", "norm", "jax conv", "JAX ms", "torch ms", "JAX/torch"], rows)
+  C.write_json(a.out, dict(machine=C.machine_info(), torch=torch.__version__,
+                           torch_threads=torch.get_num_threads(), args=vars(a),
+                           results=records))
+
+
+if __name__ == "__main__":
+  main()
