@@ -162,12 +162,16 @@ def check_resume_compatible(saved: dict, config) -> None:
 
 
 def learning_rate_fn(config, per_device_batch: int, global_batch: int, steps_per_epoch: int):
+  """Step decay: base · factor^(epoch // lr_decay_epochs), base = lr · m / reference."""
   m = per_device_batch if config.lr_batch_size == "per_device" else global_batch
   base = config.base_learning_rate * m / config.lr_reference_batch_size
   every = config.lr_decay_epochs * steps_per_epoch
-  boundaries = {k * every: config.lr_decay_factor
-                for k in range(1, config.num_epochs // config.lr_decay_epochs + 2)}
-  return optax.piecewise_constant_schedule(base, boundaries)
+  factor = config.lr_decay_factor
+
+  def schedule(step):
+    return jnp.float32(base) * jnp.float32(factor) ** (jnp.asarray(step) // every).astype(jnp.float32)
+
+  return schedule
 
 
 class Steps:
