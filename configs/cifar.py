@@ -37,6 +37,7 @@ def get_config(arg: str = "cifar10,resnet18"):
     config.dataset.train_split = "train"
     config.dataset.eval_split = ""
     config.dataset.holdout_per_class = 500
+    config.dataset.cache_dir = "~/.cache/mbn_jax/datasets"  # 50k JPEG decodes: once.
   else:
     config.dataset.source = "tfds"
     config.dataset.name = dataset

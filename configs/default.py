@@ -82,6 +82,8 @@ def get_config():
   config.dataset.mean = ml_collections.config_dict.placeholder(tuple)  # None: from train set.
   config.dataset.std = ml_collections.config_dict.placeholder(tuple)
   config.dataset.max_train_examples = ml_collections.config_dict.placeholder(int)
+  # A directory for decoded images (.npy), reused across runs; None: no cache.
+  config.dataset.cache_dir = ml_collections.config_dict.placeholder(str)
   # > 0: train on the first k images of every class only (a class-balanced
   # subset; applied after holdout_per_class, before max_train_examples).
   config.dataset.train_per_class = ml_collections.config_dict.placeholder(int)

@@ -152,3 +152,13 @@ def test_first_per_class_is_balanced_and_keeps_order():
   labels = np.array([0, 0, 1, 0, 1, 1, 2, 1, 2, 0])
   mask = ip._first_per_class(labels, 2)
   np.testing.assert_array_equal(np.flatnonzero(mask), [0, 1, 2, 4, 6, 8])
+
+
+def test_decoded_cache_is_reused(image_folder, tmp_path):
+  dc = dataset_config(source="image_folder", root=str(image_folder), holdout_per_class=2,
+                      cache_dir=str(tmp_path / "cache"))
+  first = ip.load_dataset(dc)
+  assert len(list((tmp_path / "cache").glob("*.images.npy"))) == 1
+  again = ip.load_dataset(dc)
+  np.testing.assert_array_equal(first.train_images, again.train_images)
+  np.testing.assert_array_equal(first.eval_labels, again.eval_labels)

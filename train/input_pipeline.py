@@ -28,6 +28,10 @@ Sources (``config.dataset``):
 * ``source='digits'``: scikit-learn's bundled 8x8 digits (1797 images, no
   download), one split called ``train``.
 
+Decoding 50k JPEGs takes a minute: with ``dataset.cache_dir`` set, the decoded
+arrays of each split are cached there as ``.npy`` files (keyed by source,
+name/root, data_dir, split and image size) and reused by later runs.
+
 Validation: ``eval_split`` names a split, or ``holdout_per_class=k > 0`` carves
 the last ``k`` examples of every class (in file order for image folders,
 dataset order otherwise) out of ``train_split`` and uses them for evaluation.
@@ -243,7 +247,33 @@ def _read_digits(dc, split_spec):
 
 def _read(dc, split_spec):
   reader = {"tfds": _read_tfds, "image_folder": _read_image_folder, "digits": _read_digits}[dc.source]
-  return reader(dc, split_spec)
+  cache_dir = dc.get("cache_dir")
+  if not cache_dir or dc.source == "digits":
+    return reader(dc, split_spec)
+  # Decoded arrays cached as .npy files, keyed by what determines them.
+  import hashlib  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+  root = os.path.abspath(os.path.expanduser(dc.root)) if dc.source == "image_folder" else None
+  key = json.dumps([dc.source, dc.name if dc.source == "tfds" else None, root,
+                    dc.data_dir, split_spec, dc.image_size], sort_keys=True)
+  path = os.path.join(os.path.expanduser(cache_dir), hashlib.sha1(key.encode()).hexdigest()[:16])
+  try:
+    with open(path + ".json") as f:
+      num_classes = json.load(f)["num_classes"]
+    return np.load(path + ".images.npy"), np.load(path + ".labels.npy"), num_classes
+  except (OSError, ValueError, KeyError):
+    pass
+  images, labels, num_classes = reader(dc, split_spec)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tag = f".tmp{os.getpid()}"
+  for suffix, array in ((".images.npy", images), (".labels.npy", labels)):
+    with open(path + suffix + tag, "wb") as f:
+      np.save(f, array)
+    os.replace(path + suffix + tag, path + suffix)
+  with open(path + ".json" + tag, "w") as f:  # Written last: marks the entry complete.
+    json.dump({"key": key, "num_classes": int(num_classes)}, f)
+  os.replace(path + ".json" + tag, path + ".json")
+  return images, labels, num_classes
 
 
 def _holdout(labels, k):

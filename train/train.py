@@ -38,13 +38,13 @@ from train import checkpoints as ckpt_lib
 from train import input_pipeline
 from train import models
 
-__all__ = ["train_and_evaluate", "validate_config", "RESUME_MAY_CHANGE", "ConfigMismatchError"]
+__all__ = ["train_and_evaluate", "build_model", "validate_config", "RESUME_MAY_CHANGE", "ConfigMismatchError"]
 
 # Config fields a resumed run may change (dotted names; prefixes end with '.').
 RESUME_MAY_CHANGE = (
     "num_epochs", "log_every_steps", "eval_every_epochs", "checkpoint_every_epochs",
     "keep_checkpoints", "progress_bar", "tensorboard", "eval_per_device_batch_size",
-    "dataset.data_dir", "dataset.root", "dataset.download", "distributed.", "norms",
+    "dataset.data_dir", "dataset.root", "dataset.download", "dataset.cache_dir", "distributed.", "norms",
     "simulate_preemption_at_step",
 )
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -172,6 +172,23 @@ def learning_rate_fn(config, per_device_batch: int, global_batch: int, steps_per
     return jnp.float32(base) * jnp.float32(factor) ** (jnp.asarray(step) // every).astype(jnp.float32)
 
   return schedule
+
+
+def build_model(config, *, num_classes: int, steps_per_epoch: int):
+  """The configured network, its norms built from the config's norm options.
+
+  ``axis_name='batch'`` (the pmap axis) when ``sync_batch_stats``; the
+  model's dtype reaches its norms through ``create_model(dtype=...)``.
+  """
+  norm_options = dict(
+      axis_name="batch" if config.sync_batch_stats else None,
+      total_epochs=config.mbn_total_epochs,
+      steps_per_epoch=steps_per_epoch, ideal_batch_size=config.ideal_batch_size,
+      tau0=config.tau0, r_max=config.r_max, d_max=config.d_max,
+      warmup_steps=config.brn_warmup_steps, bn_momentum=config.bn_momentum)
+  return models.create_model(
+      config.model, num_classes=num_classes, norm=config.norm,
+      input_variant=config.input_variant, dtype=DTYPES[config.dtype], **norm_options)
 
 
 class Steps:
@@ -359,16 +376,7 @@ def _train_one(config, workdir, layout) -> dict:
   total_steps = spe * config.num_epochs
   stats_batch = m * devices if config.sync_batch_stats else m
 
-  # The model's dtype reaches its norms through create_model(dtype=...).
-  norm_options = dict(
-      axis_name="batch" if config.sync_batch_stats else None,
-      total_epochs=config.mbn_total_epochs,
-      steps_per_epoch=spe, ideal_batch_size=config.ideal_batch_size, tau0=config.tau0,
-      r_max=config.r_max, d_max=config.d_max, warmup_steps=config.brn_warmup_steps,
-      bn_momentum=config.bn_momentum)
-  model = models.create_model(
-      config.model, num_classes=data.num_classes, norm=config.norm,
-      input_variant=config.input_variant, dtype=DTYPES[config.dtype], **norm_options)
+  model = build_model(config, num_classes=data.num_classes, steps_per_epoch=spe)
 
   lr_fn = learning_rate_fn(config, m, global_batch, spe)
   lam_fn = functools.partial(
