@@ -85,7 +85,7 @@ def validate_config(config, workdir: str | None = None) -> dict:
   else:
     norms = [config.norm]
   valid_norms = models.norm_names()
-  for n in norms:
+  for n in norms + [config.norm]:
     if n not in valid_norms:
       raise ValueError(f"Unknown norm {n!r}: choose one of {', '.join(valid_norms)}.")
   valid_models = models.model_names()
@@ -335,6 +335,9 @@ def _compare(config, workdir, norms):
     sub.norm = norm
     sub.norms = ""
     results[norm] = _train_one(sub, os.path.join(workdir, norm), validate_config(sub, workdir))
+    if results[norm]["status"] != "completed":  # Preempted: stop here; rerun resumes.
+      return {"per_device_batch_size": config.per_device_batch_size, "runs": results,
+              "status": "interrupted"}
   rows = [("norm", "eval acc", "best eval acc", "train acc", "epochs", "time (s)")]
   for norm, s in results.items():
     rows.append((norm, f"{s['final_eval_accuracy']:.4f}", f"{s['best_eval_accuracy']:.4f}",

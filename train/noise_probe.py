@@ -1,0 +1,144 @@
+r"""Measure the noise each normalization layer injects, on a trained network.
+
+    python -m train.noise_probe --workdirs workdirs/cpu_repro/bn-m2-s0,workdirs/cpu_repro/mbn-m2-s0 \
+        --out docs/results/noise --steps 1000
+
+For each workdir (a finished ``python -m train`` run with norm ``bn`` or
+``mbn``), restores the last checkpoint and replays ``--steps`` training
+batches (the same augmented data order as epoch 1 of training) through the
+network **in training mode with the parameters frozen**, as in the last
+epoch of training once the learning rate has decayed. Every batch-norm layer's
+input statistics are recorded (:mod:`mbn_jax.analysis.capture`); the
+statistics the layer normalized with are μ_B, σ²_B for BN and MBN's training
+moving averages (Eq. 8, λ at its final value) for MBN. Per layer, the
+measured Var ξ_μ, E ξ_σ, Var ξ_σ against the population statistics of the
+replayed epoch are tabulated next to :mod:`mbn_jax.noise`'s prediction for the
+same m and λ (``noise.md``, ``noise.png``), and the first norm layer's channel
+0 is drawn as the paper's Fig. 1 (``fig1_<run>.png``).
+
+Run it from the directory the training ran in (dataset paths in the saved
+config may be relative).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import app, flags
+
+from mbn_jax import analysis, schedules
+from mbn_jax.analysis import plots
+from train import checkpoints as ckpt_lib
+from train import input_pipeline
+from train import train as train_lib
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  flags.DEFINE_list("workdirs", None, "Finished bn/mbn training workdirs.", required=True)
+  flags.DEFINE_string("out", None, "Output directory (noise.md, noise.png, fig1_*.png).",
+                      required=True)
+  flags.DEFINE_integer("steps", 1000, "Training batches to replay per run.")
+  flags.DEFINE_integer("skip", 100, "Leading replayed steps to drop (MBN's EMA warm-up).")
+
+
+def probe_run(workdir: str, steps: int, skip: int):
+  """Replays ``steps`` batches of a finished run; returns (LayerNoise rows, fig-1 data)."""
+  saved = json.loads((pathlib.Path(workdir) / "config.json").read_text())
+  config = ml_collections.ConfigDict(saved["config"])
+  if config.norm not in ("bn", "mbn"):
+    raise ValueError(f"{workdir}: noise probe supports norm bn or mbn, not {config.norm!r}.")
+  data = input_pipeline.load_dataset(config.dataset)
+  m = config.per_device_batch_size
+  batches = input_pipeline.TrainBatches(
+      data, per_device_batch_size=m, local_devices=1, process_index=0, process_count=1,
+      seed=config.seed, augment=config.dataset.augment, pad=config.dataset.crop_padding)
+  spe = saved["run_info"]["steps_per_epoch"]  # the run's, not this single-device replay's
+  if config.sync_batch_stats:
+    raise ValueError(f"{workdir}: the probe replays one device; runs with sync_batch_stats "
+                     "are not supported.")
+  model = train_lib.build_model(config, num_classes=data.num_classes, steps_per_epoch=spe)
+
+  manager = ckpt_lib.CheckpointManager(os.path.join(workdir, "checkpoints"))
+  last = manager.latest_step()
+  if last is None:
+    raise ValueError(f"{workdir}: no checkpoint to probe (train it first).")
+  restored, _ = manager.restore(last, None)
+  manager.close()
+  params = jax.tree.map(jnp.asarray, restored["params"])
+  batch_stats = jax.tree.map(jnp.asarray, restored["batch_stats"])
+  final_step = int(restored["step"]) - 1
+  lam = float(schedules.train_momentum(final_step, batch_size=m,
+                                       total_epochs=config.mbn_total_epochs,
+                                       steps_per_epoch=spe,
+                                       ideal_batch_size=config.ideal_batch_size))
+  lam = lam if config.norm == "mbn" else 0.0
+
+  @jax.jit
+  def replay(batch_stats, images):
+    with analysis.capture_norm_statistics():
+      _, upd = model.apply({"params": params, "batch_stats": batch_stats}, images, train=True,
+                           step=jnp.int32(final_step),
+                           mutable=["batch_stats", analysis.NORM_STATS])
+    return upd["batch_stats"], upd[analysis.NORM_STATS]
+
+  records = []
+  n = min(steps, batches.steps_per_epoch)
+  order = batches.order(0)
+  for i in range(n):
+    images = jnp.asarray(batches.batch(0, i, order)["image"][0])
+    batch_stats, sown = replay(batch_stats, images)
+    rec = {}
+    for path, st in analysis.collect(jax.device_get(sown)).items():
+      node = batch_stats
+      for part in path.split("/"):
+        node = node[part]
+      norm_mean = node["train_mean"] if config.norm == "mbn" else st["batch_mean"]
+      norm_var = node["train_var"] if config.norm == "mbn" else st["batch_var"]
+      rec[path] = (st["batch_mean"], st["batch_var"], np.asarray(norm_mean), np.asarray(norm_var))
+    records.append(rec)
+
+  name = pathlib.Path(workdir).name
+  rows = []
+  for path in records[0]:
+    bm, bv, nm, nv = (np.stack([r[path][k] for r in records]) for k in range(4))
+    skip_ = min(skip, n - 2)
+    rows.append(analysis.measure_noise(f"{name}:{path}", bm, bv, batch_size=m, momentum=lam,
+                                       norm_means=nm, norm_vars=nv, skip=skip_))
+    if config.norm == "mbn":  # the same layer's raw batch statistics (what BN would use)
+      rows.append(analysis.measure_noise(f"{name}:{path} [batch stats]", bm, bv, batch_size=m,
+                                         skip=skip_))
+  first = next(iter(records[0]))
+  fig1 = (np.stack([r[first][0] for r in records]), np.stack([r[first][1] for r in records]),
+          m, f"{name}: {first}")
+  return rows, fig1
+
+
+def main(argv):
+  del argv
+  out = pathlib.Path(FLAGS.out)
+  out.mkdir(parents=True, exist_ok=True)
+  all_rows, shown = [], []
+  for wd in FLAGS.workdirs:
+    rows, (bm, bv, m, title) = probe_run(wd, FLAGS.steps, FLAGS.skip)
+    all_rows += rows
+    main_rows = [r for r in rows if not r.layer.endswith("]")]
+    shown += [main_rows[0], main_rows[len(main_rows) // 2], main_rows[-1]]  # first/middle/last
+    plots.plot_batch_statistics(bm, bv, batch_size=m, title=title,
+                                path=out / f"fig1_{pathlib.Path(wd).name}.png")
+    print(analysis.noise_table(rows), flush=True)
+  (out / "noise.md").write_text(analysis.noise_table(all_rows) + "\n")
+  plots.plot_noise(shown, path=out / "noise.png")
+  print(f"wrote {out}/noise.md, noise.png and fig1_*.png")
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)
