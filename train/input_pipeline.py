@@ -211,7 +211,7 @@ def _read_tfds(dc, split_spec):
         "--config.dataset.source=image_folder --config.dataset.root=DIR.") from None
   if not builder.is_prepared():
     msg = (
-        f"Dataset {dc.name!r} is not prepared in data_dir={builder.data_dir_root!r}"
+        f"Dataset {dc.name!r} is not prepared in data_dir={str(builder.data_dir_root)!r}"
         f"{' and could not be downloaded' if dc.download else ' (download disabled)'}.\n"
         "Ways out:\n"
         f"  * --config.dataset.data_dir=DIR where DIR holds a prepared {dc.name} "
