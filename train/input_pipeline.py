@@ -99,7 +99,8 @@ def validate_dataset_config(dc) -> None:
     if not os.path.isdir(os.path.expanduser(dc.root)):
       raise DatasetUnavailableError(
           f"Image folder config.dataset.root={dc.root!r} does not exist "
-          f"(resolved from the current directory {os.getcwd()!r}).")
+          f"(resolved from the current directory {os.getcwd()!r}). Point "
+          "--config.dataset.root at a folder laid out as root/split/label/image.")
   if dc.augment not in AUGMENTATIONS:
     raise ValueError(f"config.dataset.augment={dc.augment!r} is not one of {AUGMENTATIONS}.")
   if dc.holdout_per_class < 0:
