@@ -30,9 +30,13 @@ def test_quickstart_prints_bn_and_mbn_side_by_side(tmp_path):
 
 def test_cli_bad_input_is_a_clear_error_and_exit_status_2(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
-  done = subprocess.run(
-      [sys.executable, "-m", "train", "--config", "configs/quickstart.py",
-       "--workdir", str(tmp_path / "missing" / "w"), "--config.model=resnet1000"],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-  assert done.returncode == 2
-  assert "error: Unknown model 'resnet1000'" in done.stderr and "Traceback" not in done.stderr
+  for workdir, extra, message in [
+      (tmp_path / "w", "--config.model=resnet1000", "error: Unknown model 'resnet1000'"),
+      (tmp_path / "missing" / "w", "--config.norm=mbn", "error: The parent directory of --workdir"),
+  ]:
+    done = subprocess.run(
+        [sys.executable, "-m", "train", "--config", "configs/quickstart.py",
+         "--workdir", str(workdir), extra],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert message in done.stderr and "Traceback" not in done.stderr
