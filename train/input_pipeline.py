@@ -200,6 +200,27 @@ def _read_image_folder(dc, split_spec):
   return images, labels, len(names)
 
 
+def _unreachable_download_host(builder, timeout=5.0):
+  """'host: error' if the dataset's first download URL's host can't be reached."""
+  import socket  # pylint: disable=g-import-not-at-top
+  import urllib.parse  # pylint: disable=g-import-not-at-top
+  try:
+    urls = list((builder.url_infos or {}).keys())
+  except Exception:  # pylint: disable=broad-except
+    return ""  # Unknown URLs: let TFDS try.
+  if not urls:
+    return ""
+  parsed = urllib.parse.urlparse(urls[0])
+  if not parsed.hostname:
+    return ""
+  port = parsed.port or (443 if parsed.scheme == "https" else 80)
+  try:
+    socket.create_connection((parsed.hostname, port), timeout=timeout).close()
+  except OSError as e:
+    return f"{parsed.hostname}:{port}: {e}"
+  return ""
+
+
 def _read_tfds(dc, split_spec):
   _tf()
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
@@ -222,6 +243,9 @@ def _read_tfds(dc, split_spec):
         "--config.dataset.holdout_per_class=500).")
     if not dc.download:
       raise DatasetUnavailableError(msg)
+    unreachable = _unreachable_download_host(builder)
+    if unreachable:  # TFDS would retry for minutes; fail at once instead.
+      raise DatasetUnavailableError(f"{msg}\nIts download host is unreachable: {unreachable}")
     try:
       builder.download_and_prepare()
     except Exception as e:  # Any network or extraction failure.
