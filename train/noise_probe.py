@@ -47,9 +47,11 @@ def define_flags():
                       required=True)
   flags.DEFINE_integer("steps", 1000, "Training batches to replay per run.")
   flags.DEFINE_integer("skip", 100, "Leading replayed steps to drop (MBN's EMA warm-up).")
+  flags.DEFINE_string("fig1_layer", "", "Norm layer path for Fig. 1 (default: the stem's norm, "
+                      "i.e. the first norm of the network, else the first in sorted order).")
 
 
-def probe_run(workdir: str, steps: int, skip: int):
+def probe_run(workdir: str, steps: int, skip: int, fig1_layer: str = ""):
   """Replays ``steps`` batches of a finished run; returns (LayerNoise rows, fig-1 data)."""
   saved = json.loads((pathlib.Path(workdir) / "config.json").read_text())
   config = ml_collections.ConfigDict(saved["config"])
@@ -115,7 +117,10 @@ def probe_run(workdir: str, steps: int, skip: int):
     if config.norm == "mbn":  # the same layer's raw batch statistics (what BN would use)
       rows.append(analysis.measure_noise(f"{name}:{path} [batch stats]", bm, bv, batch_size=m,
                                          skip=skip_))
-  first = next(iter(records[0]))
+  paths = list(records[0])
+  if fig1_layer and fig1_layer not in paths:
+    raise ValueError(f"--fig1_layer={fig1_layer!r} is not a norm layer of {workdir}: {paths}")
+  first = fig1_layer or next((p for p in paths if "stem" in p), paths[0])
   fig1 = (np.stack([r[first][0] for r in records]), np.stack([r[first][1] for r in records]),
           m, f"{name}: {first}")
   return rows, fig1
@@ -127,7 +132,7 @@ def main(argv):
   out.mkdir(parents=True, exist_ok=True)
   all_rows, shown = [], []
   for wd in FLAGS.workdirs:
-    rows, (bm, bv, m, title) = probe_run(wd, FLAGS.steps, FLAGS.skip)
+    rows, (bm, bv, m, title) = probe_run(wd, FLAGS.steps, FLAGS.skip, FLAGS.fig1_layer)
     all_rows += rows
     main_rows = [r for r in rows if not r.layer.endswith("]")]
     shown += [main_rows[0], main_rows[len(main_rows) // 2], main_rows[-1]]  # first/middle/last
