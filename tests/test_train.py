@@ -134,3 +134,20 @@ def test_one_step_on_tfds_mock_data(tmp_path):
     summary = train_lib.train_and_evaluate(config, str(tmp_path / "w"))
   assert summary["step"] == 1 and summary["status"] == "completed"
   assert "cifar10" in summary["dataset"] and "(32, 32, 3)" in summary["dataset"]
+
+
+def test_checkpoint_holds_device_averaged_and_per_device_statistics(full_run):
+  import orbax.checkpoint as ocp
+  workdir, _ = full_run
+  restored = ocp.StandardCheckpointer().restore(
+      os.path.join(workdir, "checkpoints", "16", "state"))
+  mean, per_device = restored["batch_stats"], restored["batch_stats_per_device"]
+  leaves_mean = jax.tree.leaves(mean)
+  leaves_dev = jax.tree.leaves(per_device)
+  assert leaves_mean and len(leaves_mean) == len(leaves_dev)
+  for a, d in zip(leaves_mean, leaves_dev):
+    assert d.shape == (4,) + a.shape
+    np.testing.assert_allclose(a, d.mean(0), rtol=1e-5, atol=1e-6)
+  # Per-device statistics (the paper's setting) really differ between devices.
+  assert any(not np.allclose(d[0], d[1]) for d in leaves_dev)
+  assert int(restored["step"]) == 16
