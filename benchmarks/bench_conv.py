@@ -22,14 +22,19 @@ from jax import lax
 from mbn_jax import fast_conv as fc
 
 
-def variants(chunks, with_input_chunk):
+def variants(chunks, with_input_chunk, with_im2col, with_scan):
   v = {"lax": lax.conv_general_dilated,
+       "auto": fc.conv_general_dilated,
        "taps": fc.make_conv_general_dilated("taps"),
-       "im2col": fc.make_conv_general_dilated("im2col")}
+       "stack": fc.make_conv_general_dilated("stack")}
+  if with_im2col:
+    v["im2col"] = fc.make_conv_general_dilated("im2col")
   for c in chunks:
     v[f"chunked{c}"] = fc.make_conv_general_dilated("chunked", chunk_size=c)
+    if with_scan:
+      v[f"scan{c}"] = fc.make_conv_general_dilated("chunked", chunk_size=c, chunk_impl="scan")
   if with_input_chunk:
-    v["taps+dx8"] = fc.make_conv_general_dilated("taps", input_grad_chunk_size=8)
+    v["auto+dx16"] = fc.make_conv_general_dilated("auto", input_grad_chunk_size=16)
   return v
 
 
@@ -42,12 +47,14 @@ def main():
   ap.add_argument("--stride", type=int, default=1)
   ap.add_argument("--chunks", default="4,8,16")
   ap.add_argument("--input-chunk", action="store_true", help="also time a chunked input gradient")
+  ap.add_argument("--im2col", action="store_true", help="also time the im2col (patches) variant")
+  ap.add_argument("--scan", action="store_true", help="also time lax.scan chunking (very slow)")
   ap.add_argument("--dtype", default="float32")
   ap.add_argument("--reps", type=int, default=5)
   ap.add_argument("--out", default="benchmarks/results/bench_conv.json")
   a = ap.parse_args()
   dtype = jnp.dtype(a.dtype)
-  vs = variants([int(c) for c in a.chunks.split(",") if c], a.input_chunk)
+  vs = variants([int(c) for c in a.chunks.split(",") if c], a.input_chunk, a.im2col, a.scan)
   rows, records = [], []
   for n in [int(b) for b in a.batches.split(",")]:
     k1, k2, k3 = jax.random.split(jax.random.PRNGKey(n), 3)

@@ -75,9 +75,9 @@ def main():
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--shapes", default=SHAPES)
   ap.add_argument("--dtypes", default="float32,bfloat16")
-  ap.add_argument("--reps", type=int, default=31)
+  ap.add_argument("--reps", type=int, default=41)
   ap.add_argument("--inner", type=int, default=0,
-                  help="calls per timed repetition (0: auto, ~20 ms per rep)")
+                  help="calls per timed repetition (0: auto, ~5 ms per rep)")
   ap.add_argument("--hlo", action="store_true", help="print HLO op counts per layer")
   ap.add_argument("--out", default="benchmarks/results/bench_layer.json")
   a = ap.parse_args()
@@ -92,7 +92,7 @@ def main():
       for name, layer in layers(dtype, shape[-1]).items():
         fb, args = make(name, layer, x, step)
         jax.block_until_ready(fb(*args))
-        inner = a.inner or max(1, int(0.02 / max(C.time_call(functools.partial(fb, *args)), 1e-5)))
+        inner = a.inner or max(1, int(0.005 / max(C.time_call(functools.partial(fb, *args)), 1e-5)))
         fns[name] = functools.partial(lambda fb, args, k: [fb(*args) for _ in range(k)][-1],
                                       fb, args, inner)
         if a.hlo:

@@ -17,6 +17,7 @@ Needs the optional extra: ``pip install torch==2.13.0`` (CPU build).
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 
 import _common as C  # noqa: I001
@@ -30,7 +31,7 @@ import _models
 import torch
 from torch import nn
 
-from mbn_jax import inference_momentum, train_momentum
+from mbn_jax import train_momentum
 
 
 class TorchMBN(nn.Module):
@@ -55,7 +56,7 @@ class TorchMBN(nn.Module):
       lam = self.lam
       mean = lam * self.train_mean + (1 - lam) * bmean
       var = lam * self.train_var + (1 - lam) * bvar
-      tau = float(inference_momentum(m, ideal_batch_size=self.m0, tau0=self.tau0))
+      tau = self.tau0 ** (m / self.m0)  # Eq. 12 (plain Python: no JAX call per layer)
       with torch.no_grad():
         self.train_mean.copy_(mean)
         self.train_var.copy_(var)
@@ -63,6 +64,15 @@ class TorchMBN(nn.Module):
         self.running_var.mul_(tau).add_((1 - tau) * bvar)
     inv = torch.rsqrt(var + self.eps) * self.weight
     return x * inv[None, :, None, None] + (self.bias - mean * inv)[None, :, None, None]
+
+
+def _train_momentum(step, m, total_epochs, steps_per_epoch, m0=32):
+  """Eq. 11 in plain Python (== mbn_jax.train_momentum; checked in main())."""
+  r = min(m / m0, 1.0)
+  if total_epochs == 1 or r == 1.0:
+    return 0.0
+  t = min(max(step, 0) // steps_per_epoch + 1, total_epochs)
+  return max(r ** ((total_epochs - t) / (total_epochs - 1)) - r, 0.0)
 
 
 def _norm(kind, c):
@@ -124,8 +134,7 @@ def torch_step_fn(name, norm, batch, channels_last=False):
 
   def run():
     if mbns:  # Eq. 11, the same schedule as the JAX side.
-      lam = float(train_momentum(state["step"], batch_size=batch, total_epochs=total,
-                                 steps_per_epoch=spe))
+      lam = _train_momentum(state["step"], batch, total, spe)
       for m in mbns:
         m.lam = lam
     opt.zero_grad(set_to_none=True)
@@ -143,47 +152,63 @@ def main():
   ap.add_argument("--models", default="resnet18,resnet20")
   ap.add_argument("--batches", default="2,8")
   ap.add_argument("--norms", default="bn,mbn")
-  ap.add_argument("--jax-convs", default="lax", help=f"JAX conv variants among {_models.CONV_VARIANTS}")
+  ap.add_argument("--jax-variants", default="bn/lax,bn/auto,mbn/auto",
+                  help="NORM/CONV pairs; CONV among " + ",".join(_models.CONV_VARIANTS))
+  ap.add_argument("--torch-threads", default="1,2",
+                  help="PyTorch intra-op thread counts to time (each ratio uses the "
+                       "fastest PyTorch variant of the same norm)")
   ap.add_argument("--channels-last", action="store_true", help="PyTorch channels_last")
-  ap.add_argument("--reps", type=int, default=7)
-  ap.add_argument("--full", action="store_true")
-  ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+  ap.add_argument("--reps", type=int, default=5)
+  ap.add_argument("--full", action="store_true", help="batches 2,8,32,128; both models")
   ap.add_argument("--out", default="benchmarks/results/bench_vs_pytorch.json")
   a = ap.parse_args()
   if a.full:
     a.batches, a.models = "2,8,32,128", "resnet18,resnet20"
-  if a.threads:
-    torch.set_num_threads(a.threads)
-  print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; "
+  threads = [int(t) for t in a.torch_threads.split(",")]
+  for st in (0, 99, 100, 5000, 19999, 30000):  # the PyTorch λ is the paper's λ
+    for m in (2, 8, 32):
+      want = float(train_momentum(st, batch_size=m, total_epochs=200, steps_per_epoch=100))
+      assert math.isclose(_train_momentum(st, m, 200, 100), want, rel_tol=1e-5, abs_tol=1e-6)
+  norms = a.norms.split(",")
+  jvars = [v for v in a.jax_variants.split(",") if v.split("/")[0] in norms]
+  print(f"torch {torch.__version__}, default threads {torch.get_num_threads()}; "
         f"machine: {C.machine_info()}", flush=True)
-  convs = a.jax_convs.split(",")
+  header = ["model", "batch", "norm", "jax conv", "JAX ms", "torch ms (thr)", "JAX/torch"]
   rows, records = [], []
   for name in a.models.split(","):
     for batch in [int(b) for b in a.batches.split(",")]:
       reps = a.reps if batch <= 32 else max(3, a.reps // 2)
       fns = {}
-      for norm in a.norms.split(","):
-        fns[f"torch/{norm}"] = torch_step_fn(name, norm, batch, a.channels_last)
-        for conv in convs:
-          print(f"[{name} b={batch}] compiling jax/{norm}/{conv} ...", flush=True)
-          fns[f"jax/{norm}/{conv}"] = TS.build(name, norm, conv, batch, jnp.float32)[0]
+      for norm in norms:
+        for t in threads:
+          run = torch_step_fn(name, norm, batch, a.channels_last)
+          fns[f"torch{t}/{norm}"] = functools.partial(_with_threads, t, run)
+      for v in jvars:
+        norm, conv = v.split("/")
+        print(f"[{name} b={batch}] compiling jax/{v} ...", flush=True)
+        fns[f"jax/{v}"] = TS.build(name, norm, conv, batch, jnp.float32)[0]
       times = C.paired_timings(fns, reps, warmup=1, progress=f"{name} b={batch}")
-      for norm in a.norms.split(","):
-        tk = f"torch/{norm}"
-        for conv in convs:
-          jk = f"jax/{norm}/{conv}"
-          r = dict(model=name, batch=batch, norm=norm, jax_conv=conv,
-                   jax_ms=C.median(times[jk]) * 1e3, torch_ms=C.median(times[tk]) * 1e3,
-                   ratio=C.paired_ratio(times, jk, tk))
-          records.append(r)
-          rows.append([name, batch, norm, conv, r["jax_ms"], r["torch_ms"], r["ratio"]])
-      C.print_table(["model", "batch", "norm", "jax conv", "JAX ms", "torch ms", "JAX/torch"],
-                    rows[-len(a.norms.split(",")) * len(convs):])
+      for v in jvars:
+        norm, conv = v.split("/")
+        tk = min((f"torch{t}/{norm}" for t in threads), key=lambda k: C.median(times[k]))
+        jk = f"jax/{v}"
+        r = dict(model=name, batch=batch, norm=norm, jax_conv=conv,
+                 jax_ms=C.median(times[jk]) * 1e3, torch_ms=C.median(times[tk]) * 1e3,
+                 torch_variant=tk, ratio=C.paired_ratio(times, jk, tk),
+                 torch_ms_all={k: C.median(times[k]) * 1e3 for k in fns if k.startswith("torch")})
+        records.append(r)
+        rows.append([name, batch, norm, conv, r["jax_ms"],
+                     f"{r['torch_ms']:.1f} ({tk.split('/')[0][5:]})", r["ratio"]])
+      C.print_table(header, rows[-len(jvars):])
   print()
-  C.print_table(["model", "batch", "norm", "jax conv", "JAX ms", "torch ms", "JAX/torch"], rows)
-  C.write_json(a.out, dict(machine=C.machine_info(), torch=torch.__version__,
-                           torch_threads=torch.get_num_threads(), args=vars(a),
+  C.print_table(header, rows)
+  C.write_json(a.out, dict(machine=C.machine_info(), torch=torch.__version__, args=vars(a),
                            results=records))
+
+
+def _with_threads(t, run):
+  torch.set_num_threads(t)
+  return run()
 
 
 if __name__ == "__main__":

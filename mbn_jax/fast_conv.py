@@ -14,10 +14,13 @@ same gradients differently:
   ``input_grad_chunk_size`` optionally chunks the latter);
 * the weight gradient is computed by one of (``weight_grad=``):
 
-  - ``"auto"`` (the default): 1×1 kernels → ``"taps"`` (one matmul); other
-    kernels → ``"chunked"`` with a chunk of :func:`auto_chunk_size` examples
-    (about 2 MiB of input per chunk, 8 to 32 examples), or XLA's own when
-    the batch is not larger than that chunk;
+  - ``"auto"`` (the default): a conv with at most ``AUTO_MATMUL_MAX_ROWS``
+    output rows (batch × output pixels; small batches, late stages) is
+    computed entirely by :func:`matmul_conv` (forward, input and weight
+    gradients as matrix products); otherwise 1×1 kernels → ``"taps"`` (one
+    matmul), other kernels → ``"chunked"`` with a chunk of
+    :func:`auto_chunk_size` examples (about 2 MiB of input per chunk, 8 to
+    32 examples), or XLA's own when the batch is not larger than that chunk;
   - ``"chunked"``: XLA's own weight-gradient convolution applied to
     ``chunk_size`` examples at a time (unrolled; ``chunk_impl="scan"`` uses
     ``lax.scan`` instead, which measured 20-60× *slower*: a convolution in a
@@ -60,6 +63,7 @@ __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_MIN_BATCH",
     "auto_chunk_size",
+    "matmul_conv",
 ]
 
 WEIGHT_GRAD_METHODS = ("auto", "taps", "stack", "chunked", "im2col", "lax")
@@ -68,6 +72,9 @@ DEFAULT_CHUNK_SIZE = 8
 AUTO_CHUNK_BYTES = 2 * 1024 * 1024
 AUTO_MIN_CHUNK = 8
 AUTO_MAX_CHUNK = 32
+# "auto": convs with at most this many output rows (batch × output pixels) are
+# computed entirely as matrix products (matmul_conv), forward and backward.
+AUTO_MATMUL_MAX_ROWS = 512
 # auto_conv uses the fast path for batches at least this large (CPU only).
 DEFAULT_MIN_BATCH = 1
 
@@ -299,6 +306,14 @@ def make_conv_general_dilated(weight_grad: str = "auto", *,
         d != 1 for d in (rhs_dilation or ()))
     negative_pad = any(lo < 0 or hi < 0 for lo, hi in pads)
     method = weight_grad
+    if method == "auto" and not (feature_group_count != 1 or dilated or negative_pad
+                                 or preferred_element_type is not None):
+      n = lhs.shape[dnums.lhs_spec[0]]
+      out_sp = [(lhs.shape[i] + lo + hi - rhs.shape[j]) // s + 1 for i, j, (lo, hi), s in
+                zip(dnums.lhs_spec[2:], dnums.rhs_spec[2:], pads, window_strides)]
+      if n * int(np.prod(out_sp)) <= AUTO_MATMUL_MAX_ROWS:
+        return matmul_conv(lhs, rhs, window_strides, pads,
+                           dimension_numbers=dimension_numbers, precision=precision)
     if method == "auto":
       k_sp = [rhs.shape[i] for i in dnums.rhs_spec[2:]]
       if all(k == 1 for k in k_sp) and feature_group_count == 1 and not dilated:
@@ -397,3 +412,40 @@ def auto_conv(batch_size: int | None = None, *, min_batch: int = DEFAULT_MIN_BAT
   if weight_grad == "auto" and not kwargs:
     return conv_general_dilated
   return make_conv_general_dilated(weight_grad, **kwargs)
+
+
+def matmul_conv(lhs, rhs, window_strides, padding, *, dimension_numbers=None,
+                precision=None):
+  """A convolution as one matrix product (im2col by slicing), plain jnp.
+
+  ``y = concat_taps(x windows) @ W.reshape(kh·kw·I, O)``; JAX differentiates
+  it into matrix products too (dW = patchesᵀ·g, dpatches = g·Wᵀ, then the
+  windows are padded back and summed). Pays off for small spatial sizes
+  (late ResNet stages), where XLA:CPU's convolution kernels are slow.
+  Needs ``feature_group_count == 1`` and no dilation.
+  """
+  lhs = jnp.asarray(lhs)
+  rhs = jnp.asarray(rhs)
+  dnums = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+  lhs_perm, rhs_perm, out_perm = dnums
+  nsp = lhs.ndim - 2
+  strides = tuple(int(s) for s in window_strides)
+  pads = _norm_padding(padding, lhs.shape, rhs.shape, strides, None, None, dnums)
+  x = jnp.transpose(lhs, (lhs_perm[0],) + tuple(lhs_perm[2:]) + (lhs_perm[1],))
+  w = jnp.transpose(rhs, tuple(rhs_perm[2:]) + (rhs_perm[1], rhs_perm[0]))  # sp..., I, O
+  k_sp = w.shape[:nsp]
+  x = lax.pad(x, jnp.zeros((), x.dtype),
+              [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in pads] + [(0, 0, 0)])
+  out_sp = [(x.shape[1 + i] - k_sp[i]) // strides[i] + 1 for i in range(nsp)]
+  wins = []
+  for tap in np.ndindex(*k_sp):
+    start = [0] + list(tap) + [0]
+    limit = ([x.shape[0]] + [t + (o - 1) * s + 1 for t, o, s in zip(tap, out_sp, strides)]
+             + [x.shape[-1]])
+    wins.append(lax.slice(x, start, limit, [1] + list(strides) + [1]))
+  patches = wins[0] if len(wins) == 1 else jnp.concatenate(wins, axis=-1)
+  y = lax.dot_general(patches, w.reshape(-1, w.shape[-1]),
+                      (((nsp + 1,), (0,)), ((), ())), precision=precision)
+  # y: N, sp..., O -> the output layout.
+  inv = np.argsort((out_perm[0],) + tuple(out_perm[2:]) + (out_perm[1],))
+  return jnp.transpose(y, inv)

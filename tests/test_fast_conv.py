@@ -23,6 +23,13 @@ def small_auto_chunks(monkeypatch):
   monkeypatch.setattr(fc, "AUTO_CHUNK_BYTES", 1)
   monkeypatch.setattr(fc, "AUTO_MIN_CHUNK", 2)
   monkeypatch.setattr(fc, "AUTO_MAX_CHUNK", 2)
+  monkeypatch.setattr(fc, "AUTO_MATMUL_MAX_ROWS", 0)
+
+
+def _matmul_conv(lhs, rhs, window_strides, padding, dimension_numbers=None, **kw):
+  assert not kw
+  return fc.matmul_conv(lhs, rhs, window_strides, padding,
+                        dimension_numbers=dimension_numbers)
 
 
 def _data(dtype, n=5, hw=7, cin=3, cout=4, k=3, layout=NHWC, seed=0):
@@ -60,12 +67,18 @@ def _all_configs(conv, x, w, kg):
   return [_vjp_all(conv, x, w, kg, s, p, NHWC) for s, p in CONFIGS]
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", METHODS + ("matmul", "auto-matmul"))
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
-def test_matches_lax(method, dtype, small_auto_chunks):
+def test_matches_lax(method, dtype, small_auto_chunks, monkeypatch):
   """Strides 1/2 × padding SAME/VALID/explicit; batch 5 in chunks of 2."""
   x, w, kg = _data(dtype)
-  conv = fc.make_conv_general_dilated(method, chunk_size=2, stack_chunk=2)
+  if method == "matmul":
+    conv = _matmul_conv
+  elif method == "auto-matmul":  # the default "auto" on a tiny conv: matmul_conv
+    monkeypatch.setattr(fc, "AUTO_MATMUL_MAX_ROWS", 512)
+    conv = fc.conv_general_dilated
+  else:
+    conv = fc.make_conv_general_dilated(method, chunk_size=2, stack_chunk=2)
   want = jax.jit(lambda x, w: _all_configs(lax.conv_general_dilated, x, w, kg))(x, w)
   got = jax.jit(lambda x, w: _all_configs(conv, x, w, kg))(x, w)
   for (strides, padding), got_c, want_c in zip(CONFIGS, got, want):
@@ -74,12 +87,13 @@ def test_matches_lax(method, dtype, small_auto_chunks):
       _close(g, r, dtype)
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", METHODS + ("matmul",))
 def test_nchw_and_1x1(method, small_auto_chunks):
   dn = ("NCHW", "OIHW", "NCHW")
   for k, strides in ((3, (2, 1)), (1, (2, 2))):
     x, w, kg = _data(jnp.float32, k=k, layout=dn)
-    conv = fc.make_conv_general_dilated(method, chunk_size=2)
+    conv = (_matmul_conv if method == "matmul"
+            else fc.make_conv_general_dilated(method, chunk_size=2))
     want = _vjp_all(lax.conv_general_dilated, x, w, kg, strides, "SAME", dn)
     got = _vjp_all(conv, x, w, kg, strides, "SAME", dn)
     for g, r in zip(got, want):
@@ -110,8 +124,10 @@ def test_fallbacks_grouped_and_dilated(method, small_auto_chunks):
       _close(g, r, jnp.float32)
 
 
-def test_finite_difference(small_auto_chunks):
+@pytest.mark.parametrize("rows", [0, 512], ids=["chunked", "matmul"])
+def test_finite_difference(rows, small_auto_chunks, monkeypatch):
   """Directional derivative of a smooth loss vs a central difference."""
+  monkeypatch.setattr(fc, "AUTO_MATMUL_MAX_ROWS", rows)
   x, w, _ = _data(jnp.float32, n=5, hw=6)
   conv = fc.conv_general_dilated
 
