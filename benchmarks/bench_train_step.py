@@ -59,7 +59,7 @@ def build(name, norm, conv, batch, dtype, seed=0):
         jax.random.PRNGKey(seed + 2), x[:1])
   tx = optax.sgd(0.1, momentum=0.9)
   params = variables["params"]
-  state = [params, variables["batch_stats"], tx.init(params), jnp.zeros((), jnp.int32)]
+  state = [params, variables.get("batch_stats", {}), tx.init(params), jnp.zeros((), jnp.int32)]
   step_fn, traces = make_step(model, tx)
   t0 = time.perf_counter()
   new_state, loss = step_fn(tuple(state), x, y)
