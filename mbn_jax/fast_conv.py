@@ -306,6 +306,7 @@ def make_conv_general_dilated(weight_grad: str = "auto", *,
         d != 1 for d in (rhs_dilation or ()))
     negative_pad = any(lo < 0 or hi < 0 for lo, hi in pads)
     method = weight_grad
+    chunk = chunk_size
     if method == "auto" and not (feature_group_count != 1 or dilated or negative_pad
                                  or preferred_element_type is not None):
       n = lhs.shape[dnums.lhs_spec[0]]
@@ -324,8 +325,6 @@ def make_conv_general_dilated(weight_grad: str = "auto", *,
         chunk = auto_chunk_size(lhs.size // max(n, 1) * lhs.dtype.itemsize)
         if n <= chunk:
           method = "lax"
-    else:
-      chunk = chunk_size
     if method == "lax":
       return conv(lhs, rhs)
     if method in ("taps", "stack", "im2col") and (feature_group_count != 1 or dilated
