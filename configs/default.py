@@ -72,6 +72,9 @@ def get_config():
   config.dataset.name = "cifar10"  # TFDS name (source='tfds').
   config.dataset.data_dir = ml_collections.config_dict.placeholder(str)
   config.dataset.download = True  # TFDS may try to download when not prepared.
+  # Before a TFDS download, check that its host answers and fail at once if not
+  # (TFDS itself retries for minutes offline). Off only for mocked TFDS (tests).
+  config.dataset.check_download_host = True
   config.dataset.root = ml_collections.config_dict.placeholder(str)  # image_folder root.
   config.dataset.train_split = "train"
   config.dataset.eval_split = "test"

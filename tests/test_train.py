@@ -129,7 +129,8 @@ def test_one_step_on_tfds_mock_data(tmp_path):
   config = tiny_config(model="mlp", num_epochs=1, **{
       "dataset.source": "tfds", "dataset.name": "cifar10", "dataset.data_dir": str(tmp_path),
       "dataset.holdout_per_class": 0, "dataset.eval_split": "test",
-      "dataset.augment": "crop_flip", "dataset.max_train_examples": 8})
+      "dataset.augment": "crop_flip", "dataset.max_train_examples": 8,
+      "dataset.check_download_host": False})  # mock_data fakes the download itself
   with tfds.testing.mock_data(num_examples=8):
     summary = train_lib.train_and_evaluate(config, str(tmp_path / "w"))
   assert summary["step"] == 1 and summary["status"] == "completed"
