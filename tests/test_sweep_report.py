@@ -12,14 +12,14 @@ from train import report, sweep
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def fake_run(root, norm, m, seed, accs, wall=10.0):
+def fake_run(root, norm, m, seed, accs, wall=10.0, status="completed"):
   wd = root / sweep.run_name(norm, m, seed)
   wd.mkdir(parents=True)
   records = [{"epoch": e + 1, "step": 10 * (e + 1), "eval_accuracy": a, "train_accuracy": a,
               "lambda": 0.1 * e if norm == "mbn" else None} for e, a in enumerate(accs)]
   (wd / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
   (wd / "summary.json").write_text(json.dumps({
-      "status": "completed", "epochs_completed": len(accs), "final_eval_accuracy": accs[-1],
+      "status": status, "epochs_completed": len(accs), "final_eval_accuracy": accs[-1],
       "best_eval_accuracy": max(accs), "final_train_accuracy": accs[-1],
       "config": {"ideal_batch_size": 32, "tau0": 0.85}}))
   (wd / "sweep.json").write_text(json.dumps({"wall_seconds": wall}))
@@ -37,8 +37,9 @@ def test_report_aggregates_over_seeds_and_plots(tmp_path):
   fake_run(tmp_path, "mbn", 2, 0, [0.3, 0.60])
   fake_run(tmp_path, "mbn", 8, 0, [0.3, 0.70])
   (tmp_path / "gn-m2-s0").mkdir()  # unfinished: ignored
+  fake_run(tmp_path, "bn", 2, 2, [0.1], status="interrupted")  # listed, not averaged
   runs = report.load_runs(tmp_path)
-  assert len(runs) == 4
+  assert len(runs) == 5
   agg = report.aggregate(runs)
   mean, std, n, wall = agg[("bn", 2)]
   assert mean == pytest.approx(0.45) and std == pytest.approx(np.std([0.4, 0.5], ddof=1)) and n == 2
@@ -54,6 +55,7 @@ def test_report_aggregates_over_seeds_and_plots(tmp_path):
 
 def test_sweep_skips_finished_runs_and_orders_small_batches_first(tmp_path):
   fake_run(tmp_path, "bn", 2, 0, [0.5])
+  fake_run(tmp_path, "mbn", 2, 0, [0.2], status="interrupted")  # resumed, not skipped
   out = subprocess.run(
       [sys.executable, "-m", "train.sweep", "--config=configs/quickstart.py", f"--root={tmp_path}",
        "--norms=bn,mbn", "--batch_sizes=8,2", "--seeds=0", "--override=num_epochs=1", "--dry_run"],

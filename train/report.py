@@ -63,7 +63,8 @@ def aggregate(runs):
   """{(norm, m): (mean, std, n, mean wall)} of the final validation accuracy."""
   groups = collections.defaultdict(list)
   for r in runs:
-    groups[(r["norm"], r["m"])].append(r)
+    if r["status"] == "completed":  # interrupted runs are listed, not averaged
+      groups[(r["norm"], r["m"])].append(r)
   out = {}
   for key, rs in groups.items():
     acc = np.array([r["summary"]["final_eval_accuracy"] for r in rs], float)

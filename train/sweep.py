@@ -6,7 +6,7 @@ r"""Sweep runner: (norm × per-device batch size × seed) through the training p
 Each run is ``python -m train --config CONFIG --workdir ROOT/<norm>-m<m>-s<seed>``
 with ``--config.norm``, ``--config.per_device_batch_size`` and ``--config.seed``
 set (plus any ``--override`` flags), in its own process, one after another.
-A run whose workdir already holds ``summary.json`` is skipped; an interrupted
+A run whose ``summary.json`` says it completed is skipped; an interrupted
 run is restarted with the same command and therefore resumes from its last
 checkpoint. Each run's output goes to ``<workdir>/train.log`` and its wall
 time to ``<workdir>/sweep.json``. ``python -m train.report`` turns the root
@@ -50,6 +50,12 @@ def parse_run_name(name: str) -> tuple[str, int, int]:
   return norm, int(m[1:]), int(s[1:])
 
 
+def is_finished(workdir: pathlib.Path) -> bool:
+  """True when the run completed (an interrupted run also writes summary.json)."""
+  path = workdir / "summary.json"
+  return path.exists() and json.loads(path.read_text()).get("status") == "completed"
+
+
 def command(config: str, workdir: pathlib.Path, norm: str, batch_size: int, seed: int,
             overrides: list[str]) -> list[str]:
   cmd = [sys.executable, "-m", "train", f"--config={config}", f"--workdir={workdir}",
@@ -73,7 +79,7 @@ def main(argv):
   for i, (norm, m, seed) in enumerate(runs, 1):
     workdir = root / run_name(norm, m, seed)
     tag = f"[{i}/{len(runs)}] {workdir.name}"
-    if (workdir / "summary.json").exists():
+    if is_finished(workdir):
       print(f"{tag}: finished, skipped", flush=True)
       continue
     cmd = command(FLAGS.config, workdir, norm, m, seed, FLAGS.override)
