@@ -48,7 +48,7 @@ measurements behind these choices.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -162,20 +162,27 @@ def _to_rhs_layout(dw_oi_sp, rhs_perm):
   return jnp.transpose(dw_oi_sp, inv)
 
 
+def _channels_last_padded(x, g, w_shape, dnums, pads):
+  """Channels-last views (N, sp..., C) of the input, padded, and of the output
+  gradient; plus the kernel's and the output's spatial sizes."""
+  lhs_perm, rhs_perm, out_perm = dnums
+  x_cl = jnp.transpose(x, (lhs_perm[0],) + tuple(lhs_perm[2:]) + (lhs_perm[1],))
+  g_cl = jnp.transpose(g, (out_perm[0],) + tuple(out_perm[2:]) + (out_perm[1],))
+  k_sp = [w_shape[i] for i in rhs_perm[2:]]
+  out_sp = g_cl.shape[1:-1]
+  x_cl = jnp.pad(x_cl, [(0, 0)] + [(lo, hi) for lo, hi in pads] + [(0, 0)])
+  return x_cl, g_cl, k_sp, out_sp
+
+
 def _weight_grad_taps(x, g, w_shape, w_dtype, dnums, strides, pads, precision):
   """One x-windowᵀ·g matmul per filter tap, contracting batch and pixels.
 
   Channels-last layouts are used internally (the dot then contracts the
   leading axes of two row-major matrices).
   """
-  lhs_perm, rhs_perm, out_perm = dnums
+  rhs_perm = dnums[1]
   nsp = x.ndim - 2
-  # channels-last views: N, sp..., C
-  x_cl = jnp.transpose(x, (lhs_perm[0],) + tuple(lhs_perm[2:]) + (lhs_perm[1],))
-  g_cl = jnp.transpose(g, (out_perm[0],) + tuple(out_perm[2:]) + (out_perm[1],))
-  k_sp = [w_shape[i] for i in rhs_perm[2:]]
-  out_sp = g_cl.shape[1:-1]
-  x_cl = jnp.pad(x_cl, [(0, 0)] + [(lo, hi) for lo, hi in pads] + [(0, 0)])
+  x_cl, g_cl, k_sp, out_sp = _channels_last_padded(x, g, w_shape, dnums, pads)
   acc_dtype = jnp.float32
   taps = []
   for tap in np.ndindex(*k_sp):
@@ -201,14 +208,10 @@ def _weight_grad_stack(x, g, w_shape, w_dtype, dnums, strides, pads, precision,
   product contracting batch and pixels. With ``chunk``, the batch is split
   into chunks (unrolled) and the per-chunk products summed in float32.
   """
-  lhs_perm, rhs_perm, out_perm = dnums
+  rhs_perm = dnums[1]
   nsp = x.ndim - 2
-  x_cl = jnp.transpose(x, (lhs_perm[0],) + tuple(lhs_perm[2:]) + (lhs_perm[1],))
-  g_cl = jnp.transpose(g, (out_perm[0],) + tuple(out_perm[2:]) + (out_perm[1],))
-  k_sp = [w_shape[i] for i in rhs_perm[2:]]
-  out_sp = g_cl.shape[1:-1]
+  x_cl, g_cl, k_sp, out_sp = _channels_last_padded(x, g, w_shape, dnums, pads)
   cin, cout = x_cl.shape[-1], g_cl.shape[-1]
-  x_cl = jnp.pad(x_cl, [(0, 0)] + [(lo, hi) for lo, hi in pads] + [(0, 0)])
   n = x_cl.shape[0]
   chunk = n if not chunk else min(int(chunk), n)
   acc = None

@@ -38,6 +38,16 @@ __all__ = ["BasicBlock", "Bottleneck", "ResNet", "INPUT_VARIANTS"]
 
 INPUT_VARIANTS = ("cifar", "mini_imagenet")
 
+
+
+def check_images(x, input_variant: str, model: str):
+  """Raises a ValueError for an unknown ``input_variant`` or non-NHWC ``x``."""
+  if input_variant not in INPUT_VARIANTS:
+    raise ValueError(f"input_variant must be one of {INPUT_VARIANTS}, got {input_variant!r}.")
+  if jnp.ndim(x) != 4:
+    raise ValueError(f"{model} expects NHWC images (rank 4), got shape {jnp.shape(x)}.")
+
+
 # He et al. 2015 init, fan-out, as torchvision's ResNet.
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
@@ -120,11 +130,7 @@ class ResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = True, step=None):
-    if self.input_variant not in INPUT_VARIANTS:
-      raise ValueError(f"input_variant must be one of {INPUT_VARIANTS}, got "
-                       f"{self.input_variant!r}.")
-    if jnp.ndim(x) != 4:
-      raise ValueError(f"ResNet expects NHWC images (rank 4), got shape {jnp.shape(x)}.")
+    check_images(x, self.input_variant, "ResNet")
     x = jnp.asarray(x, self.dtype)
     if self.input_variant == "cifar":
       x = _conv(self.stage_filters[0], 3, 1, dtype=self.dtype, name="stem_conv")(x)

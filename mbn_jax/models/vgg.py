@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 import jax.numpy as jnp
 from flax import linen as nn
 
-from mbn_jax.models.resnet import INPUT_VARIANTS, conv_init
+from mbn_jax.models.resnet import check_images, conv_init
 
 __all__ = ["VGG", "VGG_CONFIGS"]
 
@@ -48,11 +48,7 @@ class VGG(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = True, step=None):
-    if self.input_variant not in INPUT_VARIANTS:
-      raise ValueError(f"input_variant must be one of {INPUT_VARIANTS}, got "
-                       f"{self.input_variant!r}.")
-    if jnp.ndim(x) != 4:
-      raise ValueError(f"VGG expects NHWC images (rank 4), got shape {jnp.shape(x)}.")
+    check_images(x, self.input_variant, "VGG")
     x = jnp.asarray(x, self.dtype)
     i = 0
     for v in self.config:
