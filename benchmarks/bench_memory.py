@@ -38,9 +38,8 @@ def analyse(name, norm, batch, conv):
   model = _models.Model(name, norm, conv, batch_size=batch)
   x = jax.ShapeDtypeStruct((batch, 32, 32, 3), jnp.float32)
   y = jax.ShapeDtypeStruct((batch,), jnp.int32)
-  with model.ctx():
-    variables = jax.eval_shape(functools.partial(model.module.init, train=False),
-                               jax.random.PRNGKey(0), jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))
+  variables = jax.eval_shape(functools.partial(model.module.init, train=False),
+                             jax.random.PRNGKey(0), jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))
   tx = optax.sgd(0.1, momentum=0.9)
   params = variables["params"]
   state = (params, variables["batch_stats"], jax.eval_shape(tx.init, params),

@@ -40,9 +40,8 @@ def make_step(model: _models.Model, tx):
   def step_fn(state, x, y):
     traces["n"] += 1
     params, batch_stats, opt_state, step = state
-    with model.ctx():
-      (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-          params, batch_stats, x, y, step)
+    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        params, batch_stats, x, y, step)
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     return (params, batch_stats, opt_state, step + 1), loss
@@ -54,9 +53,8 @@ def build(name, norm, conv, batch, dtype, seed=0):
   model = _models.Model(name, norm, conv, batch_size=batch, dtype=dtype)
   x = jax.random.normal(jax.random.PRNGKey(seed), (batch, 32, 32, 3), jnp.float32)
   y = jax.random.randint(jax.random.PRNGKey(seed + 1), (batch,), 0, 10)
-  with model.ctx():
-    variables = jax.jit(functools.partial(model.module.init, train=False))(
-        jax.random.PRNGKey(seed + 2), x[:1])
+  variables = jax.jit(functools.partial(model.module.init, train=False))(
+      jax.random.PRNGKey(seed + 2), x[:1])
   tx = optax.sgd(0.1, momentum=0.9)
   params = variables["params"]
   state = [params, variables.get("batch_stats", {}), tx.init(params), jnp.zeros((), jnp.int32)]

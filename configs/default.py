@@ -42,6 +42,9 @@ def get_config():
   config.norms = ""
   config.sync_batch_stats = False  # True: norm statistics over all devices.
   config.dtype = "float32"  # Computation dtype of the model: float32 or bfloat16.
+  # Convolutions: 'auto' = mbn_jax.fast_conv on CPU (faster there, same gradients
+  # to rounding; docs/performance.md), XLA's on GPU/TPU; 'xla'; 'fast' (any backend).
+  config.conv = "auto"
 
   # Norm options (one dict for every norm; each ignores what it doesn't use).
   config.mbn_total_epochs = 180  # T of Eq. 11.

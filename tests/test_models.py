@@ -152,6 +152,43 @@ def test_create_model_errors():
     create_model("resnet18", num_classes=10, norm="bn", input_variant="imagenet")
   with pytest.raises(ValueError, match="num_classes"):
     create_model("resnet18", num_classes=0, norm="bn")
+  with pytest.raises(ValueError, match="conv_general_dilated must be a function"):
+    create_model("resnet18", num_classes=10, norm="bn", conv_general_dilated="fast")
+
+
+@pytest.mark.parametrize("name, variant", [("resnet20", "cifar"), ("resnet50", "mini_imagenet"),
+                                           ("vgg11", "cifar")])
+def test_every_conv_goes_through_the_conv_hook(name, variant):
+  """The hook sees one call per conv kernel in the parameter tree, nothing else."""
+  calls = []
+
+  def counting_conv(lhs, rhs, *args, **kwargs):
+    calls.append(rhs.shape)
+    return jax.lax.conv_general_dilated(lhs, rhs, *args, **kwargs)
+
+  model = create_model(name, num_classes=10, norm="bn", input_variant=variant,
+                       conv_general_dilated=counting_conv)
+  variables, x = _abstract_variables(model, 32 if variant == "cifar" else 84)
+  kernels = sorted(a.shape for a in jax.tree.leaves(variables["params"]) if a.ndim == 4)
+  calls.clear()
+  jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
+  assert sorted(calls) == kernels and len(kernels) >= 8  # vgg11 has 8 convs
+
+
+def test_fast_conv_hook_gives_xla_gradients():
+  """create_model(conv_general_dilated=fast_conv...) == the default, value and gradient."""
+  from mbn_jax import fast_conv
+  x = jnp.asarray(np.random.default_rng(1).normal(size=(4, 8, 8, 3)), jnp.float32)
+  y = jnp.asarray([0, 1, 2, 3])
+  results = []
+  for conv in (None, fast_conv.conv_general_dilated):
+    model = create_model("resnet20", num_classes=10, norm="mbn", conv_general_dilated=conv,
+                         **NORM_OPTIONS)
+    results.append(jax.jit(_train_step, static_argnums=0)(model, x, y, jnp.int32(4)))
+  (loss_a, p_a, s_a, _), (loss_b, p_b, s_b, _) = results
+  np.testing.assert_allclose(loss_a, loss_b, rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5),
+               (p_a, s_a), (p_b, s_b))
 
 
 def _train_step(model, x, y, step):

@@ -107,6 +107,7 @@ def test_synchronized_statistics_and_other_norms(tmp_path):
     ({"per_device_batch_size": 0}, ValueError, "per_device_batch_size must be a positive"),
     ({"num_epochs": -1}, ValueError, "num_epochs must be a positive"),
     ({"dataset.source": "ftp"}, ValueError, "dataset.source"),
+    ({"conv": "cudnn"}, ValueError, "config.conv must be one of"),
 ])
 def test_bad_input_fails_before_compiling(tmp_path, overrides, error, match):
   with pytest.raises(error, match=match):
@@ -117,6 +118,14 @@ def test_bad_input_fails_before_compiling(tmp_path, overrides, error, match):
 def test_missing_workdir_parent(tmp_path):
   with pytest.raises(FileNotFoundError, match="parent directory"):
     train_lib.validate_config(tiny_config(), str(tmp_path / "no" / "such" / "w"))
+
+
+def test_conv_setting_picks_the_convolution():
+  from mbn_jax import fast_conv
+  assert train_lib.conv_function("xla", 2) is None
+  assert train_lib.conv_function("fast", 2) is fast_conv.conv_general_dilated
+  assert train_lib.conv_function("auto", 2) is fast_conv.auto_conv(2)  # CPU here: the fast path
+  assert fast_conv.auto_conv(2, backend="gpu") is jax.lax.conv_general_dilated
 
 
 def test_global_batch_size_sets_per_device_batch():

@@ -40,13 +40,14 @@ class TinyCNN(nn.Module):
   num_classes: int
   norm: Callable[..., nn.Module]
   dtype: Any = jnp.float32
+  conv_general_dilated: Callable | None = None  # None: jax.lax.conv_general_dilated
 
   @nn.compact
   def __call__(self, x, train: bool = False, step=None):
     x = x.astype(self.dtype)
     for i, (features, stride) in enumerate(((16, 1), (32, 2))):
       x = nn.Conv(features, (3, 3), strides=stride, use_bias=False, dtype=self.dtype,
-                  name=f"conv{i}")(x)
+                  conv_general_dilated=self.conv_general_dilated, name=f"conv{i}")(x)
       x = self.norm(name=f"norm{i}")(x, not train, step=step)
       x = nn.relu(x)
     x = jnp.mean(x, axis=(1, 2))
@@ -68,13 +69,20 @@ class MLP(nn.Module):
 
 
 def create_model(name: str, *, num_classes: int, norm: str, input_variant: str = "cifar",
-                 dtype=jnp.float32, **norm_options) -> nn.Module:
-  """``mbn_jax.models.create_model`` plus the tiny models above."""
+                 dtype=jnp.float32, conv_general_dilated: Callable | None = None,
+                 **norm_options) -> nn.Module:
+  """``mbn_jax.models.create_model`` plus the tiny models above.
+
+  ``conv_general_dilated`` is the convolution of every conv layer (None:
+  XLA's); the MLP has none and ignores it.
+  """
   if name in TINY_MODELS:
     from mbn_jax.norms import make_norm  # pylint: disable=g-import-not-at-top
-    cls = {"tiny_cnn": TinyCNN, "mlp": MLP}[name]
-    return cls(num_classes=num_classes, norm=make_norm(norm, dtype=dtype, **norm_options),
-               dtype=dtype)
+    norm_factory = make_norm(norm, dtype=dtype, **norm_options)
+    if name == "tiny_cnn":
+      return TinyCNN(num_classes=num_classes, norm=norm_factory, dtype=dtype,
+                     conv_general_dilated=conv_general_dilated)
+    return MLP(num_classes=num_classes, norm=norm_factory, dtype=dtype)
   from mbn_jax.models import create_model as paper_model  # pylint: disable=g-import-not-at-top
   return paper_model(name, num_classes=num_classes, norm=norm, input_variant=input_variant,
-                     dtype=dtype, **norm_options)
+                     dtype=dtype, conv_general_dilated=conv_general_dilated, **norm_options)

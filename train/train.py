@@ -33,7 +33,7 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from mbn_jax import schedules
+from mbn_jax import fast_conv, schedules
 from train import checkpoints as ckpt_lib
 from train import input_pipeline
 from train import models
@@ -45,8 +45,9 @@ RESUME_MAY_CHANGE = (
     "num_epochs", "log_every_steps", "eval_every_epochs", "checkpoint_every_epochs",
     "keep_checkpoints", "progress_bar", "tensorboard", "eval_per_device_batch_size",
     "dataset.data_dir", "dataset.root", "dataset.download", "dataset.cache_dir", "distributed.", "norms",
-    "simulate_preemption_at_step",
+    "simulate_preemption_at_step", "conv",
 )
+CONVS = ("auto", "xla", "fast")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -93,6 +94,9 @@ def validate_config(config, workdir: str | None = None) -> dict:
     raise ValueError(f"Unknown model {config.model!r}: choose one of {', '.join(valid_models)}.")
   if config.input_variant not in ("cifar", "mini_imagenet"):
     raise ValueError(f"config.input_variant must be 'cifar' or 'mini_imagenet', got {config.input_variant!r}.")
+  if config.get("conv", "xla") not in CONVS:
+    raise ValueError(f"config.conv must be one of {CONVS} ('auto': mbn_jax.fast_conv on CPU, "
+                     f"XLA's conv elsewhere), got {config.conv!r}.")
   if config.dtype not in DTYPES:
     raise ValueError(f"config.dtype must be one of {sorted(DTYPES)}, got {config.dtype!r}.")
   if config.lr_batch_size not in ("per_device", "global"):
@@ -174,11 +178,31 @@ def learning_rate_fn(config, per_device_batch: int, global_batch: int, steps_per
   return schedule
 
 
-def build_model(config, *, num_classes: int, steps_per_epoch: int):
+def conv_function(conv: str, per_device_batch: int):
+  """``config.conv`` → the convolution of every conv layer (None: XLA's).
+
+  ``'auto'``: :func:`mbn_jax.fast_conv.auto_conv` — the fast path on CPU
+  (chunked weight gradients, matmul convs for tiny layers), XLA's conv on
+  GPU/TPU; ``'xla'``: always XLA's; ``'fast'``: the fast path on any backend.
+  """
+  if conv == "xla":
+    return None
+  if conv == "fast":
+    return fast_conv.conv_general_dilated
+  if conv == "auto":
+    return fast_conv.auto_conv(per_device_batch)
+  raise ValueError(f"config.conv must be one of {CONVS}, got {conv!r}.")
+
+
+def build_model(config, *, num_classes: int, steps_per_epoch: int,
+                per_device_batch: int | None = None):
   """The configured network, its norms built from the config's norm options.
 
   ``axis_name='batch'`` (the pmap axis) when ``sync_batch_stats``; the
-  model's dtype reaches its norms through ``create_model(dtype=...)``.
+  model's dtype reaches its norms through ``create_model(dtype=...)``; its
+  convolutions are ``config.conv``'s (:func:`conv_function` for
+  ``per_device_batch``, default ``config.per_device_batch_size``; runs saved
+  before that field existed used XLA's).
   """
   norm_options = dict(
       axis_name="batch" if config.sync_batch_stats else None,
@@ -186,9 +210,12 @@ def build_model(config, *, num_classes: int, steps_per_epoch: int):
       steps_per_epoch=steps_per_epoch, ideal_batch_size=config.ideal_batch_size,
       tau0=config.tau0, r_max=config.r_max, d_max=config.d_max,
       warmup_steps=config.brn_warmup_steps, bn_momentum=config.bn_momentum)
+  conv = conv_function(config.get("conv", "xla"),
+                       per_device_batch or config.per_device_batch_size)
   return models.create_model(
       config.model, num_classes=num_classes, norm=config.norm,
-      input_variant=config.input_variant, dtype=DTYPES[config.dtype], **norm_options)
+      input_variant=config.input_variant, dtype=DTYPES[config.dtype],
+      conv_general_dilated=conv, **norm_options)
 
 
 class Steps:
@@ -379,7 +406,8 @@ def _train_one(config, workdir, layout) -> dict:
   total_steps = spe * config.num_epochs
   stats_batch = m * devices if config.sync_batch_stats else m
 
-  model = build_model(config, num_classes=data.num_classes, steps_per_epoch=spe)
+  model = build_model(config, num_classes=data.num_classes, steps_per_epoch=spe,
+                      per_device_batch=m)
 
   lr_fn = learning_rate_fn(config, m, global_batch, spe)
   lam_fn = functools.partial(

@@ -9,7 +9,7 @@ steps_per_epoch=25000)`` builds a ``flax.linen`` module called as
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from typing import Any, Callable
 
 import jax.numpy as jnp
 from flax import linen as nn
@@ -34,6 +34,7 @@ MODEL_NAMES = tuple(sorted(_BUILDERS))
 
 def create_model(name: str, *, num_classes: int, norm: str,
                  input_variant: str = "cifar", dtype: Any = jnp.float32,
+                 conv_general_dilated: Callable | None = None,
                  **norm_options) -> nn.Module:
   """Builds one of the paper's networks with the norm named ``norm``.
 
@@ -48,6 +49,11 @@ def create_model(name: str, *, num_classes: int, norm: str,
       ResNets; VGG is unchanged).
     dtype: computation dtype of convs, denses and norms (parameters are
       float32; logits are float32).
+    conv_general_dilated: the convolution of every conv layer, with
+      ``jax.lax.conv_general_dilated``'s signature (``nn.Conv``'s field of the
+      same name); ``None`` (default) uses XLA's. On CPU,
+      ``mbn_jax.fast_conv.auto_conv(per_device_batch)`` is faster (see
+      docs/performance.md); it returns XLA's conv on GPU/TPU.
     **norm_options: passed to :func:`mbn_jax.norms.make_norm` (every norm
       accepts all of its options and ignores those it does not use).
 
@@ -63,6 +69,11 @@ def create_model(name: str, *, num_classes: int, norm: str,
   if input_variant not in INPUT_VARIANTS:
     raise ValueError(f"input_variant must be one of {INPUT_VARIANTS}, got "
                      f"{input_variant!r}.")
+  if conv_general_dilated is not None and not callable(conv_general_dilated):
+    raise ValueError("conv_general_dilated must be a function with "
+                     "jax.lax.conv_general_dilated's signature (or None for XLA's), got "
+                     f"{conv_general_dilated!r}.")
   norm_factory = make_norm(norm, dtype=dtype, **norm_options)
   return _BUILDERS[name.lower()](num_classes=int(num_classes), norm=norm_factory,
-                                 input_variant=input_variant, dtype=dtype)
+                                 input_variant=input_variant, dtype=dtype,
+                                 conv_general_dilated=conv_general_dilated)

@@ -24,6 +24,10 @@ Stems (``input_variant``):
 Inputs are NHWC. Every norm is built by the ``norm`` factory of
 :func:`mbn_jax.norms.make_norm` and called as
 ``norm(x, not train, step=step)``; the model never looks at which norm it is.
+
+Every convolution goes through ``conv_general_dilated`` (a field of each
+module; ``None`` = ``jax.lax.conv_general_dilated``), e.g.
+``mbn_jax.fast_conv.auto_conv(batch)`` for the faster CPU path.
 """
 
 from __future__ import annotations
@@ -52,11 +56,12 @@ def check_images(x, input_variant: str, model: str):
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
-def _conv(features, kernel, strides=1, *, dtype, name):
+def _conv(features, kernel, strides=1, *, dtype, name, conv_general_dilated=None):
+  """A bias-free k×k conv, padding k // 2, He init; ``conv_general_dilated`` as nn.Conv's."""
   pad = kernel // 2
   return nn.Conv(features, (kernel, kernel), (strides, strides),
                  padding=((pad, pad), (pad, pad)), use_bias=False, dtype=dtype,
-                 kernel_init=conv_init, name=name)
+                 kernel_init=conv_init, conv_general_dilated=conv_general_dilated, name=name)
 
 
 class BasicBlock(nn.Module):
@@ -66,11 +71,13 @@ class BasicBlock(nn.Module):
   strides: int
   norm: Callable[..., nn.Module]
   dtype: Any = jnp.float32
+  conv_general_dilated: Callable | None = None
   expansion = 1
 
   @nn.compact
   def __call__(self, x, train: bool, step=None):
-    conv = functools.partial(_conv, dtype=self.dtype)
+    conv = functools.partial(_conv, dtype=self.dtype,
+                             conv_general_dilated=self.conv_general_dilated)
     y = conv(self.filters, 3, self.strides, name="conv1")(x)
     y = nn.relu(self.norm(name="norm1")(y, not train, step=step))
     y = conv(self.filters, 3, name="conv2")(y)
@@ -88,11 +95,13 @@ class Bottleneck(nn.Module):
   strides: int
   norm: Callable[..., nn.Module]
   dtype: Any = jnp.float32
+  conv_general_dilated: Callable | None = None
   expansion = 4
 
   @nn.compact
   def __call__(self, x, train: bool, step=None):
-    conv = functools.partial(_conv, dtype=self.dtype)
+    conv = functools.partial(_conv, dtype=self.dtype,
+                             conv_general_dilated=self.conv_general_dilated)
     out = self.filters * self.expansion
     y = conv(self.filters, 1, name="conv1")(x)
     y = nn.relu(self.norm(name="norm1")(y, not train, step=step))
@@ -118,6 +127,8 @@ class ResNet(nn.Module):
     input_variant: ``'cifar'`` or ``'mini_imagenet'`` (the stem).
     dtype: the computation dtype (e.g. ``jnp.bfloat16``); parameters stay
       float32 and the logits are returned in float32.
+    conv_general_dilated: the convolution every conv uses (``nn.Conv``'s
+      field); ``None`` means ``jax.lax.conv_general_dilated``.
   """
 
   stage_sizes: Sequence[int]
@@ -127,23 +138,27 @@ class ResNet(nn.Module):
   stage_filters: Sequence[int] = (64, 128, 256, 512)
   input_variant: str = "cifar"
   dtype: Any = jnp.float32
+  conv_general_dilated: Callable | None = None
 
   @nn.compact
   def __call__(self, x, train: bool = True, step=None):
     check_images(x, self.input_variant, "ResNet")
     x = jnp.asarray(x, self.dtype)
+    conv = functools.partial(_conv, dtype=self.dtype,
+                             conv_general_dilated=self.conv_general_dilated)
     if self.input_variant == "cifar":
-      x = _conv(self.stage_filters[0], 3, 1, dtype=self.dtype, name="stem_conv")(x)
+      x = conv(self.stage_filters[0], 3, 1, name="stem_conv")(x)
       x = nn.relu(self.norm(name="stem_norm")(x, not train, step=step))
     else:
-      x = _conv(self.stage_filters[0], 7, 2, dtype=self.dtype, name="stem_conv")(x)
+      x = conv(self.stage_filters[0], 7, 2, name="stem_conv")(x)
       x = nn.relu(self.norm(name="stem_norm")(x, not train, step=step))
       x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
     for i, (blocks, filters) in enumerate(zip(self.stage_sizes, self.stage_filters)):
       for j in range(blocks):
         strides = 2 if i > 0 and j == 0 else 1
         x = self.block_cls(filters=filters, strides=strides, norm=self.norm,
-                           dtype=self.dtype, name=f"stage{i + 1}_block{j + 1}")(
+                           dtype=self.dtype, conv_general_dilated=self.conv_general_dilated,
+                           name=f"stage{i + 1}_block{j + 1}")(
                                x, train, step)
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x)

@@ -38,6 +38,8 @@ class VGG(nn.Module):
     norm: a norm factory from :func:`mbn_jax.norms.make_norm`.
     input_variant: ``'cifar'`` or ``'mini_imagenet'`` (same network).
     dtype: computation dtype; parameters float32, logits float32.
+    conv_general_dilated: the convolution every conv uses (``nn.Conv``'s
+      field); ``None`` means ``jax.lax.conv_general_dilated``.
   """
 
   config: Sequence[Any]
@@ -45,6 +47,7 @@ class VGG(nn.Module):
   norm: Callable[..., nn.Module]
   input_variant: str = "cifar"
   dtype: Any = jnp.float32
+  conv_general_dilated: Callable | None = None
 
   @nn.compact
   def __call__(self, x, train: bool = True, step=None):
@@ -57,7 +60,8 @@ class VGG(nn.Module):
         continue
       i += 1
       x = nn.Conv(v, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
-                  kernel_init=conv_init, name=f"conv{i}")(x)
+                  kernel_init=conv_init, conv_general_dilated=self.conv_general_dilated,
+                  name=f"conv{i}")(x)
       x = nn.relu(self.norm(name=f"norm{i}")(x, not train, step=step))
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x)
