@@ -35,22 +35,41 @@ def time_call(fn: Callable[[], object]) -> float:
   return time.perf_counter() - t0
 
 
+def time_calls(fn: Callable[[], object], calls: int) -> float:
+  """Seconds per call of ``fn``, over ``calls`` back-to-back calls (last result blocked on)."""
+  t0 = time.perf_counter()
+  out = None
+  for _ in range(calls):
+    out = fn()
+  block(out)
+  return (time.perf_counter() - t0) / calls
+
+
 def paired_timings(fns: Mapping[str, Callable[[], object]], reps: int, warmup: int = 1,
-                   progress: str | None = None) -> dict[str, list[float]]:
+                   progress: str | None = None, min_rep_s: float = 0.0) -> dict[str, list[float]]:
   """Runs every fn once per repetition, in a rotating order.
 
-  Returns the per-repetition seconds for every name (aligned lists, so
-  ``times[a][i] / times[b][i]`` is a paired ratio).
+  With ``min_rep_s > 0`` a repetition of each fn is ``k`` back-to-back calls,
+  ``k`` chosen from the warm-up (the same for every fn) so that the slowest
+  fn's repetition lasts at least ``min_rep_s``: short steps are then timed
+  over many calls instead of one (less timer and scheduler noise).
+
+  Returns the per-repetition seconds *per call* for every name (aligned
+  lists, so ``times[a][i] / times[b][i]`` is a paired ratio).
   """
   names = list(fns)
+  single = {n: 0.0 for n in names}
   for _ in range(warmup):
     for n in names:
-      time_call(fns[n])
+      single[n] = time_call(fns[n])
+  calls = 1
+  if min_rep_s > 0:
+    calls = max(1, int(min_rep_s / max(min(single.values()), 1e-6) + 0.999))
   times = {n: [] for n in names}
   for r in range(reps):
     order = names[r % len(names):] + names[:r % len(names)]
     for n in order:
-      times[n].append(time_call(fns[n]))
+      times[n].append(time_calls(fns[n], calls))
     if progress:
       print(f"  {progress} rep {r + 1}/{reps}: " + ", ".join(
           f"{n}={times[n][-1] * 1e3:.1f}ms" for n in names), flush=True)

@@ -80,6 +80,8 @@ def main():
   ap.add_argument("--convs", default="lax", help=f"conv variants among {_models.CONV_VARIANTS}")
   ap.add_argument("--dtype", default="float32")
   ap.add_argument("--reps", type=int, default=7)
+  ap.add_argument("--min_rep_s", type=float, default=0.0,
+                  help="time each repetition over enough steps to last this long (0: one step)")
   ap.add_argument("--full", action="store_true", help="batches 2,8,32,128, resnet20+resnet18")
   ap.add_argument("--baseline", default=None, help="variant the ratios are relative to (default: first)")
   ap.add_argument("--out", default="benchmarks/results/bench_train_step.json")
@@ -103,7 +105,8 @@ def main():
           fns[key] = run
           info[key] = (compile_s, traces, step_fn)
       base = a.baseline or next(iter(fns))
-      times = C.paired_timings(fns, reps, warmup=1, progress=f"{name} b={batch}")
+      times = C.paired_timings(fns, reps, warmup=1, progress=f"{name} b={batch}",
+                                   min_rep_s=a.min_rep_s)
       for key in fns:
         compile_s, traces, step_fn = info[key]
         ms = C.median(times[key]) * 1e3
@@ -112,7 +115,7 @@ def main():
                  images_per_s=batch / ms * 1e3, compile_s=compile_s,
                  traces=traces["n"], jit_cache_size=cache,
                  ratio=C.paired_ratio(times, key, base), baseline=base,
-                 steps=reps + 2, times_s=times[key])
+                 timed_reps=reps, times_s=times[key])
         records.append(r)
         rows.append([name, batch, key, ms, r["images_per_s"], compile_s, traces["n"],
                      r["ratio"]])

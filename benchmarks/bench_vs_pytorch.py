@@ -159,6 +159,8 @@ def main():
                        "fastest PyTorch variant of the same norm)")
   ap.add_argument("--channels-last", action="store_true", help="PyTorch channels_last")
   ap.add_argument("--reps", type=int, default=5)
+  ap.add_argument("--min_rep_s", type=float, default=0.0,
+                  help="time each repetition over enough steps to last this long (0: one step)")
   ap.add_argument("--full", action="store_true", help="batches 2,8,32,128; both models")
   ap.add_argument("--out", default="benchmarks/results/bench_vs_pytorch.json")
   a = ap.parse_args()
@@ -187,7 +189,8 @@ def main():
         norm, conv = v.split("/")
         print(f"[{name} b={batch}] compiling jax/{v} ...", flush=True)
         fns[f"jax/{v}"] = TS.build(name, norm, conv, batch, jnp.float32)[0]
-      times = C.paired_timings(fns, reps, warmup=1, progress=f"{name} b={batch}")
+      times = C.paired_timings(fns, reps, warmup=1, progress=f"{name} b={batch}",
+                               min_rep_s=a.min_rep_s)
       for v in jvars:
         norm, conv = v.split("/")
         tk = min((f"torch{t}/{norm}" for t in threads), key=lambda k: C.median(times[k]))
