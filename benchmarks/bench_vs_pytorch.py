@@ -12,6 +12,9 @@ Needs the optional extra: ``pip install torch==2.13.0`` (CPU build).
   python benchmarks/bench_vs_pytorch.py                       # quick: b=2,8
   python benchmarks/bench_vs_pytorch.py --full                # 2,8,32,128, both models
   python benchmarks/bench_vs_pytorch.py --jax-convs lax,auto  # the fast path too
+  python benchmarks/bench_vs_pytorch.py --norms bn,none --jax-variants bn/auto,none/auto
+      # the same step without normalization (nn.Identity / norm="none") on both sides:
+      # the difference is what the 20-21 norm layers cost in each framework
 """
 
 from __future__ import annotations
@@ -76,7 +79,8 @@ def _train_momentum(step, m, total_epochs, steps_per_epoch, m0=32):
 
 
 def _norm(kind, c):
-  return nn.BatchNorm2d(c) if kind == "bn" else TorchMBN(c)
+  """bn, mbn, or none (an identity: timing a step without it shows what the norms cost)."""
+  return {"bn": nn.BatchNorm2d, "mbn": TorchMBN, "none": lambda c: nn.Identity()}[kind](c)
 
 
 class Block(nn.Module):

@@ -24,6 +24,21 @@ validation accuracy is measured with three kinds of inference statistics:
 If ``precise`` is far above ``moving``, the small-batch loss is in the
 inference statistics (the estimate), not in what the network learned.
 
+With ``--replays N`` it also asks *how much luck is in the moving average*:
+the inference EMA is re-estimated N times at the frozen final weights, each
+time from a fresh stream of training batches of the run's own size m
+(different shuffles and augmentations), with the run's own inference
+momentum (MBN: τ of Eq. 12; BN/BReN: ``bn_momentum``) and, for MBN, also with
+the last epoch's training momentum λ(T) (Eq. 11), for enough steps that the
+starting value's weight is below 1 %; the spread of the N accuracies is the
+noise of that estimator alone (``replay_own``, ``replay_lambda``). For MBN,
+``replay_train_mode`` collects the τ-EMA the way training does (every layer
+in training mode at the last epoch's step, normalizing with its λ-averaged
+training statistics; parameters frozen): the difference to ``replay_own``
+is the effect of training-mode normalization on the statistics collected.
+
+    python -m train.eval_stats --workdirs workdirs/cpu_repro/mbn-m2-s0,... --replays 5 --out X.md
+
 Run it from the directory the training ran in (dataset paths in the saved
 config may be relative).
 """
@@ -42,7 +57,7 @@ import numpy as np
 from absl import app, flags, logging
 from tqdm import tqdm
 
-from mbn_jax import analysis
+from mbn_jax import analysis, schedules
 from train import checkpoints as ckpt_lib
 from train import input_pipeline
 from train import train as train_lib
@@ -58,6 +73,8 @@ def define_flags():
   flags.DEFINE_string("out", None, "Markdown file for the tables (printed as well).", required=True)
   flags.DEFINE_integer("batch", 250, "Images per batch for the precise statistics.")
   flags.DEFINE_integer("precise_batches", 20, "Training batches pooled for the precise statistics.")
+  flags.DEFINE_integer("replays", 0, "Re-estimations of the inference moving average at the "
+                       "frozen weights (0: none).")
 
 
 def pooled_statistics(batch_means: np.ndarray, batch_vars: np.ndarray):
@@ -67,6 +84,33 @@ def pooled_statistics(batch_means: np.ndarray, batch_vars: np.ndarray):
   """
   mean = batch_means.mean(0)
   return mean, batch_vars.mean(0) + ((batch_means - mean) ** 2).mean(0)
+
+
+def replay_ema(start: dict, batch_stats_stream, momentum: float) -> dict:
+  """Runs an exponential moving average over a stream of per-layer batch statistics.
+
+  For every layer ``path``: ``s ← momentum·s + (1 − momentum)·b`` for each
+  ``b = (batch_mean, batch_var)`` in turn (Flax convention: ``momentum``
+  weights the *old* value, as λ and τ do), starting from ``start[path]``.
+  After n batches the start keeps weight ``momentum**n`` and batch k (1-based)
+  has weight ``(1 − momentum)·momentum**(n − k)``.
+  """
+  if not 0.0 <= momentum < 1.0:
+    raise ValueError(f"momentum must lie in [0, 1), got {momentum}.")
+  out = {p: (np.asarray(m, np.float64), np.asarray(v, np.float64)) for p, (m, v) in start.items()}
+  for stats in batch_stats_stream:
+    for p, (bm, bv) in stats.items():
+      m, v = out[p]
+      out[p] = (momentum * m + (1 - momentum) * np.asarray(bm),
+                momentum * v + (1 - momentum) * np.asarray(bv))
+  return out
+
+
+def replay_steps(momentum: float, residual: float = 0.01) -> int:
+  """Steps after which an EMA's starting value has weight ≤ ``residual``: ⌈log r / log momentum⌉."""
+  if momentum <= 0.0:
+    return 1
+  return int(np.ceil(np.log(residual) / np.log(momentum)))
 
 
 def _set_stats(batch_stats: dict, stats: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict:
@@ -91,7 +135,7 @@ def _layers(batch_stats, prefix=()):
       yield from _layers(v, prefix + (k,))
 
 
-def evaluate_run(workdir: str, *, batch: int, precise_batches: int) -> dict:
+def evaluate_run(workdir: str, *, batch: int, precise_batches: int, replays: int = 0) -> dict:
   """Validation accuracy of ``workdir``'s last checkpoint under each kind of statistics."""
   saved = json.loads((pathlib.Path(workdir) / "config.json").read_text())
   config = ml_collections.ConfigDict(saved["config"])
@@ -155,6 +199,59 @@ def evaluate_run(workdir: str, *, batch: int, precise_batches: int) -> dict:
         node = node[part]
       train_stats[path] = (node["train_mean"], node["train_var"])
     result["mbn_train"] = accuracy(_set_stats(batch_stats, train_stats))
+  if replays:
+    m = config.per_device_batch_size
+    momenta = {"replay_own": (schedules.inference_momentum(
+        m, ideal_batch_size=config.ideal_batch_size, tau0=config.tau0)
+        if config.norm == "mbn" else float(config.bn_momentum))}
+    if config.norm == "mbn":
+      final_step = spe * config.mbn_total_epochs - 1  # a step of epoch T (1-based t = T)
+      momenta["replay_lambda"] = float(schedules.train_momentum(
+          final_step, batch_size=m, total_epochs=config.mbn_total_epochs,
+          steps_per_epoch=spe, ideal_batch_size=config.ideal_batch_size))
+    result["replay_momentum"] = momenta
+    for name, momentum in momenta.items():
+      accs = []
+      for r in range(replays):
+        stream_batches = input_pipeline.TrainBatches(
+            data, per_device_batch_size=m, local_devices=1, process_index=0, process_count=1,
+            seed=config.seed + 1000 + r, augment=config.dataset.augment,
+            pad=config.dataset.crop_padding)
+        stream_order = stream_batches.order(0)
+
+        def stream(n=min(replay_steps(momentum), stream_batches.steps_per_epoch)):
+          for i in range(n):
+            images = jnp.asarray(stream_batches.batch(0, i, stream_order)["image"][0])
+            yield {p: (st["batch_mean"], st["batch_var"]) for p, st in
+                   analysis.collect(jax.device_get(batch_statistics(images))).items()}
+
+        accs.append(accuracy(_set_stats(batch_stats, replay_ema(precise, stream(), momentum))))
+      result[name] = accs
+    if config.norm == "mbn":
+      # The same τ-EMA, but collected the way training collects it: the layers
+      # in training mode at the last epoch's step (each normalizing with its
+      # λ-averaged training statistics, which keep updating), the layers' own
+      # update of mean/var; only the parameters stay frozen.
+      @jax.jit
+      def train_mode_update(stats, images):
+        _, upd = model.apply({"params": params, "batch_stats": stats}, images, train=True,
+                             step=jnp.int32(final_step), mutable=["batch_stats"])
+        return upd["batch_stats"]
+
+      accs = []
+      for r in range(replays):
+        stream_batches = input_pipeline.TrainBatches(
+            data, per_device_batch_size=m, local_devices=1, process_index=0, process_count=1,
+            seed=config.seed + 1000 + r, augment=config.dataset.augment,
+            pad=config.dataset.crop_padding)
+        stream_order = stream_batches.order(0)
+        stats = _set_stats(batch_stats, precise)
+        for i in range(min(replay_steps(momenta["replay_own"]), stream_batches.steps_per_epoch)):
+          stats = train_mode_update(
+              stats, jnp.asarray(stream_batches.batch(0, i, stream_order)["image"][0]))
+        accs.append(accuracy(stats))
+      result["replay_train_mode"] = accs
+      result["replay_momentum"]["replay_train_mode"] = momenta["replay_own"]
   return result
 
 
@@ -179,6 +276,24 @@ def tables(results: list[dict]) -> str:
   for r in results:
     lines.append(f"| {pathlib.Path(r['workdir']).name} | "
                  + " | ".join(f"{100 * r[k]:.2f}" if k in r else "—" for k in kinds) + " |")
+  replayed = [r for r in results if "replay_own" in r]
+  if replayed:
+    lines += ["", "Inference EMA re-estimated at the frozen weights (accuracy % over replays, "
+              "mean ± std [min, max]):", "",
+              "| run | moving (as trained) | replay, own momentum | replay, λ(T) (MBN) "
+              "| replay in training mode, τ (MBN) |",
+              "|---|---:|---:|---:|---:|"]
+    for r in replayed:
+      cells = []
+      for k in ("replay_own", "replay_lambda", "replay_train_mode"):
+        if k in r:
+          v = 100 * np.asarray(r[k])
+          cells.append(f"{v.mean():.1f} ± {v.std():.1f} [{v.min():.1f}, {v.max():.1f}] "
+                       f"(momentum {r['replay_momentum'][k]:.4f}, {len(v)}×)")
+        else:
+          cells.append("—")
+      lines.append(f"| {pathlib.Path(r['workdir']).name} | {100 * r['moving']:.2f} | "
+                   + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 
@@ -196,7 +311,8 @@ def main(argv):
         workdirs.append(str(wd))
   if not workdirs:
     raise app.UsageError("Nothing to evaluate: give --root (a sweep root) or --workdirs.")
-  results = [evaluate_run(wd, batch=FLAGS.batch, precise_batches=FLAGS.precise_batches)
+  results = [evaluate_run(wd, batch=FLAGS.batch, precise_batches=FLAGS.precise_batches,
+                          replays=FLAGS.replays)
              for wd in tqdm(workdirs, desc="runs")]
   text = tables(results)
   print(text)
