@@ -255,8 +255,13 @@ def evaluate_run(workdir: str, *, batch: int, precise_batches: int, replays: int
   return result
 
 
+def _std(values) -> float:
+  """Sample standard deviation (ddof = 1, as train.report uses); 0 for one value."""
+  return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
 def tables(results: list[dict]) -> str:
-  """Per-run table and a mean ± std summary per (norm, m)."""
+  """Per-run table and a mean ± std (sample std over seeds) summary per (norm, m)."""
   kinds = ("moving", "precise", "mbn_train")
   lines = ["| norm | m | seeds | " + " | ".join(f"{k} acc %" for k in kinds) + " | precise − moving |",
            "|---|---:|---:|" + "---:|" * (len(kinds) + 1)]
@@ -268,7 +273,7 @@ def tables(results: list[dict]) -> str:
     cells = []
     for k in kinds:
       v = [100 * r[k] for r in rs if k in r]
-      cells.append(f"{np.mean(v):.1f} ± {np.std(v):.1f}" if v else "—")
+      cells.append(f"{np.mean(v):.1f} ± {_std(v):.1f}" if v else "—")
     gain = [100 * (r["precise"] - r["moving"]) for r in rs]
     lines.append(f"| {norm} | {m} | {len(rs)} | " + " | ".join(cells)
                  + f" | {np.mean(gain):+.1f} |")
@@ -288,7 +293,7 @@ def tables(results: list[dict]) -> str:
       for k in ("replay_own", "replay_lambda", "replay_train_mode"):
         if k in r:
           v = 100 * np.asarray(r[k])
-          cells.append(f"{v.mean():.1f} ± {v.std():.1f} [{v.min():.1f}, {v.max():.1f}] "
+          cells.append(f"{v.mean():.1f} ± {_std(v):.1f} [{v.min():.1f}, {v.max():.1f}] "
                        f"(momentum {r['replay_momentum'][k]:.4f}, {len(v)}×)")
         else:
           cells.append("—")
