@@ -78,3 +78,8 @@ def test_sigterm_leaves_a_usable_checkpoint(tmp_path):
   final = json.load(open(os.path.join(workdir, "summary.json")))
   assert final["status"] == "completed" and final["epochs_completed"] == epochs
   assert final["final_eval_accuracy"] > 0.15  # Trained, not reinitialized.
+
+
+def test_restore_latest_names_a_workdir_without_checkpoints(tmp_path):
+  with pytest.raises(ValueError, match=f"{tmp_path}: no checkpoint"):
+    checkpoints.restore_latest(str(tmp_path))

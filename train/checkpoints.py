@@ -61,6 +61,23 @@ class CheckpointManager:
     self._manager.close()
 
 
+def restore_latest(workdir: str) -> dict:
+  """The newest checkpoint of a finished ``python -m train`` run in ``workdir``.
+
+  Returns the restored state (``params``, ``batch_stats``, ``step``, ...) as
+  saved; raises a ValueError naming ``workdir`` when it holds no checkpoint.
+  """
+  manager = CheckpointManager(os.path.join(workdir, "checkpoints"))
+  try:
+    last = manager.latest_step()
+    if last is None:
+      raise ValueError(f"{workdir}: no checkpoint (train it first).")
+    restored, _ = manager.restore(last, None)
+  finally:
+    manager.close()
+  return restored
+
+
 class StopSignal:
   """Turns SIGTERM/SIGINT into a flag the training loop polls.
 

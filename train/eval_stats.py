@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import pathlib
 
 import jax
@@ -146,12 +145,7 @@ def evaluate_run(workdir: str, *, batch: int, precise_batches: int, replays: int
   data = input_pipeline.load_dataset(config.dataset)
   spe = saved["run_info"]["steps_per_epoch"]
   model = train_lib.build_model(config, num_classes=data.num_classes, steps_per_epoch=spe)
-  manager = ckpt_lib.CheckpointManager(os.path.join(workdir, "checkpoints"))
-  last = manager.latest_step()
-  if last is None:
-    raise ValueError(f"{workdir}: no checkpoint (train it first).")
-  restored, _ = manager.restore(last, None)
-  manager.close()
+  restored = ckpt_lib.restore_latest(workdir)
   params = jax.tree.map(jnp.asarray, restored["params"])
   batch_stats = jax.tree.map(jnp.asarray, restored["batch_stats"])
 
@@ -210,22 +204,25 @@ def evaluate_run(workdir: str, *, batch: int, precise_batches: int, replays: int
           final_step, batch_size=m, total_epochs=config.mbn_total_epochs,
           steps_per_epoch=spe, ideal_batch_size=config.ideal_batch_size))
     result["replay_momentum"] = momenta
+
+    def replay_images(r: int, momentum: float):
+      """Replay r's stream of m-image training batches, long enough for ``momentum``."""
+      stream = input_pipeline.TrainBatches(
+          data, per_device_batch_size=m, local_devices=1, process_index=0, process_count=1,
+          seed=config.seed + 1000 + r, augment=config.dataset.augment,
+          pad=config.dataset.crop_padding)
+      order = stream.order(0)
+      for i in range(min(replay_steps(momentum), stream.steps_per_epoch)):
+        yield jnp.asarray(stream.batch(0, i, order)["image"][0])
+
     for name, momentum in momenta.items():
       accs = []
       for r in range(replays):
-        stream_batches = input_pipeline.TrainBatches(
-            data, per_device_batch_size=m, local_devices=1, process_index=0, process_count=1,
-            seed=config.seed + 1000 + r, augment=config.dataset.augment,
-            pad=config.dataset.crop_padding)
-        stream_order = stream_batches.order(0)
-
-        def stream(n=min(replay_steps(momentum), stream_batches.steps_per_epoch)):
-          for i in range(n):
-            images = jnp.asarray(stream_batches.batch(0, i, stream_order)["image"][0])
-            yield {p: (st["batch_mean"], st["batch_var"]) for p, st in
-                   analysis.collect(jax.device_get(batch_statistics(images))).items()}
-
-        accs.append(accuracy(_set_stats(batch_stats, replay_ema(precise, stream(), momentum))))
+        batch_stream = ({p: (st["batch_mean"], st["batch_var"]) for p, st in
+                         analysis.collect(jax.device_get(batch_statistics(images))).items()}
+                        for images in replay_images(r, momentum))
+        accs.append(accuracy(_set_stats(batch_stats, replay_ema(precise, batch_stream,
+                                                                momentum))))
       result[name] = accs
     if config.norm == "mbn":
       # The same τ-EMA, but collected the way training collects it: the layers
@@ -240,15 +237,9 @@ def evaluate_run(workdir: str, *, batch: int, precise_batches: int, replays: int
 
       accs = []
       for r in range(replays):
-        stream_batches = input_pipeline.TrainBatches(
-            data, per_device_batch_size=m, local_devices=1, process_index=0, process_count=1,
-            seed=config.seed + 1000 + r, augment=config.dataset.augment,
-            pad=config.dataset.crop_padding)
-        stream_order = stream_batches.order(0)
         stats = _set_stats(batch_stats, precise)
-        for i in range(min(replay_steps(momenta["replay_own"]), stream_batches.steps_per_epoch)):
-          stats = train_mode_update(
-              stats, jnp.asarray(stream_batches.batch(0, i, stream_order)["image"][0]))
+        for images in replay_images(r, momenta["replay_own"]):
+          stats = train_mode_update(stats, images)
         accs.append(accuracy(stats))
       result["replay_train_mode"] = accs
       result["replay_momentum"]["replay_train_mode"] = momenta["replay_own"]

@@ -23,7 +23,6 @@ config may be relative).
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 
 import jax
@@ -68,12 +67,7 @@ def probe_run(workdir: str, steps: int, skip: int, fig1_layer: str = ""):
                      "are not supported.")
   model = train_lib.build_model(config, num_classes=data.num_classes, steps_per_epoch=spe)
 
-  manager = ckpt_lib.CheckpointManager(os.path.join(workdir, "checkpoints"))
-  last = manager.latest_step()
-  if last is None:
-    raise ValueError(f"{workdir}: no checkpoint to probe (train it first).")
-  restored, _ = manager.restore(last, None)
-  manager.close()
+  restored = ckpt_lib.restore_latest(workdir)
   params = jax.tree.map(jnp.asarray, restored["params"])
   batch_stats = jax.tree.map(jnp.asarray, restored["batch_stats"])
   final_step = int(restored["step"]) - 1
