@@ -28,8 +28,12 @@ import _common as C  # noqa: I001
 import jax
 import jax.numpy as jnp
 import optax
-import torch
-from torch import nn
+try:
+  import torch
+  from torch import nn
+except ImportError as e:  # the optional `bench` extra
+  raise SystemExit(f"{__file__} needs PyTorch ({e}): pip install -e \".[bench]\" "
+                   "(torch==2.13.0, CPU build).") from None
 
 import _models
 import bench_train_step as TS

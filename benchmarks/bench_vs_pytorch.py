@@ -24,15 +24,17 @@ import functools
 import math
 
 import _common as C  # noqa: I001
-import jax
 import jax.numpy as jnp
-import numpy as np
 
 import bench_train_step as TS
 import _models
 
-import torch
-from torch import nn
+try:
+  import torch
+  from torch import nn
+except ImportError as e:  # the optional `bench` extra
+  raise SystemExit(f"{__file__} needs PyTorch ({e}): pip install -e \".[bench]\" "
+                   "(torch==2.13.0, CPU build).") from None
 
 from mbn_jax import train_momentum
 
