@@ -76,8 +76,9 @@ def main():
   ap.add_argument("--shapes", default=SHAPES)
   ap.add_argument("--dtypes", default="float32,bfloat16")
   ap.add_argument("--reps", type=int, default=41)
-  ap.add_argument("--inner", type=int, default=0,
-                  help="calls per timed repetition (0: auto, ~5 ms per rep)")
+  ap.add_argument("--min_rep_s", type=float, default=0.005,
+                  help="time each repetition over enough back-to-back calls (the same "
+                       "number for every layer) to last this long")
   ap.add_argument("--hlo", action="store_true", help="print HLO op counts per layer")
   ap.add_argument("--out", default="benchmarks/results/bench_layer.json")
   a = ap.parse_args()
@@ -92,14 +93,15 @@ def main():
       for name, layer in layers(dtype, shape[-1]).items():
         fb, args = make(name, layer, x, step)
         jax.block_until_ready(fb(*args))
-        inner = a.inner or max(1, int(0.005 / max(C.time_call(functools.partial(fb, *args)), 1e-5)))
-        fns[name] = functools.partial(lambda fb, args, k: [fb(*args) for _ in range(k)][-1],
-                                      fb, args, inner)
+        fns[name] = functools.partial(fb, *args)
         if a.hlo:
           hlo[name] = hlo_ops(fb, args)
-      times = C.paired_timings(fns, a.reps, warmup=2)
-      r = dict(shape=shp, dtype=dt, inner=inner,
-               **{f"{n}_us": C.median(times[n]) / inner * 1e6 for n in fns},
+      # The same number of calls per repetition for every layer (an earlier
+      # version sized it per layer, which made paired ratios compare k1 calls
+      # of one layer with k2 of another); times are per call.
+      times = C.paired_timings(fns, a.reps, warmup=2, min_rep_s=a.min_rep_s)
+      r = dict(shape=shp, dtype=dt,
+               **{f"{n}_us": C.median(times[n]) * 1e6 for n in fns},
                mbn_over_bn=C.paired_ratio(times, "mbn", "bn"),
                gn_over_bn=C.paired_ratio(times, "gn", "bn"))
       if a.hlo:
