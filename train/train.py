@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import signal
 import time
@@ -403,7 +402,6 @@ def _train_one(config, workdir, layout) -> dict:
       process_index=process_index, process_count=process_count, seed=config.seed,
       augment=config.dataset.augment, pad=config.dataset.crop_padding)
   spe = batches.steps_per_epoch
-  total_steps = spe * config.num_epochs
   stats_batch = m * devices if config.sync_batch_stats else m
 
   model = build_model(config, num_classes=data.num_classes, steps_per_epoch=spe,
