@@ -77,8 +77,7 @@ def profile(name: str, norm: str, conv: str, batch: int, steps: int):
       for _ in range(steps):
         jax.block_until_ready(run())
     times = op_times(d, steps)
-  x = jax.random.normal(jax.random.PRNGKey(0), (batch, 32, 32, 3), jnp.float32)
-  y = jax.random.randint(jax.random.PRNGKey(1), (batch,), 0, 10)
+  x, y = TS.inputs(batch)
   hlo = step_fn.lower(box["state"], x, y).compile().as_text()
   return times, hlo_shapes(hlo)
 

@@ -44,8 +44,7 @@ def jax_phases(name, norm, conv, batch):
   """Callables for each phase of the JAX step (state kept in closures)."""
   run_step, _, _, _, box = TS.build(name, norm, conv, batch, jnp.float32)
   model = _models.Model(name, norm, conv, batch_size=batch, dtype=jnp.float32)
-  x = jax.random.normal(jax.random.PRNGKey(0), (batch, 32, 32, 3), jnp.float32)
-  y = jax.random.randint(jax.random.PRNGKey(1), (batch,), 0, 10)
+  x, y = TS.inputs(batch)
   # copies: the step donates (and so deletes) the buffers in box["state"].
   params, batch_stats = jax.tree.map(jnp.array, (box["state"][0], box["state"][1]))
   step = jnp.int32(1)

@@ -49,10 +49,16 @@ def make_step(model: _models.Model, tx):
   return jax.jit(step_fn, donate_argnums=0), traces
 
 
-def build(name, norm, conv, batch, dtype, seed=0):
-  model = _models.Model(name, norm, conv, batch_size=batch, dtype=dtype)
+def inputs(batch, seed=0):
+  """The (images, labels) every step benchmark feeds: CIFAR-shaped, fixed by ``seed``."""
   x = jax.random.normal(jax.random.PRNGKey(seed), (batch, 32, 32, 3), jnp.float32)
   y = jax.random.randint(jax.random.PRNGKey(seed + 1), (batch,), 0, 10)
+  return x, y
+
+
+def build(name, norm, conv, batch, dtype, seed=0):
+  model = _models.Model(name, norm, conv, batch_size=batch, dtype=dtype)
+  x, y = inputs(batch, seed)
   variables = jax.jit(functools.partial(model.module.init, train=False))(
       jax.random.PRNGKey(seed + 2), x[:1])
   tx = optax.sgd(0.1, momentum=0.9)

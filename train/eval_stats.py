@@ -112,13 +112,19 @@ def replay_steps(momentum: float, residual: float = 0.01) -> int:
   return int(np.ceil(np.log(residual) / np.log(momentum)))
 
 
+def _layer(batch_stats: dict, path: str) -> dict:
+  """The ``batch_stats`` entry of the layer at ``path`` ("a/b/c")."""
+  node = batch_stats
+  for part in path.split("/"):
+    node = node[part]
+  return node
+
+
 def _set_stats(batch_stats: dict, stats: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict:
   """A copy of ``batch_stats`` whose layers' ``mean``/``var`` are ``stats[path]``."""
   out = jax.tree.map(lambda x: x, batch_stats)
   for path, (mean, var) in stats.items():
-    node = out
-    for part in path.split("/"):
-      node = node[part]
+    node = _layer(out, path)
     node["mean"] = jnp.asarray(mean, node["mean"].dtype)
     node["var"] = jnp.asarray(var, node["var"].dtype)
   return out
@@ -186,12 +192,9 @@ def evaluate_run(workdir: str, *, batch: int, precise_batches: int, replays: int
             "seed": config.seed, "moving": accuracy(batch_stats),
             "precise": accuracy(_set_stats(batch_stats, precise))}
   if config.norm == "mbn":
-    train_stats = {}
-    for path in _layers(batch_stats):
-      node = batch_stats
-      for part in path.split("/"):
-        node = node[part]
-      train_stats[path] = (node["train_mean"], node["train_var"])
+    train_stats = {path: (_layer(batch_stats, path)["train_mean"],
+                           _layer(batch_stats, path)["train_var"])
+                    for path in _layers(batch_stats)}
     result["mbn_train"] = accuracy(_set_stats(batch_stats, train_stats))
   if replays:
     m = config.per_device_batch_size
@@ -199,7 +202,7 @@ def evaluate_run(workdir: str, *, batch: int, precise_batches: int, replays: int
         m, ideal_batch_size=config.ideal_batch_size, tau0=config.tau0)
         if config.norm == "mbn" else float(config.bn_momentum))}
     if config.norm == "mbn":
-      final_step = spe * config.mbn_total_epochs - 1  # a step of epoch T (1-based t = T)
+      final_step = int(restored["step"]) - 1  # the run's last step (as noise_probe)
       momenta["replay_lambda"] = float(schedules.train_momentum(
           final_step, batch_size=m, total_epochs=config.mbn_total_epochs,
           steps_per_epoch=spe, ideal_batch_size=config.ideal_batch_size))
