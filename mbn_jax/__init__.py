@@ -12,6 +12,8 @@ Public API:
   (bn, mbn, brn, gn, ln, in, none) behind one call signature;
   :class:`BatchRenorm` is the BReN baseline.
 * :func:`create_model` / :mod:`mbn_jax.models` — the paper's networks.
+* :func:`precise_batch_stats` (linen) / :func:`precise_batch_stats_nnx` —
+  population ("precise") inference statistics, law of total variance.
 
 Every momentum in mbn_jax weights the *old* value (Flax's convention).
 """
@@ -23,6 +25,8 @@ from mbn_jax import norms  # noqa: E402  (needs MomentumBatchNorm)
 from mbn_jax.norms import BatchRenorm, make_norm
 from mbn_jax import models
 from mbn_jax.models import create_model
+from mbn_jax import precise
+from mbn_jax.precise import precise_batch_stats, precise_batch_stats_nnx
 
 __version__ = "0.1.0"
 
@@ -36,5 +40,8 @@ __all__ = [
     "norms",
     "inference_momentum",
     "noise",
+    "precise",
+    "precise_batch_stats",
+    "precise_batch_stats_nnx",
     "train_momentum",
 ]
