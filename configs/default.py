@@ -95,6 +95,16 @@ def get_config():
   config.dataset.train_per_class = ml_collections.config_dict.placeholder(int)
   config.dataset.max_eval_examples = ml_collections.config_dict.placeholder(int)
 
+  # Population ("precise") inference statistics (mbn_jax.precise_batch_stats).
+  # K > 0: after the last epoch (and at every evaluation if precise_stats_every_eval)
+  # re-estimate every BN/MBN/BReN layer's mean/var from K training batches (with the
+  # training augmentation) of precise_stats_batch_size images per device, evaluate with
+  # them, and record eval_accuracy_precise beside eval_accuracy. 0: off (the paper's
+  # protocol). The checkpoint keeps both the moving and the precise statistics.
+  config.precise_stats_batches = 0
+  config.precise_stats_batch_size = 256
+  config.precise_stats_every_eval = False
+
   # Logging, evaluation, checkpoints.
   config.log_every_steps = 50
   config.eval_every_epochs = 1

@@ -37,6 +37,7 @@ statistics (the bias Wu & Johnson measure for batch sizes below ~32).
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
@@ -334,6 +335,18 @@ def _run_batches(update, state, batches, *, num_batches, progress, desc):
   return state
 
 
+@functools.lru_cache(maxsize=16)
+def _compiled(train_fn, axis_name):
+  """(init, update, finalize) for ``train_fn``, jitted or pmapped; cached per
+  ``(train_fn, axis_name)`` so repeated estimations (every evaluation) compile once."""
+  acc = PreciseStatsAccumulator(train_fn, axis_name=axis_name)
+  if axis_name is None:
+    return acc.init, jax.jit(acc.update), jax.jit(acc.finalize)
+  mapped_moments = jax.pmap(acc.batch_moments, axis_name=axis_name)
+  return (functools.partial(acc.init, mapped=mapped_moments),
+          jax.pmap(acc.update, axis_name=axis_name), jax.pmap(acc.finalize, axis_name=axis_name))
+
+
 def precise_batch_stats(
     train_fn: Callable[[Any, Any], Any],
     variables,
@@ -391,22 +404,17 @@ def precise_batch_stats(
   if "batch_stats" not in variables:
     raise ValueError("variables has no 'batch_stats' collection: pass the model's full "
                      "variables (e.g. the output of model.init), not only its params.")
-  acc = PreciseStatsAccumulator(train_fn, axis_name=axis_name)
   it = iter(batches)
   try:
     first = next(it)
   except StopIteration:
     raise ValueError("precise_batch_stats got no batches: pass a non-empty iterable "
                      "(e.g. a few hundred training images in batches of ~256).") from None
-  if axis_name is None:
-    state = acc.init(variables, first)
-    update = jax.jit(acc.update)
-    finalize = jax.jit(acc.finalize)
-  else:
-    state = acc.init(variables, first,
-                     mapped=jax.pmap(acc.batch_moments, axis_name=axis_name))
-    update = jax.pmap(acc.update, axis_name=axis_name)
-    finalize = jax.pmap(acc.finalize, axis_name=axis_name)
+  try:
+    init, update, finalize = _compiled(train_fn, axis_name)
+  except TypeError:  # an unhashable train_fn: compile for this call only
+    init, update, finalize = _compiled.__wrapped__(train_fn, axis_name)
+  state = init(variables, first)
   state = _run_batches(lambda s, b: update(s, variables, b), state,
                        itertools.chain([first], it), num_batches=num_batches, progress=progress,
                        desc="precise statistics")

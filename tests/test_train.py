@@ -161,3 +161,37 @@ def test_checkpoint_holds_device_averaged_and_per_device_statistics(full_run):
   # Per-device statistics (the paper's setting) really differ between devices.
   assert any(not np.allclose(d[0], d[1]) for d in leaves_dev)
   assert int(restored["step"]) == 16
+
+
+def test_precise_statistics_option(tmp_path):
+  """precise_stats_batches: eval_accuracy_precise per evaluation; both statistics saved."""
+  import flax.linen as nn
+  from train import checkpoints as ckpt_lib
+  from train import input_pipeline
+  config = tiny_config(num_epochs=2, precise_stats_batches=3, precise_stats_batch_size=4,
+                       precise_stats_every_eval=True)
+  workdir = str(tmp_path / "p")
+  summary = train_lib.train_and_evaluate(config, workdir)
+  recs = records(workdir)
+  assert all(0 <= r["eval_accuracy_precise"] <= 1 and "eval_loss_precise" in r for r in recs)
+  assert summary["final_eval_accuracy_precise"] == recs[-1]["eval_accuracy_precise"]
+  assert summary["train_step_traces"] == 1
+  manager = ckpt_lib.CheckpointManager(os.path.join(workdir, "checkpoints"))
+  state, _ = manager.restore(16, None)
+  precise = manager.restore_item(16, ckpt_lib.PRECISE_STATS)
+  manager.close()
+  # MBN's training statistics are the device-averaged ones, as in batch_stats.
+  np.testing.assert_array_equal(precise["norm0"]["train_mean"],
+                                state["batch_stats"]["norm0"]["train_mean"])
+  # The first norm's mean/var: NumPy over every image of the 3 global batches
+  # (4 devices x 4 images each) that the option draws, through the saved conv.
+  data = input_pipeline.load_dataset(config.dataset)
+  layout = train_lib.validate_config(config)
+  images = np.concatenate([b["image"].reshape((-1,) + b["image"].shape[2:]) for b in
+                           train_lib.precise_stats_stream(config, data, layout, epoch=1)])
+  assert images.shape[0] == 3 * 16
+  conv = nn.Conv(16, (3, 3), use_bias=False)
+  h = np.asarray(conv.apply({"params": state["params"]["conv0"]}, images), np.float64)
+  np.testing.assert_allclose(precise["norm0"]["mean"], h.mean((0, 1, 2)), rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(precise["norm0"]["var"], h.var((0, 1, 2)), rtol=1e-4, atol=1e-6)
+  assert not np.allclose(precise["norm0"]["var"], state["batch_stats"]["norm0"]["var"])

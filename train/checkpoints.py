@@ -7,6 +7,9 @@ A checkpoint holds (as host NumPy arrays, saved by the primary process):
   ``batch_stats_per_device`` (stacked over all devices of all processes, in
   device order), so a resumed run continues with exactly the per-device
   statistics it had;
+* ``precise_batch_stats`` (only where the run estimated them, see
+  ``config.precise_stats_batches``): ``batch_stats`` with population
+  ("precise") inference statistics, the alternative to deploy;
 * ``meta`` (JSON): the epoch, the running sums of the current epoch's
   training metrics, and the device layout.
 """
@@ -19,7 +22,9 @@ import threading
 
 import orbax.checkpoint as ocp
 
-__all__ = ["CheckpointManager", "StopSignal"]
+__all__ = ["CheckpointManager", "PRECISE_STATS", "StopSignal", "restore_latest"]
+
+PRECISE_STATS = "precise_batch_stats"  # the optional checkpoint item
 
 
 class CheckpointManager:
@@ -38,12 +43,17 @@ class CheckpointManager:
   def all_steps(self):
     return list(self._manager.all_steps())
 
-  def save(self, step: int, state, meta: dict) -> bool:
-    """Saves unless ``step`` is already saved; returns whether it saved."""
+  def save(self, step: int, state, meta: dict, extra: dict | None = None) -> bool:
+    """Saves unless ``step`` is already saved; returns whether it saved.
+
+    ``extra``: further named pytrees (e.g. :data:`PRECISE_STATS`) saved as
+    their own items, which :meth:`restore` does not need.
+    """
     if step in self._manager.all_steps():
       return False
+    items = {name: ocp.args.StandardSave(tree) for name, tree in (extra or {}).items()}
     self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta), **items))
     self._manager.wait_until_finished()
     return True
 
@@ -52,6 +62,13 @@ class CheckpointManager:
     restored = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
     return restored["state"], restored["meta"]
+
+  def restore_item(self, step: int, name: str):
+    """The extra item ``name`` saved with ``step``, or None if it has none."""
+    if not os.path.isdir(os.path.join(self.directory, str(step), name)):
+      return None
+    return self._manager.restore(step, args=ocp.args.Composite(
+        **{name: ocp.args.StandardRestore(None)}))[name]
 
   def restore_meta(self, step: int):
     return self._manager.restore(step, args=ocp.args.Composite(

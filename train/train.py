@@ -32,6 +32,7 @@ import numpy as np
 import optax
 from flax.training import train_state
 
+import mbn_jax
 from mbn_jax import fast_conv, schedules
 from train import checkpoints as ckpt_lib
 from train import input_pipeline
@@ -44,8 +45,12 @@ RESUME_MAY_CHANGE = (
     "num_epochs", "log_every_steps", "eval_every_epochs", "checkpoint_every_epochs",
     "keep_checkpoints", "progress_bar", "tensorboard", "eval_per_device_batch_size",
     "dataset.data_dir", "dataset.root", "dataset.download", "dataset.cache_dir", "distributed.", "norms",
-    "simulate_preemption_at_step", "conv",
+    "simulate_preemption_at_step", "conv", "precise_stats_batches", "precise_stats_batch_size",
+    "precise_stats_every_eval",
 )
+# The precise-statistics batches are drawn from their own stream (never the
+# training order): seed + this offset.
+PRECISE_STATS_SEED_OFFSET = 7919
 CONVS = ("auto", "xla", "fast")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -103,10 +108,13 @@ def validate_config(config, workdir: str | None = None) -> dict:
   for name in ("per_device_batch_size", "eval_per_device_batch_size", "num_epochs",
                "mbn_total_epochs", "ideal_batch_size", "lr_reference_batch_size",
                "lr_decay_epochs", "log_every_steps", "eval_every_epochs",
-               "checkpoint_every_epochs", "keep_checkpoints"):
+               "checkpoint_every_epochs", "keep_checkpoints", "precise_stats_batch_size"):
     _positive(config, name)
+  k = config.precise_stats_batches
+  if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+    raise ValueError(f"config.precise_stats_batches must be an int >= 0 (0: off), got {k!r}.")
   for name in ("per_device_batch_size", "eval_per_device_batch_size", "num_epochs",
-               "mbn_total_epochs", "ideal_batch_size"):
+               "mbn_total_epochs", "ideal_batch_size", "precise_stats_batch_size"):
     if not isinstance(config[name], int):
       raise TypeError(f"config.{name} must be an int, got {config[name]!r}.")
   if not 0.0 < config.tau0 < 1.0:
@@ -165,16 +173,19 @@ def check_resume_compatible(saved: dict, config) -> None:
 
 
 def learning_rate_fn(config, per_device_batch: int, global_batch: int, steps_per_epoch: int):
-  """Step decay: base · factor^(epoch // lr_decay_epochs), base = lr · m / reference."""
+  """The step-decay learning rate, an optax schedule (a pure ``step -> lr`` function).
+
+  lr(step) = base · factor^⌊step / (lr_decay_epochs · steps_per_epoch)⌋ with
+  base = ``base_learning_rate`` · m / ``lr_reference_batch_size`` (m: the
+  per-device or global batch, ``lr_batch_size``) and factor =
+  ``lr_decay_factor``: the paper's ÷10 every 60 of 200 epochs is
+  ``lr_decay_epochs=60``; a 10-epoch run of the same shape uses 3.
+  """
   m = per_device_batch if config.lr_batch_size == "per_device" else global_batch
   base = config.base_learning_rate * m / config.lr_reference_batch_size
-  every = config.lr_decay_epochs * steps_per_epoch
-  factor = config.lr_decay_factor
-
-  def schedule(step):
-    return jnp.float32(base) * jnp.float32(factor) ** (jnp.asarray(step) // every).astype(jnp.float32)
-
-  return schedule
+  return optax.exponential_decay(
+      init_value=base, transition_steps=config.lr_decay_epochs * steps_per_epoch,
+      decay_rate=config.lr_decay_factor, staircase=True)
 
 
 def conv_function(conv: str, per_device_batch: int):
@@ -229,6 +240,21 @@ class Steps:
     self.p_eval = jax.pmap(self._eval, axis_name="batch")
     self._p_mean = jax.pmap(lambda t: jax.lax.pmean(t, "batch"), axis_name="batch")
 
+  def precise_stats(self, params, mean_stats, batches):
+    """Population statistics (:func:`mbn_jax.precise_batch_stats`) pooled over every device.
+
+    Returns the device-averaged ``mean_stats`` with every BN/MBN/BReN layer's
+    ``mean``/``var`` replaced by its population statistics: the complete
+    ``batch_stats`` to evaluate or deploy with (replicated on every device).
+    """
+    return mbn_jax.precise_batch_stats(
+        self._estimation_fn, {"params": params, "batch_stats": mean_stats}, batches,
+        axis_name="batch")
+
+  def _estimation_fn(self, variables, batch):
+    return self.model.apply(variables, batch["image"], train=True, step=0,
+                            mutable=["batch_stats"])
+
   def p_mean(self, tree):
     """Averages the (per-device) batch_stats over all devices; {} stays {}."""
     return self._p_mean(tree) if jax.tree.leaves(tree) else tree
@@ -264,6 +290,30 @@ class Steps:
 
 # ----------------------------------------------------------------------------
 # Host <-> device helpers (pmapped values carry a leading local-device axis).
+
+
+def precise_stats_stream(config, data, layout, epoch: int):
+  """The training batches the precise statistics are estimated from, for ``epoch``.
+
+  ``config.precise_stats_batches`` batches of ``precise_stats_batch_size``
+  images per device, with the training augmentation, from their own seed
+  stream (``seed + PRECISE_STATS_SEED_OFFSET``; the training data order is
+  untouched), fresh for every ``epoch``; more batches than one pass over the
+  training set continue into further passes.
+  """
+  try:
+    stream = input_pipeline.TrainBatches(
+        data, per_device_batch_size=config.precise_stats_batch_size,
+        local_devices=layout["local_devices"], process_index=layout["process_index"],
+        process_count=layout["process_count"], seed=config.seed + PRECISE_STATS_SEED_OFFSET,
+        augment=config.dataset.augment, pad=config.dataset.crop_padding)
+  except ValueError as e:
+    raise ValueError(f"config.precise_stats_batch_size={config.precise_stats_batch_size} per "
+                     f"device: {e} Use a smaller precise_stats_batch_size.") from None
+  passes = -(-config.precise_stats_batches // stream.steps_per_epoch)
+  for i in range(config.precise_stats_batches):
+    rep, index = divmod(i, stream.steps_per_epoch)
+    yield {"image": stream.batch(epoch * passes + rep, index)["image"]}
 
 
 def _replicate(tree, n):
@@ -464,11 +514,15 @@ def _train_one(config, workdir, layout) -> dict:
           f"{process_count} process(es), per-device batch m={m}, global batch {global_batch}, "
           f"{spe} steps/epoch, {config.num_epochs} epochs, seed {config.seed}", flush=True)
 
-  def checkpoint(step, mean_stats):
+  def checkpoint(step, mean_stats, precise_stats=None):
     host = jax.device_get(_first({"params": rstate.params, "opt_state": rstate.opt_state}))
     item = {"step": np.asarray(step), **host, "batch_stats": _first(mean_stats),
             "batch_stats_per_device": _all_rows(rstate.batch_stats)}
-    manager.save(step, item, {"accum": accum, "run_info": run_info, "epoch": step // spe})
+    extra = None
+    if precise_stats is not None:  # the deployable alternative to item["batch_stats"]
+      extra = {ckpt_lib.PRECISE_STATS: jax.device_get(_first(precise_stats))}
+    manager.save(step, item, {"accum": accum, "run_info": run_info, "epoch": step // spe},
+                 extra=extra)
 
   def evaluate(mean_stats):
     sums = {"loss": 0.0, "correct": 0.0, "count": 0.0}
@@ -534,22 +588,32 @@ def _train_one(config, workdir, layout) -> dict:
                 "lambda": float(lam_fn(step - 1)) if config.norm == "mbn" else None,
                 "images_per_sec": done_here * global_batch / max(epoch_time, 1e-9)}
       last_epoch = epoch + 1 == config.num_epochs
-      mean_stats = None
+      mean_stats = precise_stats = None
       if (epoch + 1) % config.eval_every_epochs == 0 or last_epoch or interrupted:
         mean_stats = steps.p_mean(rstate.batch_stats)
         last_eval = evaluate(mean_stats)
         record.update(last_eval)
+        if config.get("precise_stats_batches", 0) and not interrupted and (
+            last_epoch or config.get("precise_stats_every_eval", False)):
+          precise_stats = steps.precise_stats(
+              rstate.params, mean_stats, precise_stats_stream(config, data, layout, epoch))
+          record.update({f"{k}_precise": v for k, v in evaluate(precise_stats).items()})
+          last_eval.update({f"{k}_precise": record[f"{k}_precise"]
+                            for k in ("eval_loss", "eval_accuracy")})
       writer.write(record)
       history.append(record)
       if is_main and not config.progress_bar:
         print(json.dumps(record), flush=True)
       elif is_main and "eval_accuracy" in record:
+        precise_note = (f" (precise statistics: {record['eval_accuracy_precise']:.4f})"
+                        if "eval_accuracy_precise" in record else "")
         tqdm.write(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f} acc "
                    f"{record['train_accuracy']:.4f}, eval loss {record['eval_loss']:.4f} acc "
-                   f"{record['eval_accuracy']:.4f}")
+                   f"{record['eval_accuracy']:.4f}{precise_note}")
       accum = {"loss": 0.0, "accuracy": 0.0, "count": 0}
       if (epoch + 1) % config.checkpoint_every_epochs == 0 or last_epoch or interrupted:
-        checkpoint(step, mean_stats if mean_stats is not None else steps.p_mean(rstate.batch_stats))
+        checkpoint(step, mean_stats if mean_stats is not None else steps.p_mean(rstate.batch_stats),
+                   precise_stats)
       if interrupted:
         break
     if interrupted and step % spe != 0:
@@ -575,6 +639,7 @@ def _train_one(config, workdir, layout) -> dict:
       "final_eval_accuracy": (last_eval or {}).get("eval_accuracy", evals[-1] if evals else float("nan")),
       "best_eval_accuracy": max(evals) if evals else float("nan"),
       "final_eval_loss": (last_eval or {}).get("eval_loss", final.get("eval_loss")),
+      "final_eval_accuracy_precise": (last_eval or {}).get("eval_accuracy_precise"),
       "final_train_accuracy": final.get("train_accuracy", float("nan")),
       "final_train_loss": final.get("train_loss"),
       "seed": config.seed, "data_order_seed": config.seed, "init_seed": config.seed,
