@@ -10,7 +10,7 @@ m0 = 32, τ0 = 0.85, per-device batch 2 (override with
 --config.per_device_batch_size). See configs/default.py for every field.
 """
 
-from configs import default
+from configs import default, schedule
 
 DATASETS = ("cifar10", "cifar100", "cifar10_jpeg")
 
@@ -23,10 +23,8 @@ def get_config(arg: str = "cifar10,resnet18"):
   config = default.get_config()
   config.model = model
   config.input_variant = "cifar"
-  config.num_epochs = 200
-  config.mbn_total_epochs = 180
+  schedule.paper_shape(config, 200)  # lr ÷10 after epochs 60, 120, 180; T = 180.
   config.lr_reference_batch_size = 64
-  config.lr_decay_epochs = 60
   config.per_device_batch_size = 2
   config.eval_per_device_batch_size = 100
   config.dataset.augment = "crop_flip"

@@ -8,10 +8,12 @@ prints both validation accuracies side by side.
   python -m train --config configs/quickstart.py --workdir /tmp/mbn_quickstart
 
 Data: 1797 digits; the last 36 of every class (360 images) are held out for
-validation. MBN's T = num_epochs, m0 = 32, τ0 = 0.85.
+validation. The paper's schedule shape scaled from 200 to 10 epochs
+(configs/schedule.py): lr ÷10 after epochs 3, 6, 9 (paper: 60, 120, 180) and
+MBN's T = 9 (paper: 180); m0 = 32, τ0 = 0.85.
 """
 
-from configs import default
+from configs import default, schedule
 
 
 def get_config():
@@ -21,11 +23,9 @@ def get_config():
   config.norms = "bn,mbn"
   config.per_device_batch_size = 2
   config.eval_per_device_batch_size = 60
-  config.num_epochs = 10
-  config.mbn_total_epochs = 10
+  schedule.paper_shape(config, 10)  # lr ÷10 after epochs 3, 6, 9; T = 9.
   config.base_learning_rate = 0.1
   config.lr_reference_batch_size = 64
-  config.lr_decay_epochs = 8
   config.weight_decay = 1e-4
   config.dataset.source = "digits"
   config.dataset.name = "digits"

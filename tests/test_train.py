@@ -90,6 +90,14 @@ def test_resume_with_different_config_is_refused(full_run):
   assert summary["epochs_completed"] == 3 and [r["epoch"] for r in records(workdir)] == [1, 2, 3]
 
 
+def test_fields_added_after_a_run_started_resume_at_their_default():
+  saved = train_lib._config_json(tiny_config())  # pylint: disable=protected-access
+  del saved["sync_batch_stats"]  # as if the run predates the field
+  train_lib.check_resume_compatible(saved, tiny_config())  # default value: compatible
+  with pytest.raises(train_lib.ConfigMismatchError, match="sync_batch_stats"):
+    train_lib.check_resume_compatible(saved, tiny_config(sync_batch_stats=True))
+
+
 def test_synchronized_statistics_and_other_norms(tmp_path):
   summary = train_lib.train_and_evaluate(
       tiny_config(sync_batch_stats=True, num_epochs=1, mbn_total_epochs=2), str(tmp_path / "s"))

@@ -153,11 +153,20 @@ def _config_json(config) -> dict:
 
 
 def check_resume_compatible(saved: dict, config) -> None:
-  """Raises ConfigMismatchError if a field outside RESUME_MAY_CHANGE differs."""
+  """Raises ConfigMismatchError if a field outside RESUME_MAY_CHANGE differs.
+
+  A field that the saved config lacks (added to the program after the run
+  started) is compatible when it has its default value (configs/default.py):
+  the run started without it, i.e. with the default behaviour.
+  """
+  from configs import default  # pylint: disable=g-import-not-at-top
   a, b = _flatten(saved), _flatten(_config_json(config))
+  defaults = _flatten(_config_json(default.get_config()))
   bad = []
   for key in sorted(set(a) | set(b)):
     if any(key == p or (p.endswith(".") and key.startswith(p)) for p in RESUME_MAY_CHANGE):
+      continue
+    if key not in a and key in defaults and b.get(key) == defaults[key]:
       continue
     if a.get(key, "<missing>") != b.get(key, "<missing>"):
       bad.append(f"  {key}: workdir has {a.get(key, '<missing>')!r}, now {b.get(key, '<missing>')!r}")
