@@ -12,15 +12,18 @@ from train import report, sweep
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def fake_run(root, norm, m, seed, accs, wall=10.0, status="completed"):
+def fake_run(root, norm, m, seed, accs, wall=10.0, status="completed", precise=None):
   wd = root / sweep.run_name(norm, m, seed)
   wd.mkdir(parents=True)
   records = [{"epoch": e + 1, "step": 10 * (e + 1), "eval_accuracy": a, "train_accuracy": a,
               "lambda": 0.1 * e if norm == "mbn" else None} for e, a in enumerate(accs)]
+  for rec, p in zip(records, precise or []):
+    rec["eval_accuracy_precise"] = p
   (wd / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
   (wd / "summary.json").write_text(json.dumps({
       "status": status, "epochs_completed": len(accs), "final_eval_accuracy": accs[-1],
       "best_eval_accuracy": max(accs), "final_train_accuracy": accs[-1],
+      "final_eval_accuracy_precise": precise[-1] if precise else None,
       "config": {"ideal_batch_size": 32, "tau0": 0.85}}))
   (wd / "sweep.json").write_text(json.dumps({"wall_seconds": wall}))
 
@@ -64,3 +67,24 @@ def test_sweep_skips_finished_runs_and_orders_small_batches_first(tmp_path):
   assert out[1].startswith("[2/4] mbn-m2-s0: ") and "--config.per_device_batch_size=2" in out[1]
   assert "--config.num_epochs=1" in out[1] and "--config.norm=mbn" in out[1]
   assert out[2].startswith("[3/4] bn-m8-s0")
+
+
+def test_report_pairs_seeds_and_tabulates_precise_statistics(tmp_path):
+  fake_run(tmp_path, "bn", 2, 0, [0.3, 0.40], precise=[0.35, 0.45])
+  fake_run(tmp_path, "bn", 2, 1, [0.3, 0.50], precise=[0.35, 0.52])
+  fake_run(tmp_path, "mbn", 2, 0, [0.3, 0.46], precise=[0.35, 0.47])
+  fake_run(tmp_path, "mbn", 2, 1, [0.3, 0.49], precise=[0.35, 0.56])
+  fake_run(tmp_path, "mbn", 2, 2, [0.3, 0.90], precise=[0.35, 0.90])  # no BN partner: unpaired
+  runs = report.load_runs(tmp_path)
+  diffs = report.paired_differences(runs)
+  assert diffs[("mbn", 2)] == pytest.approx({0: 0.06, 1: -0.01})
+  assert report.paired_differences(runs, report.PRECISE)[("mbn", 2)] == pytest.approx({0: 0.02, 1: 0.04})
+  md = report.results_markdown(runs)
+  d = 100 * np.array([0.06, -0.01])
+  assert f"| MBN − BN | 2 | 2 | {d.mean():+.2f} ± {d.std(ddof=1):.2f} | 1 / 1 |" in md
+  assert "| +3.00 ± 1.41 | 2 / 0 |" in md
+  assert "| BN | 48.50 ± 4.95 (n=2) |\n" in md  # precise table: mean of 0.45 and 0.52
+  gap = 100 * np.array([0.05, 0.02])
+  assert f"| BN | 2 | 2 | {gap.mean():+.2f} ± {gap.std(ddof=1):.2f} [+2.00, +5.00] |" in md
+  report.plot_curves(runs, 2, tmp_path / "c.png")
+  assert (tmp_path / "c.png").stat().st_size > 100

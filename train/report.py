@@ -6,10 +6,15 @@ Reads every ``<norm>-m<m>-s<seed>`` workdir written by :mod:`train.sweep`
 (``summary.json``, ``metrics.jsonl``, ``sweep.json``) and writes into ``--out``:
 
 * ``results.md`` — final validation accuracy, mean ± std over seeds, per norm
-  and per-device batch size (Fig. 4/7 style as a table), plus every run;
+  and per-device batch size (Fig. 4/7 style as a table), as the runs reported
+  it and, where the runs estimated them (``config.precise_stats_batches``),
+  with population ("precise") statistics; the *paired* per-seed difference of
+  every norm to BN (same seed = same initialization and data order), with how
+  many seeds favour each; the gap precise − as-trained; and every run;
 * ``accuracy_vs_batch_size.png`` — accuracy vs per-device batch size per norm;
 * ``curves_m<m>.png`` — validation accuracy per epoch at the smallest batch
-  size (Fig. 5 style), mean over seeds with the min–max band;
+  size (Fig. 5 style): every seed (thin) and the mean (bold), as trained and,
+  where recorded, with precise statistics;
 * ``momentum_schedules.png`` — the λ(t) that MBN runs used and τ(m).
 """
 
@@ -55,30 +60,60 @@ def load_runs(root: pathlib.Path) -> list[dict]:
   return runs
 
 
+def _rank(norm: str) -> int:
+  return NORM_ORDER.index(norm) if norm in NORM_ORDER else len(NORM_ORDER)
+
+
 def _order(norms):
-  return sorted(norms, key=lambda n: NORM_ORDER.index(n) if n in NORM_ORDER else 99)
+  return sorted(norms, key=_rank)
 
 
-def aggregate(runs):
-  """{(norm, m): (mean, std, n, mean wall)} of the final validation accuracy."""
+PRECISE = "final_eval_accuracy_precise"  # summary.json key of the precise-statistics accuracy
+
+
+def _completed(runs):
+  return [r for r in runs if r["status"] == "completed"]  # interrupted runs are listed only
+
+
+def aggregate(runs, key: str = "final_eval_accuracy"):
+  """{(norm, m): (mean, std, n, mean wall)} of ``key`` over the completed runs that have it."""
   groups = collections.defaultdict(list)
-  for r in runs:
-    if r["status"] == "completed":  # interrupted runs are listed, not averaged
+  for r in _completed(runs):
+    if r["summary"].get(key) is not None:
       groups[(r["norm"], r["m"])].append(r)
   out = {}
-  for key, rs in groups.items():
-    acc = np.array([r["summary"]["final_eval_accuracy"] for r in rs], float)
-    out[key] = (acc.mean(), acc.std(ddof=1) if len(acc) > 1 else 0.0, len(acc),
-                float(np.mean([r["wall"] for r in rs])))
+  for k, rs in groups.items():
+    acc = np.array([r["summary"][key] for r in rs], float)
+    out[k] = (acc.mean(), acc.std(ddof=1) if len(acc) > 1 else 0.0, len(acc),
+              float(np.mean([r["wall"] for r in rs])))
   return out
 
 
-def results_markdown(runs) -> str:
-  agg = aggregate(runs)
+def paired_differences(runs, key: str = "final_eval_accuracy", baseline: str = "bn"):
+  """{(norm, m): per-seed differences norm − baseline of ``key``, over the seeds both have}.
+
+  Runs with the same seed share initialization and data order, so the
+  difference cancels what the seed alone explains.
+  """
+  by = {(r["norm"], r["m"], r["seed"]): r["summary"].get(key) for r in _completed(runs)}
+  out = {}
+  for (norm, m) in {(n, m) for n, m, _ in by if n != baseline}:
+    seeds = sorted(s for n, mm, s in by if n == norm and mm == m
+                   and by.get((baseline, m, s)) is not None and by[(norm, m, s)] is not None)
+    if seeds:
+      out[(norm, m)] = {s: by[(norm, m, s)] - by[(baseline, m, s)] for s in seeds}
+  return out
+
+
+def _mean_std(values) -> str:
+  v = 100 * np.asarray(list(values), float)
+  return f"{v.mean():+.2f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.2f}"
+
+
+def _accuracy_table(agg, title: str) -> list[str]:
   norms = _order({n for n, _ in agg})
   sizes = sorted({m for _, m in agg})
-  lines = ["Final validation accuracy (%), mean ± std over seeds (n = number of seeds).", "",
-           "| norm | " + " | ".join(f"m = {m}" for m in sizes) + " |",
+  lines = [title, "", "| norm | " + " | ".join(f"m = {m}" for m in sizes) + " |",
            "|---|" + "---|" * len(sizes)]
   for n in norms:
     cells = []
@@ -89,13 +124,63 @@ def results_markdown(runs) -> str:
       else:
         cells.append("—")
     lines.append(f"| {NORM_LABEL.get(n, n)} | " + " | ".join(cells) + " |")
-  lines += ["", "Every run:", "", "| run | status | epochs | final val acc | best val acc | "
-            "final train acc | wall time (s) |", "|---|---|---|---|---|---|---|"]
-  for r in sorted(runs, key=lambda r: (NORM_ORDER.index(r["norm"]) if r["norm"] in NORM_ORDER else 99,
-                                       r["m"], r["seed"])):
+  return lines
+
+
+def _paired_table(runs) -> list[str]:
+  reported = paired_differences(runs)
+  precise = paired_differences(runs, PRECISE)
+  if not reported:
+    return []
+  lines = ["", "Paired difference to BN, same seed (percentage points): mean ± std over seeds, "
+           "and how many seeds favour each.", "",
+           "| norm − BN | m | seeds | as reported | favour norm / BN | precise statistics "
+           "| favour norm / BN |", "|---|---:|---:|---:|---:|---:|---:|"]
+  for norm, m in sorted(reported, key=lambda k: (k[1], _rank(k[0]))):
+    d = reported[(norm, m)]
+    cells = [_mean_std(d.values()), f"{sum(v > 0 for v in d.values())} / "
+             f"{sum(v < 0 for v in d.values())}"]
+    p = precise.get((norm, m))
+    cells += ([_mean_std(p.values()), f"{sum(v > 0 for v in p.values())} / "
+               f"{sum(v < 0 for v in p.values())}"] if p else ["—", "—"])
+    lines.append(f"| {NORM_LABEL.get(norm, norm)} − BN | {m} | {len(d)} | " + " | ".join(cells)
+                 + " |")
+  return lines
+
+
+def _gap_table(runs) -> list[str]:
+  groups = collections.defaultdict(list)
+  for r in _completed(runs):
+    if r["summary"].get(PRECISE) is not None:
+      groups[(r["norm"], r["m"])].append(r["summary"][PRECISE] - r["summary"]["final_eval_accuracy"])
+  if not groups:
+    return []
+  lines = ["", "Precise − as trained (percentage points; > 0: the moving-average inference "
+           "statistics cost accuracy), mean ± std over seeds [min, max]:", "",
+           "| norm | m | seeds | precise − as trained |", "|---|---:|---:|---:|"]
+  for (n, m), gaps in sorted(groups.items(), key=lambda kv: (kv[0][1], _rank(kv[0][0]))):
+    g = 100 * np.asarray(gaps)
+    lines.append(f"| {NORM_LABEL.get(n, n)} | {m} | {len(g)} | {_mean_std(gaps)} "
+                 f"[{g.min():+.2f}, {g.max():+.2f}] |")
+  return lines
+
+
+def results_markdown(runs) -> str:
+  lines = _accuracy_table(aggregate(runs), "Final validation accuracy (%), mean ± std over "
+                          "seeds (n = number of seeds), as the runs reported it.")
+  precise = aggregate(runs, PRECISE)
+  if precise:
+    lines += [""] + _accuracy_table(precise, "The same networks evaluated with population "
+                                    "(\"precise\") statistics (%), mean ± std over seeds.")
+  lines += _paired_table(runs) + _gap_table(runs)
+  lines += ["", "Every run:", "", "| run | status | epochs | final val acc | precise val acc | "
+            "best val acc | final train acc | wall time (s) |", "|---|---|---|---|---|---|---|---|"]
+  for r in sorted(runs, key=lambda r: (_rank(r["norm"]), r["m"], r["seed"])):
     s = r["summary"]
+    precise_cell = f"{100 * s[PRECISE]:.2f}" if s.get(PRECISE) is not None else "—"
     lines.append(f"| {r['norm']}-m{r['m']}-s{r['seed']} | {r['status']} | {s.get('epochs_completed')} | "
-                 f"{100 * s['final_eval_accuracy']:.2f} | {100 * s['best_eval_accuracy']:.2f} | "
+                 f"{100 * s['final_eval_accuracy']:.2f} | {precise_cell} | "
+                 f"{100 * s['best_eval_accuracy']:.2f} | "
                  f"{100 * s['final_train_accuracy']:.2f} | {r['wall']:.0f} |")
   return "\n".join(lines) + "\n"
 
@@ -118,27 +203,41 @@ def plot_accuracy_vs_batch(runs, path):
   plt.close(fig)
 
 
-def plot_curves(runs, m, path):
-  fig, ax = plt.subplots(figsize=(5.5, 4))
+def _curves(runs, m, key):
+  """{norm: [[(epoch, accuracy), ...] per seed]} of per-epoch ``key`` at batch size m."""
   by_norm = collections.defaultdict(list)
   for r in runs:
     if r["m"] == m:
-      by_norm[r["norm"]].append([(rec["epoch"], rec["eval_accuracy"]) for rec in r["records"]
-                                 if rec.get("eval_accuracy") is not None])
-  for n in _order(by_norm):
-    curves = [c for c in by_norm[n] if c]
-    if not curves:
-      continue
-    length = min(len(c) for c in curves)
-    epochs = [e for e, _ in curves[0][:length]]
-    acc = 100 * np.array([[a for _, a in c[:length]] for c in curves])
-    line, = ax.plot(epochs, acc.mean(0), marker=".", label=NORM_LABEL.get(n, n))
-    ax.fill_between(epochs, acc.min(0), acc.max(0), color=line.get_color(), alpha=0.2)
-  ax.set_xlabel("epoch")
-  ax.set_ylabel("validation accuracy (%)")
-  ax.set_title(f"per-device batch size {m}")
-  ax.legend()
-  ax.grid(alpha=0.3)
+      curve = [(rec["epoch"], rec[key]) for rec in r["records"] if rec.get(key) is not None]
+      if curve:
+        by_norm[r["norm"]].append(curve)
+  return by_norm
+
+
+def plot_curves(runs, m, path):
+  """Validation accuracy per epoch: every seed thin, the mean bold; as trained | precise."""
+  panels = [("eval_accuracy", "as trained (moving-average statistics)")]
+  if _curves(runs, m, "eval_accuracy_precise"):
+    panels.append(("eval_accuracy_precise", "population (precise) statistics"))
+  fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), sharey=True,
+                           squeeze=False)
+  for ax, (key, title) in zip(axes[0], panels):
+    by_norm = _curves(runs, m, key)
+    for i, n in enumerate(_order(by_norm)):
+      curves = by_norm[n]
+      color = f"C{i}"
+      length = min(len(c) for c in curves)
+      epochs = [e for e, _ in curves[0][:length]]
+      acc = 100 * np.array([[a for _, a in c[:length]] for c in curves])
+      for row in acc:
+        ax.plot(epochs, row, color=color, alpha=0.35, linewidth=0.8)
+      ax.plot(epochs, acc.mean(0), color=color, marker=".", linewidth=2,
+              label=f"{NORM_LABEL.get(n, n)} (mean of {len(curves)})")
+    ax.set_xlabel("epoch")
+    ax.set_title(f"m = {m}: {title}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend()
+  axes[0][0].set_ylabel("validation accuracy (%)")
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
@@ -192,8 +291,8 @@ def main(argv):
   out.mkdir(parents=True, exist_ok=True)
   (out / "results.md").write_text(results_markdown(runs))
   plot_accuracy_vs_batch(runs, out / "accuracy_vs_batch_size.png")
-  m_small = min(r["m"] for r in runs)
-  plot_curves(runs, m_small, out / f"curves_m{m_small}.png")
+  for m in sorted({r["m"] for r in runs}):
+    plot_curves(runs, m, out / f"curves_m{m}.png")
   plot_schedules(runs, out / "momentum_schedules.png")
   print((out / "results.md").read_text())
   print(f"wrote {out}/results.md and plots")
