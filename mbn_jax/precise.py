@@ -59,6 +59,7 @@ __all__ = [
     "precise_batch_stats",
     "precise_batch_stats_nnx",
     "is_precise_norm",
+    "linen_training_mode",
 ]
 
 
@@ -181,8 +182,13 @@ def _record(records: dict, path: str, moments: LayerMoments) -> None:
   records[path] = moments if path not in records else _merge(records[path], moments)
 
 
-def _linen_training(module, args, kwargs) -> bool | None:
-  """The layer's ``use_running_average`` resolved as Flax does; None if undecidable."""
+def linen_training_mode(module, args, kwargs) -> bool | None:
+  """True if a linen norm layer's call runs in training mode.
+
+  ``use_running_average`` from the call (positional or keyword), else the
+  module's field, as ``flax.linen.module.merge_param`` resolves it; None if
+  neither is set (the layer itself then raises).
+  """
   value = kwargs.get("use_running_average", args[1] if len(args) > 1 else None)
   if value is None:
     value = getattr(module, "use_running_average", None)
@@ -195,7 +201,7 @@ def _recording_interceptor(records: dict, axis_name: str | None):
   def interceptor(next_fun, args, kwargs, context):
     module = context.module
     if (context.method_name != "__call__" or not isinstance(module, norm_types) or not args
-        or module.is_initializing() or not _linen_training(module, args, kwargs)):
+        or module.is_initializing() or not linen_training_mode(module, args, kwargs)):
       return next_fun(*args, **kwargs)
     scale = module.get_variable("params", "scale") if module.use_scale else None
     bias = module.get_variable("params", "bias") if module.use_bias else None

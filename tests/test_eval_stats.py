@@ -13,14 +13,6 @@ from train import train as train_lib
 pytestmark = pytest.mark.skipif(jax.local_device_count() < 4, reason="needs 4 devices")
 
 
-def test_pooled_statistics_equal_the_statistics_of_all_batches_together():
-  x = np.random.default_rng(0).normal(3.0, 2.0, size=(6, 50, 4))  # 6 batches of 50, 4 features
-  mean, var = eval_stats.pooled_statistics(x.mean(1), x.var(1))
-  flat = x.reshape(-1, 4)
-  np.testing.assert_allclose(mean, flat.mean(0), rtol=1e-12)
-  np.testing.assert_allclose(var, flat.var(0), rtol=1e-12)
-
-
 def test_reevaluates_a_run_with_each_kind_of_statistics(tmp_path):
   workdir = str(tmp_path / "mbn")
   summary = train_lib.train_and_evaluate(

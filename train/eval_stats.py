@@ -10,8 +10,9 @@ validation accuracy is measured with three kinds of inference statistics:
 * ``moving`` — the ``mean``/``var`` in ``batch_stats`` as training left them
   (BN and BReN: the EMA with ``bn_momentum``; MBN: the inference moving
   average with τ of Eq. 12). This is the accuracy the run reported.
-* ``precise`` — "precise BN" population statistics: the training set (with
-  its augmentation) is passed through the frozen network in training mode in
+* ``precise`` — "precise BN" population statistics
+  (:func:`mbn_jax.precise_batch_stats`): the training set (with its
+  augmentation) is passed through the frozen network in training mode in
   batches of ``--batch`` images, every norm layer normalizing with the batch
   statistics of that large batch (MBN at λ = 0, BReN with r = 1, d = 0), and
   each layer's population mean and variance are pooled over the batches
@@ -51,15 +52,14 @@ import pathlib
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from absl import app, flags, logging
+from flax import traverse_util
 from tqdm import tqdm
 
 from mbn_jax import analysis, schedules
-from train import checkpoints as ckpt_lib
-from train import input_pipeline
-from train import train as train_lib
+from mbn_jax import functional as F
+from train.finished_run import load_run
 from train.sweep import is_finished, parse_run_name
 
 FLAGS = flags.FLAGS
@@ -76,21 +76,13 @@ def define_flags():
                        "frozen weights (0: none).")
 
 
-def pooled_statistics(batch_means: np.ndarray, batch_vars: np.ndarray):
-  """Population mean/variance from equal-size batches' means and biased variances.
-
-  Law of total variance: μ = mean_b μ_b and σ² = mean_b σ²_b + mean_b (μ_b − μ)².
-  """
-  mean = batch_means.mean(0)
-  return mean, batch_vars.mean(0) + ((batch_means - mean) ** 2).mean(0)
-
-
 def replay_ema(start: dict, batch_stats_stream, momentum: float) -> dict:
-  """Runs an exponential moving average over a stream of per-layer batch statistics.
+  """Runs the layers' exponential moving average over a stream of per-layer batch statistics.
 
-  For every layer ``path``: ``s ← momentum·s + (1 − momentum)·b`` for each
-  ``b = (batch_mean, batch_var)`` in turn (Flax convention: ``momentum``
-  weights the *old* value, as λ and τ do), starting from ``start[path]``.
+  For every layer ``path``: ``s ← momentum·s + (1 − momentum)·b``
+  (:func:`mbn_jax.functional.moving_average`, the update the layers
+  themselves use; ``momentum`` weights the *old* value, as λ and τ do) for
+  each ``b = (batch_mean, batch_var)`` in turn, starting from ``start[path]``.
   After n batches the start keeps weight ``momentum**n`` and batch k (1-based)
   has weight ``(1 − momentum)·momentum**(n − k)``.
   """
@@ -100,8 +92,8 @@ def replay_ema(start: dict, batch_stats_stream, momentum: float) -> dict:
   for stats in batch_stats_stream:
     for p, (bm, bv) in stats.items():
       m, v = out[p]
-      out[p] = (momentum * m + (1 - momentum) * np.asarray(bm),
-                momentum * v + (1 - momentum) * np.asarray(bv))
+      out[p] = (F.moving_average(m, np.asarray(bm, np.float64), momentum),
+                F.moving_average(v, np.asarray(bv, np.float64), momentum))
   return out
 
 
@@ -130,122 +122,81 @@ def _set_stats(batch_stats: dict, stats: dict[str, tuple[np.ndarray, np.ndarray]
   return out
 
 
-def _layers(batch_stats, prefix=()):
-  """Paths of the layers that hold ``mean``/``var``."""
-  if "mean" in batch_stats and "var" in batch_stats:
-    yield "/".join(prefix)
-    return
-  for k, v in batch_stats.items():
-    if isinstance(v, dict):
-      yield from _layers(v, prefix + (k,))
+def _inference_stats(batch_stats: dict, key_mean="mean", key_var="var"):
+  """{layer path: (batch_stats[key_mean], batch_stats[key_var])} of every layer that has them."""
+  flat = traverse_util.flatten_dict(batch_stats, sep="/")
+  paths = [k.rsplit("/", 1)[0] for k in flat if k.endswith("/" + key_mean)]
+  return {p: (flat[f"{p}/{key_mean}"], flat[f"{p}/{key_var}"]) for p in paths
+          if f"{p}/{key_var}" in flat}
 
 
 def evaluate_run(workdir: str, *, batch: int, precise_batches: int, replays: int = 0) -> dict:
   """Validation accuracy of ``workdir``'s last checkpoint under each kind of statistics."""
-  saved = json.loads((pathlib.Path(workdir) / "config.json").read_text())
-  config = ml_collections.ConfigDict(saved["config"])
+  run = load_run(workdir)
+  config = run.config
   if config.norm not in NORMS:
     raise ValueError(f"{workdir}: eval_stats supports norms {NORMS}, not {config.norm!r}.")
-  # BReN with a warm-up longer than any step normalizes with plain batch statistics at step 0.
-  config.brn_warmup_steps = 2**30
-  data = input_pipeline.load_dataset(config.dataset)
-  spe = saved["run_info"]["steps_per_epoch"]
-  model = train_lib.build_model(config, num_classes=data.num_classes, steps_per_epoch=spe)
-  restored = ckpt_lib.restore_latest(workdir)
-  params = jax.tree.map(jnp.asarray, restored["params"])
-  batch_stats = jax.tree.map(jnp.asarray, restored["batch_stats"])
+  precise_tree = run.precise_stats(batch=batch, num_batches=precise_batches)
+  result = {"workdir": str(workdir), "norm": config.norm, "m": config.per_device_batch_size,
+            "seed": config.seed, "moving": run.accuracy(run.batch_stats),
+            "precise": run.accuracy(precise_tree)}
+  if config.norm == "mbn":
+    train_stats = _inference_stats(run.batch_stats, "train_mean", "train_var")
+    result["mbn_train"] = run.accuracy(_set_stats(run.batch_stats, train_stats))
+  if not replays:
+    return result
+
+  m = config.per_device_batch_size
+  momenta = {"replay_own": (schedules.inference_momentum(
+      m, ideal_batch_size=config.ideal_batch_size, tau0=config.tau0)
+      if config.norm == "mbn" else float(config.bn_momentum))}
+  if config.norm == "mbn":
+    momenta["replay_lambda"] = run.final_lambda
+  result["replay_momentum"] = momenta
+  precise = _inference_stats(precise_tree)
 
   @jax.jit
   def batch_statistics(images):
-    # step 0: MBN's λ(0) = 0 and BReN's (r, d) = (1, 0) -> every layer uses batch statistics.
+    # step 0: MBN's λ(0) = 0 and BReN's (r, d) = (1, 0) at the start of any warm-up:
+    # the layers normalize with the batch statistics they record.
     with analysis.capture_norm_statistics():
-      _, upd = model.apply({"params": params, "batch_stats": batch_stats}, images, train=True,
-                           step=jnp.int32(0), mutable=["batch_stats", analysis.NORM_STATS])
+      _, upd = run.model.apply({"params": run.params, "batch_stats": run.batch_stats}, images,
+                               train=True, step=jnp.int32(0),
+                               mutable=["batch_stats", analysis.NORM_STATS])
     return upd[analysis.NORM_STATS]
 
-  @jax.jit
-  def correct(stats, images, labels, mask):
-    logits = model.apply({"params": params, "batch_stats": stats}, images, train=False, step=None)
-    return jnp.sum((jnp.argmax(logits, -1) == labels) * mask)
+  def replay_images(r: int, momentum: float):
+    """Replay r's stream of m-image training batches, long enough for ``momentum``."""
+    return run.train_images(m, config.seed + 1000 + r, replay_steps(momentum))
 
-  def accuracy(stats):
-    hits = n = 0
-    for b in input_pipeline.eval_batches(data, per_device_batch_size=batch, local_devices=1,
-                                         process_index=0, process_count=1):
-      hits += float(correct(stats, b["image"][0], b["label"][0], b["mask"][0]))
-      n += int(b["mask"].sum())
-    return hits / n
-
-  batches = input_pipeline.TrainBatches(
-      data, per_device_batch_size=batch, local_devices=1, process_index=0, process_count=1,
-      seed=config.seed, augment=config.dataset.augment, pad=config.dataset.crop_padding)
-  order = batches.order(0)
-  sown = collections.defaultdict(lambda: ([], []))
-  for i in range(min(precise_batches, batches.steps_per_epoch)):
-    images = jnp.asarray(batches.batch(0, i, order)["image"][0])
-    for path, st in analysis.collect(jax.device_get(batch_statistics(images))).items():
-      sown[path][0].append(np.asarray(st["batch_mean"]))
-      sown[path][1].append(np.asarray(st["batch_var"]))
-  precise = {p: pooled_statistics(np.stack(ms), np.stack(vs)) for p, (ms, vs) in sown.items()}
-
-  result = {"workdir": str(workdir), "norm": config.norm, "m": config.per_device_batch_size,
-            "seed": config.seed, "moving": accuracy(batch_stats),
-            "precise": accuracy(_set_stats(batch_stats, precise))}
+  for name, momentum in momenta.items():
+    accs = []
+    for r in range(replays):
+      batch_stream = ({p: (st["batch_mean"], st["batch_var"]) for p, st in
+                       analysis.collect(jax.device_get(batch_statistics(images))).items()}
+                      for images in replay_images(r, momentum))
+      accs.append(run.accuracy(_set_stats(run.batch_stats, replay_ema(precise, batch_stream,
+                                                                      momentum))))
+    result[name] = accs
   if config.norm == "mbn":
-    train_stats = {path: (_layer(batch_stats, path)["train_mean"],
-                           _layer(batch_stats, path)["train_var"])
-                    for path in _layers(batch_stats)}
-    result["mbn_train"] = accuracy(_set_stats(batch_stats, train_stats))
-  if replays:
-    m = config.per_device_batch_size
-    momenta = {"replay_own": (schedules.inference_momentum(
-        m, ideal_batch_size=config.ideal_batch_size, tau0=config.tau0)
-        if config.norm == "mbn" else float(config.bn_momentum))}
-    if config.norm == "mbn":
-      final_step = int(restored["step"]) - 1  # the run's last step (as noise_probe)
-      momenta["replay_lambda"] = float(schedules.train_momentum(
-          final_step, batch_size=m, total_epochs=config.mbn_total_epochs,
-          steps_per_epoch=spe, ideal_batch_size=config.ideal_batch_size))
-    result["replay_momentum"] = momenta
+    # The same τ-EMA, but collected the way training collects it: the layers
+    # in training mode at the last epoch's step (each normalizing with its
+    # λ-averaged training statistics, which keep updating), the layers' own
+    # update of mean/var; only the parameters stay frozen.
+    @jax.jit
+    def train_mode_update(stats, images):
+      _, upd = run.model.apply({"params": run.params, "batch_stats": stats}, images, train=True,
+                               step=jnp.int32(run.final_step), mutable=["batch_stats"])
+      return upd["batch_stats"]
 
-    def replay_images(r: int, momentum: float):
-      """Replay r's stream of m-image training batches, long enough for ``momentum``."""
-      stream = input_pipeline.TrainBatches(
-          data, per_device_batch_size=m, local_devices=1, process_index=0, process_count=1,
-          seed=config.seed + 1000 + r, augment=config.dataset.augment,
-          pad=config.dataset.crop_padding)
-      order = stream.order(0)
-      for i in range(min(replay_steps(momentum), stream.steps_per_epoch)):
-        yield jnp.asarray(stream.batch(0, i, order)["image"][0])
-
-    for name, momentum in momenta.items():
-      accs = []
-      for r in range(replays):
-        batch_stream = ({p: (st["batch_mean"], st["batch_var"]) for p, st in
-                         analysis.collect(jax.device_get(batch_statistics(images))).items()}
-                        for images in replay_images(r, momentum))
-        accs.append(accuracy(_set_stats(batch_stats, replay_ema(precise, batch_stream,
-                                                                momentum))))
-      result[name] = accs
-    if config.norm == "mbn":
-      # The same τ-EMA, but collected the way training collects it: the layers
-      # in training mode at the last epoch's step (each normalizing with its
-      # λ-averaged training statistics, which keep updating), the layers' own
-      # update of mean/var; only the parameters stay frozen.
-      @jax.jit
-      def train_mode_update(stats, images):
-        _, upd = model.apply({"params": params, "batch_stats": stats}, images, train=True,
-                             step=jnp.int32(final_step), mutable=["batch_stats"])
-        return upd["batch_stats"]
-
-      accs = []
-      for r in range(replays):
-        stats = _set_stats(batch_stats, precise)
-        for images in replay_images(r, momenta["replay_own"]):
-          stats = train_mode_update(stats, images)
-        accs.append(accuracy(stats))
-      result["replay_train_mode"] = accs
-      result["replay_momentum"]["replay_train_mode"] = momenta["replay_own"]
+    accs = []
+    for r in range(replays):
+      stats = precise_tree
+      for images in replay_images(r, momenta["replay_own"]):
+        stats = train_mode_update(stats, images)
+      accs.append(run.accuracy(stats))
+    result["replay_train_mode"] = accs
+    result["replay_momentum"]["replay_train_mode"] = momenta["replay_own"]
   return result
 
 

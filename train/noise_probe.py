@@ -22,20 +22,16 @@ config may be relative).
 
 from __future__ import annotations
 
-import json
 import pathlib
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from absl import app, flags
 
-from mbn_jax import analysis, schedules
+from mbn_jax import analysis
 from mbn_jax.analysis import plots
-from train import checkpoints as ckpt_lib
-from train import input_pipeline
-from train import train as train_lib
+from train.finished_run import load_run
 
 FLAGS = flags.FLAGS
 
@@ -52,44 +48,27 @@ def define_flags():
 
 def probe_run(workdir: str, steps: int, skip: int, fig1_layer: str = ""):
   """Replays ``steps`` batches of a finished run; returns (LayerNoise rows, fig-1 data)."""
-  saved = json.loads((pathlib.Path(workdir) / "config.json").read_text())
-  config = ml_collections.ConfigDict(saved["config"])
+  run = load_run(workdir)
+  config = run.config
   if config.norm not in ("bn", "mbn"):
     raise ValueError(f"{workdir}: noise probe supports norm bn or mbn, not {config.norm!r}.")
-  data = input_pipeline.load_dataset(config.dataset)
-  m = config.per_device_batch_size
-  batches = input_pipeline.TrainBatches(
-      data, per_device_batch_size=m, local_devices=1, process_index=0, process_count=1,
-      seed=config.seed, augment=config.dataset.augment, pad=config.dataset.crop_padding)
-  spe = saved["run_info"]["steps_per_epoch"]  # the run's, not this single-device replay's
   if config.sync_batch_stats:
     raise ValueError(f"{workdir}: the probe replays one device; runs with sync_batch_stats "
                      "are not supported.")
-  model = train_lib.build_model(config, num_classes=data.num_classes, steps_per_epoch=spe)
-
-  restored = ckpt_lib.restore_latest(workdir)
-  params = jax.tree.map(jnp.asarray, restored["params"])
-  batch_stats = jax.tree.map(jnp.asarray, restored["batch_stats"])
-  final_step = int(restored["step"]) - 1
-  lam = float(schedules.train_momentum(final_step, batch_size=m,
-                                       total_epochs=config.mbn_total_epochs,
-                                       steps_per_epoch=spe,
-                                       ideal_batch_size=config.ideal_batch_size))
-  lam = lam if config.norm == "mbn" else 0.0
+  m = config.per_device_batch_size
+  lam = run.final_lambda
 
   @jax.jit
   def replay(batch_stats, images):
     with analysis.capture_norm_statistics():
-      _, upd = model.apply({"params": params, "batch_stats": batch_stats}, images, train=True,
-                           step=jnp.int32(final_step),
-                           mutable=["batch_stats", analysis.NORM_STATS])
+      _, upd = run.model.apply({"params": run.params, "batch_stats": batch_stats}, images,
+                               train=True, step=jnp.int32(run.final_step),
+                               mutable=["batch_stats", analysis.NORM_STATS])
     return upd["batch_stats"], upd[analysis.NORM_STATS]
 
   records = []
-  n = min(steps, batches.steps_per_epoch)
-  order = batches.order(0)
-  for i in range(n):
-    images = jnp.asarray(batches.batch(0, i, order)["image"][0])
+  batch_stats = run.batch_stats
+  for images in run.train_images(m, config.seed, steps):  # epoch 1's data order
     batch_stats, sown = replay(batch_stats, images)
     rec = {}
     for path, st in analysis.collect(jax.device_get(sown)).items():
@@ -100,6 +79,7 @@ def probe_run(workdir: str, steps: int, skip: int, fig1_layer: str = ""):
       norm_var = node["train_var"] if config.norm == "mbn" else st["batch_var"]
       rec[path] = (st["batch_mean"], st["batch_var"], np.asarray(norm_mean), np.asarray(norm_var))
     records.append(rec)
+  n = len(records)
 
   name = pathlib.Path(workdir).name
   rows = []

@@ -26,6 +26,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from mbn_jax import functional as F
+from mbn_jax.precise import linen_training_mode
 
 NORM_STATS = "norm_stats"
 
@@ -36,13 +37,6 @@ def is_batch_norm(module) -> bool:
   """True for layers that normalize with batch statistics in training."""
   name = type(module).__name__
   return isinstance(module, nn.BatchNorm) or name.endswith(("BatchNorm", "BatchRenorm"))
-
-
-def _training(module, args, kwargs) -> bool:
-  use_ra = kwargs.get("use_running_average", args[1] if len(args) > 1 else None)
-  if use_ra is None:
-    use_ra = getattr(module, "use_running_average", None)
-  return use_ra is not None and not bool(use_ra)
 
 
 @contextlib.contextmanager
@@ -58,7 +52,7 @@ def capture_norm_statistics(is_norm=is_batch_norm):
       return next_fun(*args, **kwargs)
     active.append(id(module))
     try:
-      if _training(module, args, kwargs) and not module.is_initializing():
+      if linen_training_mode(module, args, kwargs) and not module.is_initializing():
         x = jnp.asarray(args[0])
         _, reduction_axes = F.feature_and_reduction_axes(x.ndim, getattr(module, "axis", -1))
         mean, var = F.batch_statistics(x, reduction_axes, mask=kwargs.get("mask"))

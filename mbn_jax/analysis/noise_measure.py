@@ -24,7 +24,7 @@ import dataclasses
 
 import numpy as np
 
-from mbn_jax import noise
+from mbn_jax import noise, precise
 
 __all__ = ["LayerNoise", "measure_noise", "noise_table"]
 
@@ -74,8 +74,9 @@ def measure_noise(layer: str, batch_means, batch_vars, *, batch_size: int, momen
         f"{nm.shape}, {nv.shape}.")
   if bm.shape[0] < 2:
     raise ValueError(f"need at least 2 steps after skip={skip}, got {bm.shape[0]}.")
-  pop_mean = bm.mean(0)
-  pop_var = bv.mean(0) + bm.var(0)
+  pooled = precise.pool_moments(bm, bv)  # law of total variance over the steps
+  pop_mean = np.asarray(pooled.mean, np.float64)
+  pop_var = np.asarray(pooled.var, np.float64)
   keep = pop_var > 1e-12  # dead channels (e.g. all-zero after ReLU) carry no noise
   if not keep.any():
     raise ValueError(f"layer {layer}: every channel has zero variance.")
