@@ -15,7 +15,7 @@ import platform
 import statistics
 import sys
 import time
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import jax
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import functools
 
-import _common as C  # noqa: I001  (sets sys.path)
+import _common as C
 import jax
 import jax.numpy as jnp
 from jax import lax

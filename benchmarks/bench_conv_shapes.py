@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import functools
 
-import _common as C  # noqa: I001
+import _common as C
 import jax
 from jax import lax
 

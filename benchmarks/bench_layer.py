@@ -18,7 +18,7 @@ import collections
 import functools
 import re
 
-import _common as C  # noqa: I001
+import _common as C
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -58,8 +58,8 @@ def make(name, layer, x, step):
 
   @jax.jit
   def fb(params, x, stats, step):
-    (l, new), g = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(params, x, stats, step)
-    return l, g, new
+    (value, new), g = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(params, x, stats, step)
+    return value, g, new
 
   return fb, (params, x, stats, step)
 

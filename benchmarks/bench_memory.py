@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import functools
 
-import _common as C  # noqa: I001
+import _common as C
+import _models
+import bench_train_step as TS
 import jax
 import jax.numpy as jnp
 import optax
-
-import _models
-import bench_train_step as TS
 
 
 def tree_bytes(tree):

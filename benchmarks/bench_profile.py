@@ -27,11 +27,10 @@ import json
 import re
 import tempfile
 
-import _common as C  # noqa: I001
+import _common as C
+import bench_train_step as TS
 import jax
 import jax.numpy as jnp
-
-import bench_train_step as TS
 
 _SKIP = ("ThunkExecutor", "$", "PjitFunction", "CommonPjRt", "end: ", "ParseArguments",
          "Handle inputs")

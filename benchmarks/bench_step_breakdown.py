@@ -24,10 +24,11 @@ from __future__ import annotations
 import argparse
 import functools
 
-import _common as C  # noqa: I001
+import _common as C
 import jax
 import jax.numpy as jnp
 import optax
+
 try:
   import torch
   from torch import nn
@@ -99,7 +100,7 @@ def torch_phases(name, norm, batch, threads):
     opt.step()
     return None
 
-  wrap = lambda f: functools.partial(VP._with_threads, threads, f)  # noqa: E731
+  wrap = lambda f: functools.partial(VP._with_threads, threads, f)
   return {"forward": wrap(forward), "fwd+bwd": wrap(fwd_bwd), "step": wrap(step_fn),
           "update": wrap(update)}
 

@@ -19,12 +19,11 @@ import argparse
 import functools
 import time
 
-import _common as C  # noqa: I001
+import _common as C
+import _models
 import jax
 import jax.numpy as jnp
 import optax
-
-import _models
 
 
 def make_step(model: _models.Model, tx):

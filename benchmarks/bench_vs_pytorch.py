@@ -23,11 +23,10 @@ import argparse
 import functools
 import math
 
-import _common as C  # noqa: I001
-import jax.numpy as jnp
-
-import bench_train_step as TS
+import _common as C
 import _models
+import bench_train_step as TS
+import jax.numpy as jnp
 
 try:
   import torch

@@ -18,15 +18,18 @@ Public API:
 Every momentum in mbn_jax weights the *old* value (Flax's convention).
 """
 
-from mbn_jax import functional, noise
+from mbn_jax import (
+    functional,
+    models,
+    noise,
+    norms,
+    precise,
+)
 from mbn_jax.layers import MomentumBatchNorm
-from mbn_jax.schedules import inference_momentum, train_momentum
-from mbn_jax import norms  # noqa: E402  (needs MomentumBatchNorm)
-from mbn_jax.norms import BatchRenorm, make_norm
-from mbn_jax import models
 from mbn_jax.models import create_model
-from mbn_jax import precise
+from mbn_jax.norms import BatchRenorm, make_norm
 from mbn_jax.precise import precise_batch_stats, precise_batch_stats_nnx
+from mbn_jax.schedules import inference_momentum, train_momentum
 
 __version__ = "0.1.0"
 

@@ -1,8 +1,10 @@
 """Pure functions behind the MBN layers (shared by the linen and nnx modules).
 
 Everything here is a plain ``jax.numpy`` function of arrays: jit-able,
-differentiable with ``jax.grad`` (there is no custom VJP anywhere in mbn_jax),
-and usable on its own by research variants.
+differentiable with ``jax.grad`` (the layers' backward pass is JAX's own; no
+custom VJP is involved), and usable on its own by research variants. The
+layers (linen and nnx alike) only read and write their variables around
+:func:`batch_moments`, :func:`mbn_statistics` and :func:`normalize`.
 
 Momentum convention: every ``momentum`` here weights the *old* value,
 ``new = momentum * old + (1 - momentum) * batch`` (Flax's convention; PyTorch's
@@ -12,16 +14,24 @@ Momentum convention: every ``momentum`` here weights the *old* value,
 from __future__ import annotations
 
 import numbers
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from flax.linen.normalization import _compute_stats
+import numpy as np
 
 from mbn_jax import schedules
 
 __all__ = [
+    "Moments",
+    "batch_moments",
     "batch_statistics",
+    "bn_layer",
+    "guarded_moving_average",
+    "mbn_layer",
+    "mbn_statistics",
+    "updatable",
     "moving_average",
     "momentum_normalizer_statistics",
     "normalize",
@@ -94,7 +104,15 @@ def check_layer_config(
     raise ValueError(f"epsilon must be a positive float, got {epsilon!r}.")
 
 
-def batch_statistics(
+class Moments(NamedTuple):
+  """Per-feature batch statistics: mean, *biased* variance, number of valid entries."""
+
+  mean: jax.Array
+  var: jax.Array
+  count: jax.Array
+
+
+def batch_moments(
     x,
     reduction_axes: Sequence[int],
     *,
@@ -104,24 +122,85 @@ def batch_statistics(
     use_fast_variance: bool = True,
     mask=None,
     force_float32_reductions: bool = True,
-):
-  """Batch mean μ_B and *biased* variance σ²_B over ``reduction_axes``.
+) -> Moments:
+  r"""Batch mean μ_B, *biased* variance σ²_B and valid-entry count n over ``reduction_axes``.
 
-  μ_B = mean(x), σ²_B = mean(x²) − μ_B² (clipped at 0), computed in at least
-  float32, with one stacked ``pmean`` over ``axis_name`` when given (the
-  statistics then equal those of the concatenated global batch). This is
-  Flax's own ``_compute_stats``, reused unchanged.
+  Computed in at least float32 (unless ``force_float32_reductions=False``),
+  with ``mask`` selecting the entries that count.
+
+  * One device (``axis_name=None``): μ_B = mean(x), σ²_B = mean(x²) − μ_B²
+    clipped at 0 (or mean((x − μ_B)²) with ``use_fast_variance=False``) —
+    ``flax.linen.BatchNorm``'s arithmetic, operation for operation, so
+    ``MomentumBatchNorm`` at λ = 0 is bit-equal to it.
+  * Across devices (``axis_name``, under ``pmap``/``shard_map``): the moments
+    of the *concatenated valid entries of every device*, from one ``psum`` of
+    the stacked per-device [n, Σx, Σx²] (two-pass: [n, Σx], then Σ(x − μ)²).
+    A mean of per-device means (Flax's ``pmean``) is wrong whenever devices
+    hold different numbers of valid entries; with full masks and equal
+    counts the two agree to float rounding.
+  * No valid entry at all (every device's mask empty): μ_B = σ²_B = n = 0,
+    and :func:`updatable` is False, so the layers keep their statistics.
   """
-  return _compute_stats(
-      x,
-      reduction_axes,
-      dtype=dtype,
-      axis_name=axis_name,
-      axis_index_groups=axis_index_groups,
-      use_fast_variance=use_fast_variance,
-      mask=mask,
-      force_float32_reductions=force_float32_reductions,
-  )
+  if dtype is None:
+    dtype = jnp.result_type(x)
+  if force_float32_reductions:
+    dtype = jnp.promote_types(dtype, jnp.float32)
+  x = jnp.asarray(x).astype(dtype)
+  axes = tuple(sorted({a % x.ndim for a in reduction_axes}))
+  feature_shape = tuple(d for i, d in enumerate(x.shape) if i not in axes)
+  if mask is not None:
+    mask = jnp.broadcast_to(jnp.asarray(mask, bool), x.shape)
+    count = jnp.sum(mask, axis=axes, dtype=dtype)
+  else:
+    count = jnp.full(feature_shape, np.prod([x.shape[a] for a in axes]), dtype)
+
+  if axis_name is None:
+    mean = x.mean(axes, where=mask)
+    if use_fast_variance:
+      var = jnp.maximum(0.0, jax.lax.square(x).mean(axes, where=mask) - jax.lax.square(mean))
+    else:
+      var = jax.lax.square(x - jnp.expand_dims(mean, axes)).mean(axes, where=mask)
+  else:
+    def psum(t):
+      return jax.lax.psum(t, axis_name, axis_index_groups=axis_index_groups)
+
+    def total(t):  # Σ over the valid entries of this device
+      return jnp.sum(t if mask is None else jnp.where(mask, t, 0), axis=axes)
+
+    if use_fast_variance:
+      count, s1, s2 = psum(jnp.stack([count, total(x), total(jax.lax.square(x))]))
+      safe = jnp.where(count > 0, count, 1)
+      mean = s1 / safe
+      var = jnp.maximum(0.0, s2 / safe - jax.lax.square(mean))
+    else:
+      count, s1 = psum(jnp.stack([count, total(x)]))
+      safe = jnp.where(count > 0, count, 1)
+      mean = s1 / safe
+      var = psum(total(jax.lax.square(x - jnp.expand_dims(mean, axes)))) / safe
+  if mask is not None or axis_name is not None:  # count may be 0: define the statistics
+    mean = jnp.where(count > 0, mean, 0)
+    var = jnp.where(count > 0, var, 0)
+  return Moments(mean, var, count)
+
+
+def batch_statistics(x, reduction_axes: Sequence[int], **kwargs):
+  """``(μ_B, σ²_B)`` of :func:`batch_moments` (same arguments)."""
+  moments = batch_moments(x, reduction_axes, **kwargs)
+  return moments.mean, moments.var
+
+
+def updatable(moments: Moments, guard_nonfinite: bool = True):
+  """Per feature: may these batch statistics update moving statistics?
+
+  False where no entry was valid (n = 0) and, with ``guard_nonfinite``,
+  where μ_B or σ²_B is NaN or ±inf (one bad batch would otherwise poison
+  the moving statistics for ever). The layers keep those features' moving
+  statistics unchanged.
+  """
+  ok = moments.count > 0
+  if guard_nonfinite:
+    ok = ok & jnp.isfinite(moments.mean) & jnp.isfinite(moments.var)
+  return ok
 
 
 def moving_average(old, new, momentum):
@@ -150,6 +229,116 @@ def momentum_normalizer_statistics(batch_mean, batch_var, train_mean, train_var,
   mean = moving_average(jax.lax.stop_gradient(train_mean), batch_mean, lam)
   var = moving_average(jax.lax.stop_gradient(train_var), batch_var, lam)
   return mean, var
+
+
+def guarded_moving_average(batch: Moments, mean, var, momentum, ok):
+  """(mean, var) ← momentum·(mean, var) + (1 − momentum)·(μ_B, σ²_B) where ``ok``, else kept.
+
+  ``momentum`` weights the *old* value (Flax convention). No gradient flows
+  into the result. BN (``momentum``), MBN's inference statistics (τ) and
+  BReN share this update.
+  """
+  new_mean = jnp.where(ok, moving_average(mean, batch.mean, momentum), mean)
+  new_var = jnp.where(ok, moving_average(var, batch.var, momentum), var)
+  return jax.lax.stop_gradient(new_mean), jax.lax.stop_gradient(new_var)
+
+
+def mbn_statistics(batch: Moments, train_mean, train_var, mean, var, lam, tau, *,
+                   guard_nonfinite: bool = True):
+  r"""One training step of MBN's statistics (Eq. 8 and Algorithm 1).
+
+  * normalizer μ, σ² = λ·(train_mean, train_var) + (1 − λ)·(μ_B, σ²_B)
+    (:func:`momentum_normalizer_statistics`; Eq. 13 under ``jax.grad``);
+  * the new training statistics are μ, σ² (no gradient);
+  * the new inference statistics are τ·(mean, var) + (1 − τ)·(μ_B, σ²_B).
+
+  λ and τ weight the *old* value. Where :func:`updatable` is False (no
+  valid entry, or non-finite batch statistics with ``guard_nonfinite``) the
+  feature keeps all four statistics and normalizes with its previous
+  training statistics. With λ = 0 (and finite batches) the normalizer is
+  (μ_B, σ²_B) exactly: ``flax.linen.BatchNorm(momentum=τ)``.
+
+  Returns:
+    ``((norm_mean, norm_var), (new_train_mean, new_train_var), (new_mean, new_var))``.
+  """
+  ok = updatable(batch, guard_nonfinite)
+  norm_mean, norm_var = momentum_normalizer_statistics(
+      batch.mean, batch.var, train_mean, train_var, lam)
+  norm_mean = jnp.where(ok, norm_mean, jax.lax.stop_gradient(train_mean))
+  norm_var = jnp.where(ok, norm_var, jax.lax.stop_gradient(train_var))
+  new_train = (jax.lax.stop_gradient(norm_mean), jax.lax.stop_gradient(norm_var))
+  return (norm_mean, norm_var), new_train, guarded_moving_average(batch, mean, var, tau, ok)
+
+
+def mbn_layer(cfg, x, stats: dict, scale, bias, *, use_running_average: bool, step=None,
+              momentum=None, mask=None, initializing: bool = False):
+  """The whole MomentumBatchNorm layer as one pure function: the body of both front ends.
+
+  ``cfg`` is anything with the layer's fields (``axis``, ``epsilon``,
+  ``dtype``, ``axis_name``, ``axis_index_groups``, ``use_fast_variance``,
+  ``force_float32_reductions``, ``total_epochs``, ``steps_per_epoch``,
+  ``ideal_batch_size``, ``tau0``, ``batch_size``, ``guard_nonfinite``): the
+  linen module or the nnx module itself. ``stats`` holds ``mean``, ``var``,
+  ``train_mean``, ``train_var``. During ``init`` (``initializing``) no
+  devices are synchronized, λ may be omitted (0) and nothing is updated.
+
+  Returns:
+    ``(y, new_stats)``: the output (Eq. 8 normalization in training, the
+    inference statistics otherwise) and the updated ``stats`` (the same
+    dict's values when nothing changes).
+  """
+  feature_axes, reduction_axes = feature_and_reduction_axes(x.ndim, cfg.axis)
+  if use_running_average:
+    return normalize(x, stats["mean"], stats["var"], scale, bias, feature_axes, cfg.epsilon,
+                     cfg.dtype), stats
+  axis_name = None if initializing else cfg.axis_name
+  batch = batch_moments(
+      x, reduction_axes, dtype=cfg.dtype, axis_name=axis_name,
+      axis_index_groups=cfg.axis_index_groups, use_fast_variance=cfg.use_fast_variance,
+      mask=mask, force_float32_reductions=cfg.force_float32_reductions)
+  m = statistics_batch_size(x, axis_name=axis_name, axis_index_groups=cfg.axis_index_groups,
+                            batch_size=cfg.batch_size)
+  if initializing and step is None and momentum is None:
+    lam = jnp.float32(0.0)
+  else:
+    lam = resolve_train_momentum(
+        step=step, momentum=momentum, batch_size=m, total_epochs=cfg.total_epochs,
+        steps_per_epoch=cfg.steps_per_epoch, ideal_batch_size=cfg.ideal_batch_size)
+  tau = schedules.inference_momentum(m, ideal_batch_size=cfg.ideal_batch_size, tau0=cfg.tau0)
+  (mean, var), new_train, new_inference = mbn_statistics(
+      batch, stats["train_mean"], stats["train_var"], stats["mean"], stats["var"], lam, tau,
+      guard_nonfinite=cfg.guard_nonfinite)
+  y = normalize(x, mean, var, scale, bias, feature_axes, cfg.epsilon, cfg.dtype)
+  if initializing:
+    return y, stats
+  return y, {"train_mean": new_train[0], "train_var": new_train[1],
+             "mean": new_inference[0], "var": new_inference[1]}
+
+
+def bn_layer(cfg, x, stats: dict, scale, bias, *, use_running_average: bool, mask=None,
+             initializing: bool = False):
+  """BatchNorm as one pure function (``flax.linen.BatchNorm``'s equations and arithmetic).
+
+  Training: y = γ (x − μ_B)/√(σ²_B + ε) + β and (mean, var) ←
+  momentum·(mean, var) + (1 − momentum)·(μ_B, σ²_B) (**momentum weights the
+  old value**), guarded as in :func:`mbn_statistics` (``cfg.guard_nonfinite``).
+  ``cfg`` has the fields of ``flax.linen.BatchNorm`` plus ``guard_nonfinite``.
+  Returns ``(y, new_stats)``.
+  """
+  feature_axes, reduction_axes = feature_and_reduction_axes(x.ndim, cfg.axis)
+  if use_running_average:
+    return normalize(x, stats["mean"], stats["var"], scale, bias, feature_axes, cfg.epsilon,
+                     cfg.dtype), stats
+  batch = batch_moments(
+      x, reduction_axes, dtype=cfg.dtype, axis_name=None if initializing else cfg.axis_name,
+      axis_index_groups=cfg.axis_index_groups, use_fast_variance=cfg.use_fast_variance,
+      mask=mask, force_float32_reductions=cfg.force_float32_reductions)
+  y = normalize(x, batch.mean, batch.var, scale, bias, feature_axes, cfg.epsilon, cfg.dtype)
+  if initializing:
+    return y, stats
+  mean, var = guarded_moving_average(batch, stats["mean"], stats["var"], cfg.momentum,
+                                     updatable(batch, cfg.guard_nonfinite))
+  return y, {"mean": mean, "var": var}
 
 
 def normalize(x, mean, var, scale, bias, feature_axes, epsilon, dtype=None):

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 from flax import linen as nn
 from flax.linen import initializers
 from flax.linen.module import merge_param
 
 from mbn_jax import functional as F
-from mbn_jax import schedules
 
-__all__ = ["MomentumBatchNorm"]
+__all__ = ["BN_STATISTICS", "MBN_STATISTICS", "MomentumBatchNorm", "linen_norm_front_end"]
 
 
 class MomentumBatchNorm(nn.Module):
@@ -71,6 +69,10 @@ class MomentumBatchNorm(nn.Module):
     tau0: τ0 of Eq. 12, in (0, 1) (paper: 0.85).
     batch_size: overrides the m used for λ and τ (e.g. when the leading axis
       is not the example axis).
+    guard_nonfinite: keep a feature's four statistics unchanged when its
+      batch statistics are NaN/±inf (default True; finite batches give
+      bit-identical results either way). A feature with no valid entry
+      (empty mask on every device) always keeps them.
   """
 
   use_running_average: bool | None = None
@@ -91,6 +93,7 @@ class MomentumBatchNorm(nn.Module):
   ideal_batch_size: int = 32
   tau0: float = 0.85
   batch_size: int | None = None
+  guard_nonfinite: bool = True
 
   @nn.compact
   def __call__(self, x, use_running_average: bool | None = None, *, step=None,
@@ -114,50 +117,41 @@ class MomentumBatchNorm(nn.Module):
         batch_size=self.batch_size, epsilon=self.epsilon)
     use_running_average = merge_param(
         "use_running_average", self.use_running_average, use_running_average)
-    x = jnp.asarray(x)
-    feature_axes, reduction_axes = F.feature_and_reduction_axes(x.ndim, self.axis)
-    F.check_mask(mask, x.shape)
-    feature_shape = tuple(x.shape[a] for a in feature_axes)
-    stat_dtype = jnp.float32 if self.force_float32_reductions else self.param_dtype
+    return linen_norm_front_end(self, F.mbn_layer, x, use_running_average, MBN_STATISTICS,
+                                step=step, momentum=momentum, mask=mask)
 
-    def stat(name, init):
-      return self.variable("batch_stats", name, lambda: init(feature_shape, stat_dtype))
 
-    ra_mean, ra_var = stat("mean", jnp.zeros), stat("var", jnp.ones)
-    tr_mean, tr_var = stat("train_mean", jnp.zeros), stat("train_var", jnp.ones)
+# Every statistic's initializer: MBN's four; BN and BReN keep the first two.
+MBN_STATISTICS = {"mean": jnp.zeros, "var": jnp.ones, "train_mean": jnp.zeros,
+                  "train_var": jnp.ones}
+BN_STATISTICS = {"mean": jnp.zeros, "var": jnp.ones}
 
-    if use_running_average:
-      mean, var = ra_mean.value, ra_var.value
-    else:
-      initializing = self.is_initializing()
-      axis_name = None if initializing else self.axis_name
-      batch_mean, batch_var = F.batch_statistics(
-          x, reduction_axes, dtype=self.dtype, axis_name=axis_name,
-          axis_index_groups=self.axis_index_groups,
-          use_fast_variance=self.use_fast_variance, mask=mask,
-          force_float32_reductions=self.force_float32_reductions)
-      m = F.statistics_batch_size(
-          x, axis_name=axis_name, axis_index_groups=self.axis_index_groups,
-          batch_size=self.batch_size)
-      if initializing and step is None and momentum is None:
-        lam = jnp.float32(0.0)
-      else:
-        lam = F.resolve_train_momentum(
-            step=step, momentum=momentum, batch_size=m,
-            total_epochs=self.total_epochs, steps_per_epoch=self.steps_per_epoch,
-            ideal_batch_size=self.ideal_batch_size)
-      mean, var = F.momentum_normalizer_statistics(
-          batch_mean, batch_var, tr_mean.value, tr_var.value, lam)
-      if not initializing:
-        tau = schedules.inference_momentum(
-            m, ideal_batch_size=self.ideal_batch_size, tau0=self.tau0)
-        tr_mean.value = jax.lax.stop_gradient(mean)
-        tr_var.value = jax.lax.stop_gradient(var)
-        ra_mean.value = F.moving_average(ra_mean.value, batch_mean, tau)
-        ra_var.value = F.moving_average(ra_var.value, batch_var, tau)
 
-    scale = (self.param("scale", self.scale_init, feature_shape, self.param_dtype)
-             if self.use_scale else None)
-    bias = (self.param("bias", self.bias_init, feature_shape, self.param_dtype)
-            if self.use_bias else None)
-    return F.normalize(x, mean, var, scale, bias, feature_axes, self.epsilon, self.dtype)
+def linen_norm_front_end(module, body, x, use_running_average: bool, statistics: dict, **call):
+  """A linen norm's whole ``__call__`` around its pure ``body`` (one for every norm).
+
+  Creates or reads the ``batch_stats`` named in ``statistics`` (float32
+  unless ``force_float32_reductions=False``) and ``params/scale``,
+  ``params/bias`` of the feature shape, runs
+  ``body(module, x, stats, scale, bias, use_running_average=..., initializing=..., **call)``
+  and writes the returned statistics back in training (never during ``init``).
+  """
+  x = jnp.asarray(x)
+  feature_axes, _ = F.feature_and_reduction_axes(x.ndim, module.axis)
+  F.check_mask(call.get("mask"), x.shape)
+  feature_shape = tuple(x.shape[a] for a in feature_axes)
+  stat_dtype = jnp.float32 if module.force_float32_reductions else module.param_dtype
+  variables = {name: module.variable("batch_stats", name, lambda init=init: init(
+      feature_shape, stat_dtype)) for name, init in statistics.items()}
+  scale = (module.param("scale", module.scale_init, feature_shape, module.param_dtype)
+           if module.use_scale else None)
+  bias = (module.param("bias", module.bias_init, feature_shape, module.param_dtype)
+          if module.use_bias else None)
+  initializing = module.is_initializing()
+  y, new_stats = body(module, x, {k: v.value for k, v in variables.items()}, scale, bias,
+                      use_running_average=use_running_average, initializing=initializing,
+                      **call)
+  if not use_running_average and not initializing:
+    for name, value in new_stats.items():
+      variables[name].value = value
+  return y

@@ -8,16 +8,88 @@ are ``nnx.BatchStat`` variables: ``mean``/``var`` (inference, the names of
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from mbn_jax import functional as F
-from mbn_jax import schedules
 
-__all__ = ["MomentumBatchNorm"]
+__all__ = ["MomentumBatchNorm", "check_input", "feature_shape_of", "init_statistics",
+           "nnx_norm_front_end", "resolve_use_running_average"]
+
+
+def feature_shape_of(num_features, axis) -> tuple[int, ...]:
+  """The statistics' shape: ``(num_features,)``, or the tuple itself for tuple axes."""
+  shape = ((num_features,) if isinstance(num_features, numbers.Integral)
+           and not isinstance(num_features, bool) else tuple(num_features)
+           if isinstance(num_features, (tuple, list)) else None)
+  n_axes = 1 if isinstance(axis, numbers.Integral) else len(tuple(axis))
+  if shape is None or not shape or any(isinstance(d, bool) or not isinstance(d, numbers.Integral)
+                                       or d <= 0 for d in shape) or len(shape) != n_axes:
+    raise ValueError(
+        f"num_features must be a positive int (one feature axis) or a tuple of positive "
+        f"ints, one per feature axis of axis={axis!r}; got {num_features!r}.")
+  return tuple(int(d) for d in shape)
+
+
+def resolve_use_running_average(layer: str, field, call):
+  """``call`` if given, else the constructor's ``field``; an error naming both if neither."""
+  value = field if call is None else call
+  if value is None:
+    raise ValueError(
+        f"{layer} needs use_running_average: pass it to the constructor or to __call__ "
+        "(True for inference, False for training).")
+  return value
+
+
+_INITIAL = {"mean": jnp.zeros, "var": jnp.ones, "train_mean": jnp.zeros, "train_var": jnp.ones}
+
+
+def init_statistics(module, shape, names, force_float32_reductions, param_dtype, use_scale,
+                    use_bias, scale_init, bias_init, rngs) -> None:
+  """Creates an nnx norm's ``nnx.BatchStat`` statistics and ``scale``/``bias`` params."""
+  stat_dtype = jnp.float32 if force_float32_reductions else param_dtype
+  for name in names:
+    setattr(module, name, nnx.BatchStat(_INITIAL[name](shape, stat_dtype)))
+  module.scale = nnx.Param(scale_init(rngs.params(), shape, param_dtype)) if use_scale else None
+  module.bias = nnx.Param(bias_init(rngs.params(), shape, param_dtype)) if use_bias else None
+
+
+def nnx_norm_front_end(module, body, layer: str, x, use_running_average, names, **call):
+  """An nnx norm's whole ``__call__`` around its pure ``body`` (the linen layer's body).
+
+  Reads the ``nnx.BatchStat`` statistics ``names`` and the params, runs
+  ``body(module, x, stats, scale, bias, use_running_average=..., **call)`` and
+  writes the statistics back in training.
+  """
+  use_running_average = resolve_use_running_average(
+      layer, module.use_running_average, use_running_average)
+  x = jnp.asarray(x)
+  check_input(layer, x, module.axis, getattr(module, names[0])[...].shape, call.get("mask"))
+  stats = {name: getattr(module, name)[...] for name in names}
+  scale = module.scale[...] if module.scale is not None else None
+  bias = module.bias[...] if module.bias is not None else None
+  y, new_stats = body(module, x, stats, scale, bias, use_running_average=use_running_average,
+                      **call)
+  if not use_running_average:
+    for name, value in new_stats.items():
+      getattr(module, name)[...] = value
+  return y
+
+
+def check_input(layer: str, x, axis, feature_shape, mask):
+  """(feature_axes, reduction_axes) of ``x``, checking its features and ``mask``."""
+  feature_axes, reduction_axes = F.feature_and_reduction_axes(x.ndim, axis)
+  got = tuple(x.shape[a] for a in feature_axes)
+  if got != tuple(feature_shape):
+    raise ValueError(
+        f"{layer}(num_features={feature_shape if len(feature_shape) > 1 else feature_shape[0]}) "
+        f"got an input with {got} features along axis={axis}: set num_features to the "
+        "input's feature size or fix axis.")
+  F.check_mask(mask, x.shape)
+  return feature_axes, reduction_axes
 
 
 class MomentumBatchNorm(nnx.Module):
@@ -29,14 +101,18 @@ class MomentumBatchNorm(nnx.Module):
   λ = ``momentum`` if given, else :func:`mbn_jax.train_momentum` (Eq. 11) at
   ``step``; τ = :func:`mbn_jax.inference_momentum` (Eq. 12). **Both weight
   the old value** (Flax convention; PyTorch's ``momentum`` is 1 − τ).
-  See :class:`mbn_jax.MomentumBatchNorm` for every argument; ``num_features``
-  and ``rngs`` are as in ``nnx.BatchNorm``. ``model.eval()`` /
+  Every field of :class:`mbn_jax.MomentumBatchNorm` is an argument here with
+  the same meaning (dtype policy, ``force_float32_reductions``, tuple
+  ``axis``, ``mask``, ``guard_nonfinite``), and both run the same pure body
+  (:func:`mbn_jax.functional.mbn_statistics`); ``num_features`` (an int, or
+  one int per feature axis for a tuple ``axis``) and ``rngs`` are as in
+  ``nnx.BatchNorm``. ``model.eval()`` /
   ``model.train()`` (or ``nnx.view``) toggle ``use_running_average``.
   """
 
   def __init__(
       self,
-      num_features: int,
+      num_features: int | tuple[int, ...],
       *,
       use_running_average: bool | None = False,
       axis: int | tuple[int, ...] = -1,
@@ -50,25 +126,23 @@ class MomentumBatchNorm(nnx.Module):
       axis_name: str | None = None,
       axis_index_groups: Any = None,
       use_fast_variance: bool = True,
+      force_float32_reductions: bool = True,
       total_epochs: int | None = None,
       steps_per_epoch: int | None = None,
       ideal_batch_size: int = 32,
       tau0: float = 0.85,
       batch_size: int | None = None,
+      guard_nonfinite: bool = True,
       rngs: nnx.Rngs,
   ):
-    schedules.validate_positive_int(num_features, "num_features")
+    shape = feature_shape_of(num_features, axis)
     F.check_layer_config(
         total_epochs=total_epochs, steps_per_epoch=steps_per_epoch,
         ideal_batch_size=ideal_batch_size, tau0=tau0, batch_size=batch_size,
         epsilon=epsilon)
-    shape = (num_features,)
-    self.mean = nnx.BatchStat(jnp.zeros(shape, jnp.float32))
-    self.var = nnx.BatchStat(jnp.ones(shape, jnp.float32))
-    self.train_mean = nnx.BatchStat(jnp.zeros(shape, jnp.float32))
-    self.train_var = nnx.BatchStat(jnp.ones(shape, jnp.float32))
-    self.scale = nnx.Param(scale_init(rngs.params(), shape, param_dtype)) if use_scale else None
-    self.bias = nnx.Param(bias_init(rngs.params(), shape, param_dtype)) if use_bias else None
+    init_statistics(self, shape, ("mean", "var", "train_mean", "train_var"),
+                    force_float32_reductions, param_dtype, use_scale, use_bias, scale_init,
+                    bias_init, rngs)
     self.num_features = num_features
     self.use_running_average = use_running_average
     self.axis = axis
@@ -78,57 +152,20 @@ class MomentumBatchNorm(nnx.Module):
     self.axis_name = axis_name
     self.axis_index_groups = axis_index_groups
     self.use_fast_variance = use_fast_variance
+    self.force_float32_reductions = force_float32_reductions
     self.total_epochs = total_epochs
     self.steps_per_epoch = steps_per_epoch
     self.ideal_batch_size = ideal_batch_size
     self.tau0 = tau0
     self.batch_size = batch_size
+    self.guard_nonfinite = guard_nonfinite
 
   def __call__(self, x, use_running_average: bool | None = None, *, step=None,
                momentum=None, mask=None):
     """Normalizes ``x``; arguments as in :class:`mbn_jax.MomentumBatchNorm`."""
-    if use_running_average is None:
-      use_running_average = self.use_running_average
-    if use_running_average is None:
-      raise ValueError(
-          "MomentumBatchNorm needs use_running_average: pass it to the "
-          "constructor or to __call__ (True for inference, False for training).")
-    x = jnp.asarray(x)
-    feature_axes, reduction_axes = F.feature_and_reduction_axes(x.ndim, self.axis)
-    feature_shape = tuple(x.shape[a] for a in feature_axes)
-    if feature_shape != (self.num_features,):
-      raise ValueError(
-          f"MomentumBatchNorm(num_features={self.num_features}) got an input "
-          f"with {feature_shape} features along axis={self.axis}: set "
-          "num_features to the input's feature size or fix axis.")
-    F.check_mask(mask, x.shape)
-    if use_running_average:
-      mean, var = self.mean[...], self.var[...]
-    else:
-      batch_mean, batch_var = F.batch_statistics(
-          x, reduction_axes, dtype=self.dtype, axis_name=self.axis_name,
-          axis_index_groups=self.axis_index_groups,
-          use_fast_variance=self.use_fast_variance, mask=mask)
-      m = F.statistics_batch_size(
-          x, axis_name=self.axis_name, axis_index_groups=self.axis_index_groups,
-          batch_size=self.batch_size)
-      lam = F.resolve_train_momentum(
-          step=step, momentum=momentum, batch_size=m,
-          total_epochs=self.total_epochs, steps_per_epoch=self.steps_per_epoch,
-          ideal_batch_size=self.ideal_batch_size)
-      mean, var = F.momentum_normalizer_statistics(
-          batch_mean, batch_var, self.train_mean[...], self.train_var[...], lam)
-      tau = schedules.inference_momentum(
-          m, ideal_batch_size=self.ideal_batch_size, tau0=self.tau0)
-      self.train_mean[...] = jax.lax.stop_gradient(mean)
-      self.train_var[...] = jax.lax.stop_gradient(var)
-      self.mean[...] = jax.lax.stop_gradient(
-          F.moving_average(self.mean[...], batch_mean, tau))
-      self.var[...] = jax.lax.stop_gradient(
-          F.moving_average(self.var[...], batch_var, tau))
-    scale = self.scale[...] if self.scale is not None else None
-    bias = self.bias[...] if self.bias is not None else None
-    return F.normalize(x, mean, var, scale, bias, feature_axes, self.epsilon, self.dtype)
+    return nnx_norm_front_end(self, F.mbn_layer, "MomentumBatchNorm", x, use_running_average,
+                              ("mean", "var", "train_mean", "train_var"), step=step,
+                              momentum=momentum, mask=mask)
 
   def set_view(self, use_running_average: bool | None = None):
     """Used by ``nnx.view``/``model.eval()``: sets ``use_running_average``."""

@@ -16,7 +16,8 @@ a momentum weights the *old* value, ``running <- momentum * running +
 from __future__ import annotations
 
 import numbers
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +27,8 @@ from flax.linen import initializers
 from flax.linen.module import merge_param
 
 from mbn_jax import functional as F
-from mbn_jax.layers import MomentumBatchNorm
+from mbn_jax import nnx as mbn_nnx
+from mbn_jax.layers import BN_STATISTICS, MomentumBatchNorm, linen_norm_front_end
 
 __all__ = [
     "BRN_MINI_IMAGENET_OPTIONS",
@@ -134,6 +136,40 @@ def _renormalize(x, batch_mean, batch_var, r, d, scale, bias, feature_axes,
                      feature_axes, epsilon, dtype)
 
 
+def renorm_layer(cfg, x, stats: dict, scale, bias, *, use_running_average: bool, step=None,
+                 mask=None, initializing: bool = False):
+  """Batch Renormalization as one pure function: the body of both front ends.
+
+  ``cfg`` has :class:`BatchRenorm`'s fields (the linen or the nnx module);
+  ``stats`` holds ``mean`` and ``var``. Training: μ_B, σ²_B
+  (:func:`mbn_jax.functional.batch_moments`), limits at ``step``
+  (:func:`renorm_limits`), (r, d) from the running statistics before this
+  step (:func:`renorm_correction`), y = γ·((x − μ_B)/σ_B · r + d) + β, and
+  the running statistics' update with ``cfg.momentum`` (weight on the old
+  value), guarded as in :func:`mbn_jax.functional.mbn_statistics`.
+  Returns ``(y, new_stats)``.
+  """
+  _check_renorm_config(cfg.r_max, cfg.d_max, cfg.warmup_steps, cfg.momentum, cfg.epsilon)
+  feature_axes, reduction_axes = F.feature_and_reduction_axes(x.ndim, cfg.axis)
+  if use_running_average:
+    return F.normalize(x, stats["mean"], stats["var"], scale, bias, feature_axes,
+                       cfg.epsilon, cfg.dtype), stats
+  batch = F.batch_moments(
+      x, reduction_axes, dtype=cfg.dtype, axis_name=None if initializing else cfg.axis_name,
+      axis_index_groups=cfg.axis_index_groups, use_fast_variance=cfg.use_fast_variance,
+      mask=mask, force_float32_reductions=cfg.force_float32_reductions)
+  r_lim, d_lim = renorm_limits(step, cfg.r_max, cfg.d_max, cfg.warmup_steps)
+  r, d = renorm_correction(batch.mean, batch.var, stats["mean"], stats["var"], r_lim, d_lim,
+                           cfg.epsilon)
+  y = _renormalize(x, batch.mean, batch.var, r, d, scale, bias, feature_axes, cfg.epsilon,
+                   cfg.dtype)
+  if initializing:
+    return y, stats
+  mean, var = F.guarded_moving_average(batch, stats["mean"], stats["var"], cfg.momentum,
+                                       F.updatable(batch, cfg.guard_nonfinite))
+  return y, {"mean": mean, "var": var}
+
+
 class BatchRenorm(nn.Module):
   r"""Batch Renormalization (Ioffe 2017), ``flax.linen``: the paper's BReN.
 
@@ -187,6 +223,7 @@ class BatchRenorm(nn.Module):
   r_max: float = 3.0
   d_max: float = 5.0
   warmup_steps: int = 0
+  guard_nonfinite: bool = True
 
   @nn.compact
   def __call__(self, x, use_running_average: bool | None = None, *, step=None,
@@ -201,43 +238,10 @@ class BatchRenorm(nn.Module):
       mask: boolean array broadcastable to ``x``: which entries enter the
         batch statistics.
     """
-    _check_renorm_config(self.r_max, self.d_max, self.warmup_steps,
-                         self.momentum, self.epsilon)
     use_running_average = merge_param(
         "use_running_average", self.use_running_average, use_running_average)
-    x = jnp.asarray(x)
-    feature_axes, reduction_axes = F.feature_and_reduction_axes(x.ndim, self.axis)
-    F.check_mask(mask, x.shape)
-    feature_shape = tuple(x.shape[a] for a in feature_axes)
-    stat_dtype = jnp.float32 if self.force_float32_reductions else self.param_dtype
-    ra_mean = self.variable("batch_stats", "mean",
-                            lambda: jnp.zeros(feature_shape, stat_dtype))
-    ra_var = self.variable("batch_stats", "var",
-                           lambda: jnp.ones(feature_shape, stat_dtype))
-    scale = (self.param("scale", self.scale_init, feature_shape, self.param_dtype)
-             if self.use_scale else None)
-    bias = (self.param("bias", self.bias_init, feature_shape, self.param_dtype)
-            if self.use_bias else None)
-
-    if use_running_average:
-      return F.normalize(x, ra_mean.value, ra_var.value, scale, bias,
-                         feature_axes, self.epsilon, self.dtype)
-
-    initializing = self.is_initializing()
-    batch_mean, batch_var = F.batch_statistics(
-        x, reduction_axes, dtype=self.dtype,
-        axis_name=None if initializing else self.axis_name,
-        axis_index_groups=self.axis_index_groups,
-        use_fast_variance=self.use_fast_variance, mask=mask,
-        force_float32_reductions=self.force_float32_reductions)
-    r_lim, d_lim = renorm_limits(step, self.r_max, self.d_max, self.warmup_steps)
-    r, d = renorm_correction(batch_mean, batch_var, ra_mean.value, ra_var.value,
-                             r_lim, d_lim, self.epsilon)
-    if not initializing:
-      ra_mean.value = F.moving_average(ra_mean.value, batch_mean, self.momentum)
-      ra_var.value = F.moving_average(ra_var.value, batch_var, self.momentum)
-    return _renormalize(x, batch_mean, batch_var, r, d, scale, bias,
-                        feature_axes, self.epsilon, self.dtype)
+    return linen_norm_front_end(self, renorm_layer, x, use_running_average, BN_STATISTICS,
+                                mask=mask, step=step)
 
 
 class BatchRenormNNX(nnx.Module):
@@ -254,7 +258,7 @@ class BatchRenormNNX(nnx.Module):
 
   def __init__(
       self,
-      num_features: int,
+      num_features: int | tuple[int, ...],
       *,
       use_running_average: bool | None = False,
       axis: int | tuple[int, ...] = -1,
@@ -269,69 +273,38 @@ class BatchRenormNNX(nnx.Module):
       axis_name: str | None = None,
       axis_index_groups: Any = None,
       use_fast_variance: bool = True,
+      force_float32_reductions: bool = True,
       r_max: float = 3.0,
       d_max: float = 5.0,
       warmup_steps: int = 0,
+      guard_nonfinite: bool = True,
       rngs: nnx.Rngs,
   ):
-    if (isinstance(num_features, bool) or not isinstance(num_features, numbers.Integral)
-        or num_features <= 0):
-      raise ValueError(f"num_features must be a positive int, got {num_features!r}.")
+    shape = mbn_nnx.feature_shape_of(num_features, axis)
     _check_renorm_config(r_max, d_max, warmup_steps, momentum, epsilon)
-    shape = (num_features,)
-    self.mean = nnx.BatchStat(jnp.zeros(shape, jnp.float32))
-    self.var = nnx.BatchStat(jnp.ones(shape, jnp.float32))
-    self.scale = nnx.Param(scale_init(rngs.params(), shape, param_dtype)) if use_scale else None
-    self.bias = nnx.Param(bias_init(rngs.params(), shape, param_dtype)) if use_bias else None
+    mbn_nnx.init_statistics(self, shape, ("mean", "var"), force_float32_reductions,
+                            param_dtype, use_scale, use_bias, scale_init, bias_init, rngs)
     self.num_features = num_features
     self.use_running_average = use_running_average
     self.axis = axis
     self.momentum = momentum
     self.epsilon = epsilon
     self.dtype = dtype
+    self.param_dtype = param_dtype
     self.axis_name = axis_name
     self.axis_index_groups = axis_index_groups
     self.use_fast_variance = use_fast_variance
+    self.force_float32_reductions = force_float32_reductions
     self.r_max = r_max
     self.d_max = d_max
     self.warmup_steps = warmup_steps
+    self.guard_nonfinite = guard_nonfinite
 
   def __call__(self, x, use_running_average: bool | None = None, *, step=None,
                mask=None):
     """Normalizes ``x``; arguments as in :class:`BatchRenorm`."""
-    if use_running_average is None:
-      use_running_average = self.use_running_average
-    if use_running_average is None:
-      raise ValueError(
-          "BatchRenormNNX needs use_running_average: pass it to the constructor "
-          "or to __call__ (True for inference, False for training).")
-    x = jnp.asarray(x)
-    feature_axes, reduction_axes = F.feature_and_reduction_axes(x.ndim, self.axis)
-    feature_shape = tuple(x.shape[a] for a in feature_axes)
-    if feature_shape != (self.num_features,):
-      raise ValueError(
-          f"BatchRenormNNX(num_features={self.num_features}) got an input with "
-          f"{feature_shape} features along axis={self.axis}: set num_features "
-          "to the input's feature size or fix axis.")
-    F.check_mask(mask, x.shape)
-    scale = self.scale[...] if self.scale is not None else None
-    bias = self.bias[...] if self.bias is not None else None
-    if use_running_average:
-      return F.normalize(x, self.mean[...], self.var[...], scale, bias,
-                         feature_axes, self.epsilon, self.dtype)
-    batch_mean, batch_var = F.batch_statistics(
-        x, reduction_axes, dtype=self.dtype, axis_name=self.axis_name,
-        axis_index_groups=self.axis_index_groups,
-        use_fast_variance=self.use_fast_variance, mask=mask)
-    r_lim, d_lim = renorm_limits(step, self.r_max, self.d_max, self.warmup_steps)
-    r, d = renorm_correction(batch_mean, batch_var, self.mean[...], self.var[...],
-                             r_lim, d_lim, self.epsilon)
-    self.mean[...] = jax.lax.stop_gradient(
-        F.moving_average(self.mean[...], batch_mean, self.momentum))
-    self.var[...] = jax.lax.stop_gradient(
-        F.moving_average(self.var[...], batch_var, self.momentum))
-    return _renormalize(x, batch_mean, batch_var, r, d, scale, bias,
-                        feature_axes, self.epsilon, self.dtype)
+    return mbn_nnx.nnx_norm_front_end(self, renorm_layer, "BatchRenormNNX", x,
+                                      use_running_average, ("mean", "var"), step=step, mask=mask)
 
   def set_view(self, use_running_average: bool | None = None):
     """Used by ``nnx.view``/``model.eval()``: sets ``use_running_average``."""
@@ -346,17 +319,30 @@ class BatchRenormNNX(nnx.Module):
 
 
 class BatchNorm(nn.BatchNorm):
-  """``flax.linen.BatchNorm`` (same fields and variables), uniform call.
+  """``flax.linen.BatchNorm``'s fields, variables and arithmetic, uniform call, guarded statistics.
 
   y = γ (x − μ_B)/√(σ²_B + ε) + β in training; mean ← momentum·mean +
-  (1 − momentum)·μ_B (**momentum weights the old value**). ``step`` is
-  accepted and ignored.
+  (1 − momentum)·μ_B (**momentum weights the old value**). The body is
+  :func:`mbn_jax.functional.bn_layer`: bit-equal to ``flax.linen.BatchNorm``
+  on one device, the exact statistics of the concatenated valid entries
+  across devices (``axis_name``, also with masks and unequal counts), and a
+  feature whose batch statistics are non-finite (``guard_nonfinite``) or
+  empty keeps its running statistics. ``step`` is accepted and ignored.
   """
 
+  guard_nonfinite: bool = True
+
+  @nn.compact
   def __call__(self, x, use_running_average: bool | None = None, *, step=None,
                mask=None):
     del step  # BatchNorm has no schedule.
-    return super().__call__(x, use_running_average, mask=mask)
+    if not isinstance(self.momentum, numbers.Real) or not 0 <= self.momentum <= 1:
+      raise ValueError(f"momentum must lie in [0, 1] (weight on the OLD running value, Flax "
+                       f"convention; PyTorch's 0.1 is 0.9 here), got {self.momentum!r}.")
+    use_running_average = merge_param(
+        "use_running_average", self.use_running_average, use_running_average)
+    return linen_norm_front_end(self, F.bn_layer, x, use_running_average, BN_STATISTICS,
+                                mask=mask)
 
 
 def group_count(channels: int, num_groups: int = 32) -> int:

@@ -140,14 +140,15 @@ def _merge(a: LayerMoments, b: LayerMoments) -> LayerMoments:
 
 
 def _linen_norm_types():
-  from mbn_jax import norms  # pylint: disable=g-import-not-at-top  (norms imports layers)
+  from mbn_jax import norms
   return (nn.BatchNorm, MomentumBatchNorm, norms.BatchRenorm)
 
 
 def _nnx_norm_types():
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-  from mbn_jax import nnx as mbn_nnx  # pylint: disable=g-import-not-at-top
-  from mbn_jax import norms  # pylint: disable=g-import-not-at-top
+  from flax import nnx
+
+  from mbn_jax import nnx as mbn_nnx
+  from mbn_jax import norms
   return (nnx.BatchNorm, mbn_nnx.MomentumBatchNorm, norms.BatchRenormNNX)
 
 
@@ -311,7 +312,7 @@ def _progress(iterable, enabled: bool, total, desc: str):
   if not enabled:
     return iterable
   try:
-    from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+    from tqdm.auto import tqdm
   except ImportError as e:
     raise ImportError("progress=True needs tqdm: pip install tqdm (or pass progress=False).") from e
   return tqdm(iterable, total=total, desc=desc, leave=False)
@@ -438,7 +439,7 @@ def _recording_class(cls: type) -> type:
   """A subclass of an nnx norm whose ``__call__`` runs the estimation pass."""
   if cls not in _RECORDING_CLASSES:
 
-    def __call__(self, x, use_running_average=None, *, mask=None, **kwargs):  # noqa: N807
+    def __call__(self, x, use_running_average=None, *, mask=None, **kwargs):
       ura = self.use_running_average if use_running_average is None else use_running_average
       if ura is None or ura:
         return cls.__call__(self, x, use_running_average, mask=mask, **kwargs)
@@ -454,7 +455,7 @@ def _recording_class(cls: type) -> type:
 
 
 def _nnx_norm_layers(model):
-  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from flax import nnx
   types = _nnx_norm_types()
   return [("/".join(map(str, path)), m) for path, m in nnx.iter_modules(model)
           if isinstance(m, types)]
@@ -478,7 +479,7 @@ def precise_batch_stats_nnx(
   in the model changes. One compilation for all batches (a smaller last
   batch adds one).
   """
-  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from flax import nnx
   layers = _nnx_norm_layers(model)
   if not layers:
     raise ValueError("precise_batch_stats_nnx found no nnx.BatchNorm, MomentumBatchNorm or "

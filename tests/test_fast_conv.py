@@ -42,7 +42,7 @@ def _data(dtype, n=5, hw=7, cin=3, cout=4, k=3, layout=NHWC, seed=0):
 
 
 def _vjp_all(conv, x, w, kg, strides, padding, dnums, **kw):
-  f = lambda x, w: conv(x, w, strides, padding, dimension_numbers=dnums, **kw)  # noqa: E731
+  f = lambda x, w: conv(x, w, strides, padding, dimension_numbers=dnums, **kw)
   y, vjp = jax.vjp(f, x, w)
   ct = jax.random.normal(kg, y.shape, jnp.float32).astype(y.dtype)
   dx, dw = vjp(ct)

@@ -12,8 +12,7 @@ import pytest
 from flax import linen as nn
 from flax import nnx
 
-from mbn_jax import MomentumBatchNorm
-from mbn_jax import norms
+from mbn_jax import MomentumBatchNorm, norms
 
 EPS = 1e-5
 C = 6

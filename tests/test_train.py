@@ -7,7 +7,6 @@ import json
 import os
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 
@@ -38,7 +37,7 @@ def tiny_config(**overrides):
 
 def records(workdir):
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(l) for l in f if l.strip()]
+    return [json.loads(line) for line in f if line.strip()]
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +90,7 @@ def test_resume_with_different_config_is_refused(full_run):
 
 
 def test_fields_added_after_a_run_started_resume_at_their_default():
-  saved = train_lib._config_json(tiny_config())  # pylint: disable=protected-access
+  saved = train_lib._config_json(tiny_config())
   del saved["sync_batch_stats"]  # as if the run predates the field
   train_lib.check_resume_compatible(saved, tiny_config())  # default value: compatible
   with pytest.raises(train_lib.ConfigMismatchError, match="sync_batch_stats"):
@@ -174,6 +173,7 @@ def test_checkpoint_holds_device_averaged_and_per_device_statistics(full_run):
 def test_precise_statistics_option(tmp_path):
   """precise_stats_batches: eval_accuracy_precise per evaluation; both statistics saved."""
   import flax.linen as nn
+
   from train import checkpoints as ckpt_lib
   from train import input_pipeline
   config = tiny_config(num_epochs=2, precise_stats_batches=3, precise_stats_batch_size=4,

@@ -61,7 +61,7 @@ def run_two_processes(workdir, epochs):
 
 def records(workdir):
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(l) for l in f if l.strip()]
+    return [json.loads(line) for line in f if line.strip()]
 
 
 @pytest.mark.slow

@@ -9,9 +9,7 @@ batch. On CPU hosts the collectives use gloo.
 import os
 import sys
 
-from absl import app
-from absl import flags
-from absl import logging
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
@@ -25,7 +23,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def _initialize_distributed(config):
-  import jax  # pylint: disable=g-import-not-at-top
+  import jax
   dist = config.distributed
   address = FLAGS.coordinator_address or dist.coordinator_address
   num = FLAGS.num_processes if FLAGS.num_processes is not None else dist.num_processes
@@ -46,8 +44,8 @@ def main(argv):
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO.
   _initialize_distributed(FLAGS.config)
-  from train import train as train_lib  # pylint: disable=g-import-not-at-top
-  from train import input_pipeline  # pylint: disable=g-import-not-at-top
+  from train import input_pipeline
+  from train import train as train_lib
   expected = (train_lib.ConfigMismatchError, input_pipeline.DatasetUnavailableError)
   try:  # Bad input: a clear message, before anything is read or compiled.
     train_lib.validate_config(FLAGS.config, FLAGS.workdir)

@@ -22,9 +22,10 @@ Sources (``config.dataset``):
 * ``source='tfds'``: any TFDS image classification dataset by ``name``
   (``cifar10``, ``cifar100``, ...), read from ``data_dir``; TFDS split syntax
   (``train[:90%]``) works.
-* ``source='image_folder'``: ``tfds.folder_dataset.ImageFolder`` over
-  ``root/split/label/image`` (Mini-ImageNet, user data, the CIFAR-10 JPEGs).
-  Splits accept ``name``, ``name[a:b]`` or ``name[a%:b%]`` slices.
+* ``source='image_folder'``: ``root/split/label/image`` (the layout of
+  ``tfds.folder_dataset.ImageFolder``: Mini-ImageNet, user data, the CIFAR-10
+  JPEGs), classes = sorted sub-folders, files in name order. Splits accept
+  TFDS's ``name``, ``name[a:b]`` or ``name[a%:b%]`` slices (read by TFDS).
 * ``source='digits'``: scikit-learn's bundled 8x8 digits (1797 images, no
   download), one split called ``train``.
 
@@ -42,9 +43,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import queue
-import re
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -78,7 +78,7 @@ class Dataset:
 
 
 def _tf():
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf
   try:
     tf.config.set_visible_devices([], "GPU")
     tf.config.set_visible_devices([], "TPU")
@@ -144,41 +144,59 @@ def _to_numpy(ds, image_size, channels):
   return np.concatenate(images).astype(np.uint8), np.concatenate(labels).astype(np.int32)
 
 
-_SLICE = re.compile(r"^(?P<name>[^\[\]]+)(\[(?P<a>-?\d*)(?P<ap>%?):(?P<b>-?\d*)(?P<bp>%?)\])?$")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 
 def _slice_split(spec: str, n: int):
-  """Parses 'name', 'name[a:b]' or 'name[a%:b%]' into (name, slice)."""
-  match = _SLICE.match(spec.replace(" ", ""))
-  if not match:
-    raise ValueError(f"Cannot parse split {spec!r}: use 'train', 'train[:4500]' or 'train[90%:]'.")
+  """'name', 'name[a:b]' or 'name[a%:b%]' (TFDS split syntax, read by TFDS) → (name, slice)."""
+  import tensorflow_datasets as tfds
+  name = spec.split("[", 1)[0].strip()
+  try:
+    instruction = tfds.core.ReadInstruction.from_spec(spec)
+    parts = instruction.to_absolute(
+        {name: tfds.core.SplitInfo(name=name, shard_lengths=[n], num_bytes=0)})
+  except (ValueError, KeyError, AssertionError) as e:
+    raise ValueError(f"Cannot parse split {spec!r} ({e}): use 'train', 'train[:4500]' or "
+                     "'train[90%:]'.") from None
+  if len(parts) != 1:
+    raise ValueError(f"Split {spec!r} names {len(parts)} splits; use one, e.g. 'train[90%:]'.")
+  return name, slice(parts[0].from_, parts[0].to)
 
-  def bound(v, pct):
-    if not v:
-      return None
-    v = int(v)
-    return int(round(v * n / 100)) if pct else v
 
-  return match["name"], slice(bound(match["a"], match["ap"]), bound(match["b"], match["bp"]))
+def _image_folder_files(root: str, split_name: str):
+  """(paths, labels, class names) of ``root/split/<class>/<image>``, in (class, file) order.
+
+  Class names are the sorted sub-folders (as ``tfds.folder_dataset.ImageFolder``
+  and torchvision's ``ImageFolder``); an empty class folder is an error.
+  """
+  split_dir = os.path.join(root, split_name)
+  if not os.path.isdir(split_dir):
+    splits = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    raise DatasetUnavailableError(
+        f"Image folder {root!r} has no split {split_name!r}; it has {splits} "
+        "(layout: root/split/label/image).")
+  names = sorted(d for d in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d)))
+  if not names:
+    raise DatasetUnavailableError(f"{split_dir!r} holds no class folders (layout: "
+                                  "root/split/label/image).")
+  paths, labels = [], []
+  for label, name in enumerate(names):
+    folder = os.path.join(split_dir, name)
+    files = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
+    if not files:
+      raise DatasetUnavailableError(
+          f"Class folder {folder!r} holds no images ({', '.join(IMAGE_EXTENSIONS)}): remove it "
+          "or add its images (every class folder must hold at least one).")
+    paths += [os.path.join(folder, f) for f in files]
+    labels += [label] * len(files)
+  return paths, labels, names
 
 
 def _read_image_folder(dc, split_spec):
   tf = _tf()
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   root = os.path.expanduser(dc.root)
-  builder = tfds.folder_dataset.ImageFolder(root)
-  split_name, _ = _slice_split(split_spec, 0)
-  if split_name not in builder.info.splits:
-    raise DatasetUnavailableError(
-        f"Image folder {root!r} has no split {split_name!r}; it has "
-        f"{sorted(builder.info.splits.keys())} (layout: root/split/label/image).")
-  # ImageFolder shuffles its file list; we restore file order (class, file
-  # name) so that "the last k images of each class" means what it says.
-  examples = sorted(builder._split_examples[split_name],  # pylint: disable=protected-access
-                    key=lambda e: (e.label, e.image_path))
-  names = builder.info.features["label"].names
-  paths = [e.image_path for e in examples]
-  labels = [names.index(e.label) for e in examples]
+  split_name = split_spec.split("[", 1)[0].strip()
+  paths, labels, names = _image_folder_files(root, split_name)
   _, sl = _slice_split(split_spec, len(paths))
   paths, labels = paths[sl], labels[sl]
 
@@ -202,11 +220,11 @@ def _read_image_folder(dc, split_spec):
 
 def _unreachable_download_host(builder, timeout=5.0):
   """'host: error' if the dataset's first download URL's host can't be reached."""
-  import socket  # pylint: disable=g-import-not-at-top
-  import urllib.parse  # pylint: disable=g-import-not-at-top
+  import socket
+  import urllib.parse
   try:
     urls = list((builder.url_infos or {}).keys())
-  except Exception:  # pylint: disable=broad-except
+  except Exception:
     return ""  # Unknown URLs: let TFDS try.
   if not urls:
     return ""
@@ -223,7 +241,7 @@ def _unreachable_download_host(builder, timeout=5.0):
 
 def _read_tfds(dc, split_spec):
   _tf()
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds
   data_dir = os.path.expanduser(dc.data_dir) if dc.data_dir else None
   try:
     builder = tfds.builder(dc.name, data_dir=data_dir)
@@ -260,7 +278,7 @@ def _read_tfds(dc, split_spec):
 
 
 def _read_digits(dc, split_spec):
-  from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
+  from sklearn.datasets import load_digits
   digits = load_digits()
   images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
   labels = digits.target.astype(np.int32)
@@ -276,8 +294,8 @@ def _read(dc, split_spec):
   if not cache_dir or dc.source == "digits":
     return reader(dc, split_spec)
   # Decoded arrays cached as .npy files, keyed by what determines them.
-  import hashlib  # pylint: disable=g-import-not-at-top
-  import json  # pylint: disable=g-import-not-at-top
+  import hashlib
+  import json
   root = os.path.abspath(os.path.expanduser(dc.root)) if dc.source == "image_folder" else None
   key = json.dumps([dc.source, dc.name if dc.source == "tfds" else None, root,
                     dc.data_dir, split_spec, dc.image_size], sort_keys=True)

@@ -9,7 +9,8 @@ mutable=['batch_stats'])``.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax.numpy as jnp
 from flax import linen as nn
@@ -20,13 +21,13 @@ _PAPER_MODELS = ("resnet18", "resnet34", "resnet50", "vgg11", "vgg16", "resnet20
 
 
 def norm_names() -> tuple[str, ...]:
-  from mbn_jax import norms  # pylint: disable=g-import-not-at-top
+  from mbn_jax import norms
   return tuple(norms.NORM_NAMES)
 
 
 def model_names() -> tuple[str, ...]:
   try:
-    import mbn_jax.models as models  # pylint: disable=g-import-not-at-top
+    import mbn_jax.models as models
   except ImportError:
     return TINY_MODELS
   names = getattr(models, "MODEL_NAMES", None)
@@ -77,12 +78,12 @@ def create_model(name: str, *, num_classes: int, norm: str, input_variant: str =
   XLA's); the MLP has none and ignores it.
   """
   if name in TINY_MODELS:
-    from mbn_jax.norms import make_norm  # pylint: disable=g-import-not-at-top
+    from mbn_jax.norms import make_norm
     norm_factory = make_norm(norm, dtype=dtype, **norm_options)
     if name == "tiny_cnn":
       return TinyCNN(num_classes=num_classes, norm=norm_factory, dtype=dtype,
                      conv_general_dilated=conv_general_dilated)
     return MLP(num_classes=num_classes, norm=norm_factory, dtype=dtype)
-  from mbn_jax.models import create_model as paper_model  # pylint: disable=g-import-not-at-top
+  from mbn_jax.models import create_model as paper_model
   return paper_model(name, num_classes=num_classes, norm=norm, input_variant=input_variant,
                      dtype=dtype, conv_general_dilated=conv_general_dilated, **norm_options)

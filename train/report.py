@@ -27,12 +27,12 @@ import pathlib
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from absl import app, flags
 
-import mbn_jax  # noqa: E402
-from train.sweep import parse_run_name  # noqa: E402
+import mbn_jax
+from train.sweep import parse_run_name
 
 NORM_ORDER = ["bn", "mbn", "brn", "gn", "ln", "in", "none"]
 NORM_LABEL = {"bn": "BN", "mbn": "MBN", "brn": "BReN", "gn": "GN", "ln": "LN", "in": "IN",
@@ -52,7 +52,8 @@ def load_runs(root: pathlib.Path) -> list[dict]:
     summary = json.loads((wd / "summary.json").read_text())
     records = []
     if (wd / "metrics.jsonl").exists():
-      records = [json.loads(l) for l in (wd / "metrics.jsonl").read_text().splitlines() if l.strip()]
+      records = [json.loads(line) for line in (wd / "metrics.jsonl").read_text().splitlines()
+                 if line.strip()]
     sweep = json.loads((wd / "sweep.json").read_text()) if (wd / "sweep.json").exists() else {}
     runs.append({"norm": norm, "m": m, "seed": seed, "summary": summary, "records": records,
                  "wall": sweep.get("wall_seconds", summary.get("wall_time_s", float("nan"))),

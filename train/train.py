@@ -35,8 +35,7 @@ from flax.training import train_state
 import mbn_jax
 from mbn_jax import fast_conv, schedules
 from train import checkpoints as ckpt_lib
-from train import input_pipeline
-from train import models
+from train import input_pipeline, models
 
 __all__ = ["train_and_evaluate", "build_model", "validate_config", "RESUME_MAY_CHANGE", "ConfigMismatchError"]
 
@@ -159,7 +158,7 @@ def check_resume_compatible(saved: dict, config) -> None:
   started) is compatible when it has its default value (configs/default.py):
   the run started without it, i.e. with the default behaviour.
   """
-  from configs import default  # pylint: disable=g-import-not-at-top
+  from configs import default
   a, b = _flatten(saved), _flatten(_config_json(config))
   defaults = _flatten(_config_json(default.get_config()))
   bad = []
@@ -343,7 +342,7 @@ def _all_rows(tree):
   local = jax.tree.map(_local_rows, tree)
   if jax.process_count() == 1:
     return local
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  from jax.experimental import multihost_utils
   return jax.tree.map(lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True)), local)
 
 
@@ -362,12 +361,12 @@ class _Writer:
       return
     if os.path.exists(self.path):  # Drop lines written after the checkpoint we resume from.
       with open(self.path) as f:
-        lines = [l for l in f if l.strip() and json.loads(l)["step"] <= resume_step]
+        lines = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
       with open(self.path, "w") as f:
         f.writelines(lines)
     if tensorboard:
-      tf = input_pipeline._tf()  # pylint: disable=protected-access
-      self.tb = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+      from tensorboardX import SummaryWriter
+      self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def write(self, record: dict):
     if not self.enabled:
@@ -375,17 +374,9 @@ class _Writer:
     with open(self.path, "a") as f:
       f.write(json.dumps(record) + "\n")
     if self.tb is not None:
-      # tf.summary.scalar needs the tensorboard package; tf.summary.write with
-      # the scalars plugin's metadata writes the same event without it.
-      import tensorflow as tf  # pylint: disable=g-import-not-at-top
-      from tensorflow.core.framework import summary_pb2  # pylint: disable=g-import-not-at-top
-      metadata = summary_pb2.SummaryMetadata(
-          plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
-      with self.tb.as_default():
-        for k, v in record.items():
-          if k not in ("step", "epoch") and isinstance(v, (int, float)) and v is not None:
-            tf.summary.write(k, tf.constant(float(v), tf.float32), step=record["step"],
-                             metadata=metadata.SerializeToString())
+      for k, v in record.items():
+        if k not in ("step", "epoch") and isinstance(v, (int, float)) and not isinstance(v, bool):
+          self.tb.add_scalar(k, float(v), global_step=record["step"])
       self.tb.flush()
 
 
@@ -544,7 +535,7 @@ def _train_one(config, workdir, layout) -> dict:
         sums[k] += float(out[k])
     return {"eval_loss": sums["loss"] / sums["count"], "eval_accuracy": sums["correct"] / sums["count"]}
 
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  from tqdm import tqdm
   stop_flag = np.zeros((local_devices,), np.int32)
   history, interrupted, step = [], False, start_step
   last_eval = {}
@@ -637,7 +628,7 @@ def _train_one(config, workdir, layout) -> dict:
   all_records = list(history)
   if is_main and os.path.exists(writer.path):
     with open(writer.path) as f:
-      all_records = [json.loads(l) for l in f if l.strip()]
+      all_records = [json.loads(line) for line in f if line.strip()]
   evals = [r["eval_accuracy"] for r in all_records if r.get("eval_accuracy") is not None]
   if last_eval and (not evals or evals[-1] != last_eval["eval_accuracy"]):
     evals.append(last_eval["eval_accuracy"])
@@ -660,8 +651,8 @@ def _train_one(config, workdir, layout) -> dict:
     summary["resume_hint"] = "Rerun the same command with the same --workdir to resume."
   if is_main:
     _save_json(os.path.join(workdir, "summary.json"), {**summary, "config": _config_json(config)})
-    verb = ("Interrupted (signal); checkpoint saved at step %d. Rerun the same command to resume."
-            % step) if interrupted else "Done."
+    verb = (f"Interrupted (signal); checkpoint saved at step {step}. Rerun the same command "
+            "to resume.") if interrupted else "Done."
     print(f"{verb} {config.model}/{config.norm}: final eval accuracy "
           f"{summary['final_eval_accuracy']:.4f} (best {summary['best_eval_accuracy']:.4f}) after "
           f"{summary['epochs_completed']} epochs; summary in {workdir}/summary.json", flush=True)

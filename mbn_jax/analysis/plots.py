@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from scipy import stats  # noqa: E402
+try:
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  from scipy import stats
+except ImportError as e:  # the optional extra
+  raise ImportError("mbn_jax.analysis.plots needs matplotlib and scipy: "
+                    "pip install 'mbn-jax[train]'.") from e
 
 __all__ = ["plot_batch_statistics", "plot_noise"]
 

@@ -9,12 +9,13 @@ steps_per_epoch=25000)`` builds a ``flax.linen`` module called as
 from __future__ import annotations
 
 import numbers
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax.numpy as jnp
 from flax import linen as nn
 
-from mbn_jax.models import resnet, vgg
+from mbn_jax.models import resnet
 from mbn_jax.models.resnet import INPUT_VARIANTS, ResNet
 from mbn_jax.models.vgg import VGG, VGG_CONFIGS
 from mbn_jax.norms import make_norm

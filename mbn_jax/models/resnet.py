@@ -33,7 +33,8 @@ module; ``None`` = ``jax.lax.conv_general_dilated``), e.g.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax.numpy as jnp
 from flax import linen as nn

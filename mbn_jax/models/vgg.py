@@ -13,7 +13,8 @@ uniform :func:`mbn_jax.models.create_model` and changes nothing.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax.numpy as jnp
 from flax import linen as nn
