@@ -105,6 +105,11 @@ def get_config():
   config.precise_stats_batch_size = 256
   config.precise_stats_every_eval = False
 
+  # A step with a non-finite loss or gradient is skipped (nothing but the step
+  # counter changes) and counted (nonfinite_steps in metrics.jsonl); this many
+  # consecutive skips stop the run: status "diverged", exit status 3.
+  config.max_nonfinite_steps = 20
+
   # Logging, evaluation, checkpoints.
   config.log_every_steps = 50
   config.eval_every_epochs = 1

@@ -203,3 +203,56 @@ def test_precise_statistics_option(tmp_path):
   np.testing.assert_allclose(precise["norm0"]["mean"], h.mean((0, 1, 2)), rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(precise["norm0"]["var"], h.var((0, 1, 2)), rtol=1e-4, atol=1e-6)
   assert not np.allclose(precise["norm0"]["var"], state["batch_stats"]["norm0"]["var"])
+
+
+def test_nonfinite_step_changes_nothing_but_the_step():
+  """train_step on a NaN batch: parameters, optimizer state and statistics unchanged."""
+  import functools
+
+  import jax.numpy as jnp
+
+  from train import steps
+  config = tiny_config(norm="bn")
+  model = train_lib.build_model(config, num_classes=10, steps_per_epoch=8)
+  lr = steps.learning_rate_fn(config, 2, 8, 8)
+  state = steps.create_train_state(model, steps.make_optimizer(config, lr), (8, 8, 1),
+                                   batch_size=2, seed=0)
+  step = jax.pmap(functools.partial(steps.train_step, learning_rate_fn=lr,
+                                    momentum_fn=lambda s: 0.0), axis_name=steps.AXIS)
+  rep = jax.tree.map(lambda x: jnp.broadcast_to(x, (4,) + jnp.shape(x)), state)
+  images = np.random.default_rng(0).normal(size=(4, 2, 8, 8, 1)).astype(np.float32)
+  labels = np.zeros((4, 2), np.int32)
+  good, m_good = step(rep, {"image": images, "label": labels}, np.zeros(4, np.int32))
+  images[2, 1, 3, 3, 0] = np.nan  # one pixel on one device
+  bad, m_bad = step(rep, {"image": images, "label": labels}, np.zeros(4, np.int32))
+  assert int(m_good["nonfinite"][0]) == 0 and int(m_bad["nonfinite"][0]) == 1
+  assert int(bad.step[0]) == int(good.step[0]) == 1
+  for new, old in ((bad.params, rep.params), (bad.opt_state, rep.opt_state),
+                   (bad.batch_stats, rep.batch_stats)):
+    jax.tree.map(np.testing.assert_array_equal, new, old)
+  assert not np.allclose(jax.tree.leaves(good.params)[0], jax.tree.leaves(rep.params)[0])
+
+
+def test_a_diverging_run_stops_and_keeps_the_last_finite_state(tmp_path):
+  import subprocess
+  import sys
+  workdir = tmp_path / "div"
+  cmd = [sys.executable, "-m", "train", "--config=configs/quickstart.py", f"--workdir={workdir}",
+         "--config.norms=", "--config.norm=mbn", "--config.base_learning_rate=1e8",
+         "--config.num_epochs=2", "--config.dataset.max_train_examples=64",
+         "--config.max_nonfinite_steps=5", "--config.progress_bar=False"]
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  p = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+  assert p.returncode == 3, p.stdout[-2000:] + p.stderr[-2000:]
+  assert "error: training diverged" in p.stderr and "learning rate" in p.stderr
+  summary = json.loads((workdir / "summary.json").read_text())  # strict JSON parses
+  assert summary["status"] == "diverged" and summary["diverged_at_step"] >= 5
+  for line in (workdir / "metrics.jsonl").read_text().splitlines() if (
+      workdir / "metrics.jsonl").exists() else []:
+    json.loads(line, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+  from train import checkpoints as ckpt_lib
+  manager = ckpt_lib.CheckpointManager(str(workdir / "checkpoints"))
+  if manager.latest_step() is not None:  # whatever was saved is finite
+    state, _ = manager.restore(manager.latest_step(), None)
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state))
+  manager.close()

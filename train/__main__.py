@@ -1,5 +1,9 @@
 """`python -m train --config configs/<experiment>.py --workdir DIR [--config.FIELD=VALUE ...]`.
 
+Exit status: 0 when the run completed or was interrupted by a signal (rerun to
+resume), 2 for bad input (``error: ...`` and nothing else), 3 when training
+diverged (``config.max_nonfinite_steps`` consecutive non-finite steps).
+
 Multi-host: run the same command on every host with
 ``--coordinator_address=HOST0:PORT --num_processes=N --process_id=I`` (or the
 ``config.distributed`` fields); every host feeds its own slice of each global
@@ -53,10 +57,15 @@ def main(argv):
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   try:
-    train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    summary = train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except expected as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+  if summary.get("status") == "diverged":  # a single run, or the comparison's last run
+    runs = summary.get("runs", {"": summary})
+    message = next(r.get("error") for r in runs.values() if r.get("status") == "diverged")
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(3)
 
 
 if __name__ == "__main__":

@@ -24,10 +24,6 @@ import collections
 import json
 import pathlib
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 from absl import app, flags
 
@@ -59,6 +55,14 @@ def load_runs(root: pathlib.Path) -> list[dict]:
                  "wall": sweep.get("wall_seconds", summary.get("wall_time_s", float("nan"))),
                  "status": summary.get("status", "?")})
   return runs
+
+
+def _plt():
+  """matplotlib's pyplot on the Agg backend (imported only when a plot is drawn)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  return plt
 
 
 def _rank(norm: str) -> int:
@@ -166,6 +170,28 @@ def _gap_table(runs) -> list[str]:
   return lines
 
 
+def _percent(value) -> str:
+  """An accuracy in % with 2 decimals; "—" when missing or not finite."""
+  if value is None or not np.isfinite(value):
+    return "—"
+  return f"{100 * value:.2f}"
+
+
+def comparison_table(summaries: dict[str, dict]) -> str:
+  """The plain-text table ``python -m train`` prints for ``config.norms='bn,mbn'``.
+
+  One row per norm (in the given order) from its ``summary.json`` dict.
+  """
+  rows = [("norm", "eval acc", "best eval acc", "train acc", "epochs", "time (s)")]
+  fmt = lambda v: "—" if v is None or not np.isfinite(v) else f"{v:.4f}"
+  for norm, s in summaries.items():
+    rows.append((norm, fmt(s.get("final_eval_accuracy")), fmt(s.get("best_eval_accuracy")),
+                 fmt(s.get("final_train_accuracy")), str(s.get("epochs_completed")),
+                 f"{s.get('wall_time_s', float('nan')):.0f}"))
+  widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+  return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows)
+
+
 def results_markdown(runs) -> str:
   lines = _accuracy_table(aggregate(runs), "Final validation accuracy (%), mean ± std over "
                           "seeds (n = number of seeds), as the runs reported it.")
@@ -178,15 +204,15 @@ def results_markdown(runs) -> str:
             "best val acc | final train acc | wall time (s) |", "|---|---|---|---|---|---|---|---|"]
   for r in sorted(runs, key=lambda r: (_rank(r["norm"]), r["m"], r["seed"])):
     s = r["summary"]
-    precise_cell = f"{100 * s[PRECISE]:.2f}" if s.get(PRECISE) is not None else "—"
-    lines.append(f"| {r['norm']}-m{r['m']}-s{r['seed']} | {r['status']} | {s.get('epochs_completed')} | "
-                 f"{100 * s['final_eval_accuracy']:.2f} | {precise_cell} | "
-                 f"{100 * s['best_eval_accuracy']:.2f} | "
-                 f"{100 * s['final_train_accuracy']:.2f} | {r['wall']:.0f} |")
+    cells = [_percent(s.get(k)) for k in ("final_eval_accuracy", PRECISE, "best_eval_accuracy",
+                                          "final_train_accuracy")]
+    lines.append(f"| {r['norm']}-m{r['m']}-s{r['seed']} | {r['status']} | "
+                 f"{s.get('epochs_completed')} | " + " | ".join(cells) + f" | {r['wall']:.0f} |")
   return "\n".join(lines) + "\n"
 
 
 def plot_accuracy_vs_batch(runs, path):
+  plt = _plt()
   agg = aggregate(runs)
   fig, ax = plt.subplots(figsize=(5.5, 4))
   for n in _order({n for n, _ in agg}):
@@ -217,6 +243,7 @@ def _curves(runs, m, key):
 
 def plot_curves(runs, m, path):
   """Validation accuracy per epoch: every seed thin, the mean bold; as trained | precise."""
+  plt = _plt()
   panels = [("eval_accuracy", "as trained (moving-average statistics)")]
   if _curves(runs, m, "eval_accuracy_precise"):
     panels.append(("eval_accuracy_precise", "population (precise) statistics"))
@@ -245,6 +272,7 @@ def plot_curves(runs, m, path):
 
 
 def plot_schedules(runs, path):
+  plt = _plt()
   fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
   seen = set()
   for r in runs:

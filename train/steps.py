@@ -1,0 +1,132 @@
+"""The training program's state and steps, as module-level pure functions.
+
+The loop (:mod:`train.train`) ``jax.pmap``s :func:`train_step` and
+:func:`eval_step` over axis ``'batch'``; ``benchmarks/`` and the tests import
+and time/check the same functions (in the manner of Flax's ImageNet example):
+
+    state = create_train_state(config, model, image_shape, steps_per_epoch=spe, ...)
+    p_train = jax.pmap(functools.partial(train_step, learning_rate_fn=lr, momentum_fn=lam),
+                       axis_name="batch", donate_argnums=(0,))
+
+One step: ``model.apply(..., train=True, step=state.step,
+mutable=['batch_stats'])`` (every norm computes λ(step) itself; the step is
+traced data, so one compilation serves the run), softmax cross-entropy,
+``jax.grad``, ``pmean`` of the gradients over devices, SGD with momentum and
+weight decay (optax). A step whose loss or gradient is not finite changes
+nothing but the step counter (parameters, optimizer state and
+``batch_stats`` stay) and is counted in the metrics (``nonfinite``).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+__all__ = ["AXIS", "TrainState", "create_train_state", "eval_step", "learning_rate_fn",
+           "make_optimizer", "train_step"]
+
+AXIS = "batch"  # the pmap axis of the loop
+
+
+class TrainState(train_state.TrainState):
+  """Flax's TrainState plus the norms' ``batch_stats``."""
+
+  batch_stats: Any = None
+
+
+def learning_rate_fn(config, per_device_batch: int, global_batch: int, steps_per_epoch: int):
+  """The step-decay learning rate, an optax schedule (a pure ``step -> lr`` function).
+
+  lr(step) = base · factor^⌊step / (lr_decay_epochs · steps_per_epoch)⌋ with
+  base = ``base_learning_rate`` · m / ``lr_reference_batch_size`` (m: the
+  per-device or global batch, ``lr_batch_size``) and factor =
+  ``lr_decay_factor``: the paper's ÷10 every 60 of 200 epochs is
+  ``lr_decay_epochs=60``; a 10-epoch run of the same shape uses 3.
+  """
+  m = per_device_batch if config.lr_batch_size == "per_device" else global_batch
+  base = config.base_learning_rate * m / config.lr_reference_batch_size
+  return optax.exponential_decay(
+      init_value=base, transition_steps=config.lr_decay_epochs * steps_per_epoch,
+      decay_rate=config.lr_decay_factor, staircase=True)
+
+
+def make_optimizer(config, lr_fn: Callable) -> optax.GradientTransformation:
+  """SGD (momentum ``config.momentum``, Nesterov optional) with weight decay ``config.weight_decay``."""
+  return optax.chain(
+      optax.add_decayed_weights(config.weight_decay),
+      optax.sgd(lr_fn, momentum=config.momentum or None, nesterov=config.nesterov))
+
+
+def create_train_state(model, tx, image_shape: tuple[int, ...], *, batch_size: int,
+                       seed: int) -> TrainState:
+  """Initial parameters and ``batch_stats`` (``model.init`` in inference mode) and the optimizer."""
+  dummy = jnp.zeros((batch_size,) + tuple(image_shape), jnp.float32)
+  variables = jax.jit(functools.partial(model.init, train=False))(jax.random.key(seed), dummy)
+  return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
+                           batch_stats=variables.get("batch_stats", {}))
+
+
+def _all_finite(tree) -> jax.Array:
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
+def train_step(state: TrainState, batch: dict, stop, *, learning_rate_fn: Callable,
+               momentum_fn: Callable) -> tuple[TrainState, dict]:
+  """One data-parallel SGD step; call it under ``jax.pmap(..., axis_name=AXIS)``.
+
+  Args:
+    state: this device's replica (its own ``batch_stats``: per-device
+      statistics unless the model synchronizes them).
+    batch: ``{"image": [m, H, W, C], "label": [m]}``, this device's images.
+    stop: this device's stop flag (SIGTERM seen); summed over devices into
+      ``metrics["stop"]`` so every process stops at the same step.
+    learning_rate_fn, momentum_fn: ``step -> value`` for the metrics (the
+      optimizer and the layers compute their own).
+
+  Returns:
+    ``(new_state, metrics)``; metrics (identical on every device) hold the
+    device-mean ``loss`` and ``accuracy``, ``lr`` and ``lambda`` at this
+    step, ``stop`` and ``nonfinite`` (1 if this update was skipped).
+  """
+
+  def loss_fn(params):
+    logits, updates = state.apply_fn(
+        {"params": params, "batch_stats": state.batch_stats}, batch["image"], train=True,
+        step=state.step, mutable=["batch_stats"])
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+    return loss, (logits, updates)
+
+  (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  grads = jax.lax.pmean(grads, AXIS)
+  finite = jax.lax.pmin(_all_finite((loss, grads)).astype(jnp.int32), AXIS) > 0
+  updated = state.apply_gradients(grads=grads, batch_stats=updates.get("batch_stats", {}))
+  # A non-finite loss or gradient on any device: keep everything but the step counter.
+  new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated,
+                           state.replace(step=updated.step))
+  accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+  metrics = jax.lax.pmean({"loss": loss, "accuracy": accuracy}, AXIS)
+  metrics["lr"] = learning_rate_fn(state.step)
+  metrics["lambda"] = momentum_fn(state.step)
+  metrics["stop"] = jax.lax.psum(stop, AXIS)
+  metrics["nonfinite"] = 1 - finite.astype(jnp.int32)
+  return new_state, metrics
+
+
+def eval_step(variables: dict, batch: dict, *, apply_fn: Callable) -> dict:
+  """Sums of loss, correct predictions and valid examples over every device (``psum``).
+
+  ``batch["mask"]`` marks the real examples of a padded last batch.
+  """
+  logits = apply_fn(variables, batch["image"], train=False, step=None)
+  mask = batch["mask"].astype(jnp.float32)
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+  correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
+  return jax.lax.psum({"loss": jnp.sum(loss * mask), "correct": jnp.sum(correct * mask),
+                       "count": jnp.sum(mask)}, AXIS)

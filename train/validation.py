@@ -1,0 +1,147 @@
+"""Config checks before anything is read or compiled, and the resume guard.
+
+``validate_config`` checks names, sizes, ranges and the device split and
+returns the batch layout; ``check_resume_compatible`` refuses to resume a
+workdir whose saved config differs in a field that changes the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+
+from train import input_pipeline, models
+
+__all__ = ["CONVS", "DTYPES", "RESUME_MAY_CHANGE", "ConfigMismatchError",
+           "check_resume_compatible", "config_json", "validate_config"]
+
+# Config fields a resumed run may change (dotted names; prefixes end with '.').
+RESUME_MAY_CHANGE = (
+    "num_epochs", "log_every_steps", "eval_every_epochs", "checkpoint_every_epochs",
+    "keep_checkpoints", "progress_bar", "tensorboard", "eval_per_device_batch_size",
+    "dataset.data_dir", "dataset.root", "dataset.download", "dataset.cache_dir", "distributed.", "norms",
+    "simulate_preemption_at_step", "conv", "precise_stats_batches", "precise_stats_batch_size",
+    "precise_stats_every_eval", "max_nonfinite_steps",
+)
+CONVS = ("auto", "xla", "fast")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+class ConfigMismatchError(ValueError):
+  """The workdir holds a run whose config differs in a field that matters."""
+
+
+def _positive(config, name):
+  value = config
+  for part in name.split("."):
+    value = value[part]
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+    raise ValueError(f"config.{name} must be a positive number, got {value!r}.")
+
+
+def validate_config(config, workdir: str | None = None) -> dict:
+  """Checks names, sizes and the device split; returns the batch layout."""
+  if workdir is not None:
+    parent = os.path.dirname(os.path.abspath(os.path.expanduser(workdir)))
+    if not os.path.isdir(parent):
+      raise FileNotFoundError(
+          f"The parent directory of --workdir={workdir!r} does not exist ({parent!r}). "
+          "Create it first (mkdir -p), or pick another workdir.")
+  if config.get("norms"):
+    norms = [n.strip() for n in config.norms.split(",") if n.strip()]
+    if not norms:
+      raise ValueError(f"config.norms={config.norms!r} names no norm.")
+  else:
+    norms = [config.norm]
+  valid_norms = models.norm_names()
+  for n in norms + [config.norm]:
+    if n not in valid_norms:
+      raise ValueError(f"Unknown norm {n!r}: choose one of {', '.join(valid_norms)}.")
+  valid_models = models.model_names()
+  if config.model not in valid_models:
+    raise ValueError(f"Unknown model {config.model!r}: choose one of {', '.join(valid_models)}.")
+  if config.input_variant not in ("cifar", "mini_imagenet"):
+    raise ValueError(f"config.input_variant must be 'cifar' or 'mini_imagenet', got {config.input_variant!r}.")
+  if config.get("conv", "xla") not in CONVS:
+    raise ValueError(f"config.conv must be one of {CONVS} ('auto': mbn_jax.fast_conv on CPU, "
+                     f"XLA's conv elsewhere), got {config.conv!r}.")
+  if config.dtype not in DTYPES:
+    raise ValueError(f"config.dtype must be one of {sorted(DTYPES)}, got {config.dtype!r}.")
+  if config.lr_batch_size not in ("per_device", "global"):
+    raise ValueError(f"config.lr_batch_size must be 'per_device' or 'global', got {config.lr_batch_size!r}.")
+  for name in ("per_device_batch_size", "eval_per_device_batch_size", "num_epochs",
+               "mbn_total_epochs", "ideal_batch_size", "lr_reference_batch_size",
+               "lr_decay_epochs", "log_every_steps", "eval_every_epochs",
+               "checkpoint_every_epochs", "keep_checkpoints", "precise_stats_batch_size"):
+    _positive(config, name)
+  k = config.get("max_nonfinite_steps", 20)
+  if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
+    raise ValueError(f"config.max_nonfinite_steps must be a positive int, got {k!r}.")
+  k = config.precise_stats_batches
+  if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+    raise ValueError(f"config.precise_stats_batches must be an int >= 0 (0: off), got {k!r}.")
+  for name in ("per_device_batch_size", "eval_per_device_batch_size", "num_epochs",
+               "mbn_total_epochs", "ideal_batch_size", "precise_stats_batch_size"):
+    if not isinstance(config[name], int):
+      raise TypeError(f"config.{name} must be an int, got {config[name]!r}.")
+  if not 0.0 < config.tau0 < 1.0:
+    raise ValueError(f"config.tau0 must lie in (0, 1), got {config.tau0}.")
+  if config.base_learning_rate <= 0 or config.weight_decay < 0 or not 0 <= config.momentum < 1:
+    raise ValueError("Need base_learning_rate > 0, weight_decay >= 0 and 0 <= momentum < 1.")
+  input_pipeline.validate_dataset_config(config.dataset)
+  devices = jax.device_count()
+  m = config.per_device_batch_size
+  if config.global_batch_size not in (-1, None):
+    g = config.global_batch_size
+    if isinstance(g, bool) or not isinstance(g, int) or g <= 0:
+      raise ValueError(f"config.global_batch_size must be a positive int (or -1), got {g!r}.")
+    if g % devices:
+      raise ValueError(
+          f"config.global_batch_size={g} is not divisible among the {devices} devices; "
+          f"use a multiple of {devices}, or set per_device_batch_size instead.")
+    m = g // devices
+  return {"per_device_batch_size": m, "devices": devices, "global_batch_size": m * devices,
+          "local_devices": jax.local_device_count(), "process_count": jax.process_count(),
+          "process_index": jax.process_index(), "norms": norms}
+
+
+def _flatten(d, prefix=""):
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+  return out
+
+
+def config_json(config) -> dict:
+  return json.loads(config.to_json_best_effort())
+
+
+def check_resume_compatible(saved: dict, config) -> None:
+  """Raises ConfigMismatchError if a field outside RESUME_MAY_CHANGE differs.
+
+  A field that the saved config lacks (added to the program after the run
+  started) is compatible when it has its default value (configs/default.py):
+  the run started without it, i.e. with the default behaviour.
+  """
+  from configs import default
+  a, b = _flatten(saved), _flatten(config_json(config))
+  defaults = _flatten(config_json(default.get_config()))
+  bad = []
+  for key in sorted(set(a) | set(b)):
+    if any(key == p or (p.endswith(".") and key.startswith(p)) for p in RESUME_MAY_CHANGE):
+      continue
+    if key not in a and key in defaults and b.get(key) == defaults[key]:
+      continue
+    if a.get(key, "<missing>") != b.get(key, "<missing>"):
+      bad.append(f"  {key}: workdir has {a.get(key, '<missing>')!r}, now {b.get(key, '<missing>')!r}")
+  if bad:
+    raise ConfigMismatchError(
+        "Refusing to resume: the workdir's config.json differs in fields that change the run:\n"
+        + "\n".join(bad) + "\nUse a new --workdir, or restore those values. Only these may "
+        f"change on resume: {', '.join(RESUME_MAY_CHANGE)}.")
