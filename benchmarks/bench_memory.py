@@ -22,7 +22,8 @@ import _models
 import bench_train_step as TS
 import jax
 import jax.numpy as jnp
-import optax
+
+from train import steps as train_steps
 
 
 def tree_bytes(tree):
@@ -39,12 +40,14 @@ def analyse(name, norm, batch, conv):
   y = jax.ShapeDtypeStruct((batch,), jnp.int32)
   variables = jax.eval_shape(functools.partial(model.module.init, train=False),
                              jax.random.PRNGKey(0), jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))
-  tx = optax.sgd(0.1, momentum=0.9)
+  step_fn, _, tx = TS.make_step(model)
   params = variables["params"]
-  state = (params, variables["batch_stats"], jax.eval_shape(tx.init, params),
-           jax.ShapeDtypeStruct((), jnp.int32))
-  step_fn, _ = TS.make_step(model, tx)
-  compiled = step_fn.lower(state, x, y).compile()
+  state = jax.eval_shape(lambda v: jax.tree.map(lambda t: jnp.asarray(t)[None], train_steps.TrainState.create(
+      apply_fn=model.module.apply, params=v["params"], tx=tx, batch_stats=v["batch_stats"])),
+      variables)
+  batch_in = {"image": jax.ShapeDtypeStruct((1,) + x.shape, x.dtype),
+              "label": jax.ShapeDtypeStruct((1,) + y.shape, y.dtype)}
+  compiled = step_fn.lower(state, batch_in).compile()
   m = compiled.memory_analysis()
   stats = variables["batch_stats"]
   n_layers = len(jax.tree_util.tree_leaves(stats)) // (4 if norm == "mbn" else 2)

@@ -76,8 +76,7 @@ def profile(name: str, norm: str, conv: str, batch: int, steps: int):
       for _ in range(steps):
         jax.block_until_ready(run())
     times = op_times(d, steps)
-  x, y = TS.inputs(batch)
-  hlo = step_fn.lower(box["state"], x, y).compile().as_text()
+  hlo = step_fn.lower(box["state"], box["batch"]).compile().as_text()
   return times, hlo_shapes(hlo)
 
 

@@ -47,7 +47,8 @@ def jax_phases(name, norm, conv, batch):
   model = _models.Model(name, norm, conv, batch_size=batch, dtype=jnp.float32)
   x, y = TS.inputs(batch)
   # copies: the step donates (and so deletes) the buffers in box["state"].
-  params, batch_stats = jax.tree.map(jnp.array, (box["state"][0], box["state"][1]))
+  params, batch_stats = jax.tree.map(lambda t: jnp.array(t[0]), (box["state"].params,
+                                                                  box["state"].batch_stats))
   step = jnp.int32(1)
 
   def loss_fn(p):

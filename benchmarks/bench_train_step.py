@@ -1,7 +1,9 @@
 """Training-step benchmark: ResNet20 / ResNet18 (CIFAR) with each norm.
 
-One SGD-momentum step (forward, backward, batch_stats update, optax update),
-jitted, the step passed as a traced int32 array. For every (model, batch) the
+The training program's own step (:func:`train.steps.train_step`: forward,
+backward, batch_stats update, pmean, SGD momentum + weight decay, the
+non-finite guard), pmapped over one device as ``python -m train`` runs it,
+the step a traced int32 array. For every (model, batch) the
 norms (and, with --convs, the convolution variants) are timed interleaved in
 the same run; ratios are medians of paired repetitions. Reports ms/step,
 images/s, first-call compile time and the number of compilations over the
@@ -16,36 +18,48 @@ timed steps (must be 1).
 from __future__ import annotations
 
 import argparse
-import functools
 import time
 
 import _common as C
 import _models
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from configs import default
+from train import steps as train_steps
 
-def make_step(model: _models.Model, tx):
+
+def make_step(model: _models.Model):
+  """The training program's own step, as ``python -m train`` runs it.
+
+  :func:`train.steps.train_step` (SGD momentum 0.9, weight decay 1e-4 from
+  ``configs/default.py``, ``pmean`` of the gradients, the non-finite guard)
+  ``jax.pmap``-ed over one device. Returns ``(step_fn, traces, tx)`` with
+  ``step_fn(state, batch) -> (state, loss)``; ``state`` and ``batch`` carry a
+  leading device axis of size 1, ``step_fn.lower`` lowers it.
+  """
+  config = default.get_config()
+  tx = train_steps.make_optimizer(config, optax.constant_schedule(0.1))
   traces = {"n": 0}
 
-  def loss_fn(params, batch_stats, x, y, step):
-    logits, new_state = model.module.apply(
-        {"params": params, "batch_stats": batch_stats}, x, train=True, step=step,
-        mutable=["batch_stats"])
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-    return loss, new_state["batch_stats"]
-
-  def step_fn(state, x, y):
+  def counted(state, batch, stop):
     traces["n"] += 1
-    params, batch_stats, opt_state, step = state
-    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        params, batch_stats, x, y, step)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    params = optax.apply_updates(params, updates)
-    return (params, batch_stats, opt_state, step + 1), loss
+    return train_steps.train_step(state, batch, stop, learning_rate_fn=lambda s: 0.1,
+                                  momentum_fn=lambda s: 0.0)
 
-  return jax.jit(step_fn, donate_argnums=0), traces
+  p_step = jax.pmap(counted, axis_name=train_steps.AXIS, donate_argnums=(0,),
+                    devices=jax.local_devices()[:1])
+  stop = np.zeros((1,), np.int32)
+
+  def step_fn(state, batch):
+    state, metrics = p_step(state, batch, stop)
+    return state, metrics["loss"]
+
+  step_fn.lower = lambda state, batch: p_step.lower(state, batch, stop)
+  step_fn.pmapped = p_step
+  return step_fn, traces, tx
 
 
 def inputs(batch, seed=0):
@@ -55,23 +69,30 @@ def inputs(batch, seed=0):
   return x, y
 
 
+def device_batch(x, y) -> dict:
+  """(images, labels) as the one-device batch ``make_step``'s step takes."""
+  return {"image": x[None], "label": y[None]}
+
+
 def build(name, norm, conv, batch, dtype, seed=0):
   model = _models.Model(name, norm, conv, batch_size=batch, dtype=dtype)
   x, y = inputs(batch, seed)
-  variables = jax.jit(functools.partial(model.module.init, train=False))(
-      jax.random.PRNGKey(seed + 2), x[:1])
-  tx = optax.sgd(0.1, momentum=0.9)
-  params = variables["params"]
-  state = [params, variables.get("batch_stats", {}), tx.init(params), jnp.zeros((), jnp.int32)]
-  step_fn, traces = make_step(model, tx)
+  step_fn, traces, tx = make_step(model)
+  state = train_steps.create_train_state(model.module, tx, (32, 32, 3), batch_size=1,
+                                         seed=seed + 2)
+  state = jax.tree.map(lambda t: jnp.asarray(t)[None], state)  # the leading (one-)device axis
+  # Onto the device laid out as the step's outputs are (as the training program
+  # does), so the second call does not trace again.
+  state = jax.pmap(lambda t: t, axis_name=train_steps.AXIS, devices=jax.local_devices()[:1])(state)
+  data = device_batch(x, y)
   t0 = time.perf_counter()
-  new_state, loss = step_fn(tuple(state), x, y)
+  new_state, loss = step_fn(state, data)
   jax.block_until_ready(loss)
   compile_s = time.perf_counter() - t0
-  box = {"state": new_state, "loss": loss}
+  box = {"state": new_state, "loss": loss, "batch": data}
 
   def run():
-    box["state"], box["loss"] = step_fn(box["state"], x, y)
+    box["state"], box["loss"] = step_fn(box["state"], data)
     return box["loss"]
 
   return run, compile_s, traces, step_fn, box

@@ -39,6 +39,7 @@ from flax import linen as nn
 
 from mbn_jax import norms
 from mbn_jax.models import MODEL_NAMES, create_model, resnet, vgg
+from train import steps as train_steps
 
 NORM_OPTIONS = dict(axis_name=None, total_epochs=2, steps_per_epoch=3,
                     ideal_batch_size=32, tau0=0.85, r_max=1.5, d_max=0.5,
@@ -192,19 +193,22 @@ def test_fast_conv_hook_gives_xla_gradients():
 
 
 def _train_step(model, x, y, step):
-  """init + one SGD step; returns (loss, new params, new batch_stats, init vars)."""
+  """init + one step of the training program (train.steps); (loss, new params, updates, init vars).
+
+  ``train_step`` runs under a one-element named axis (``jax.vmap`` with the
+  pmap axis name), so it can be jitted with compiler options.
+  """
   tx = optax.sgd(0.1, momentum=0.9)
-  variables = model.init(jax.random.key(0), x, train=False)
-  params = variables["params"]
-
-  def loss_fn(p):
-    logits, updates = model.apply({**variables, "params": p}, x, train=True, step=step,
-                                  mutable=["batch_stats"])
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), updates
-
-  (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-  new_params = optax.apply_updates(params, tx.update(grads, tx.init(params), params)[0])
-  return loss, new_params, updates, variables
+  state = train_steps.create_train_state(model, tx, x.shape[1:], batch_size=x.shape[0], seed=0)
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  state = state.replace(step=step)
+  one = lambda t: jnp.asarray(t)[None]
+  new, metrics = jax.vmap(
+      functools.partial(train_steps.train_step, learning_rate_fn=lambda s: 0.1,
+                        momentum_fn=lambda s: 0.0), axis_name=train_steps.AXIS)(
+      jax.tree.map(one, state), {"image": x[None], "label": y[None]}, jnp.zeros((1,), jnp.int32))
+  new = jax.tree.map(lambda t: t[0], new)
+  return metrics["loss"][0], new.params, {"batch_stats": new.batch_stats}, variables
 
 
 _FAST_COMPILE = {"xla_backend_optimization_level": 0,

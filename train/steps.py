@@ -68,8 +68,10 @@ def create_train_state(model, tx, image_shape: tuple[int, ...], *, batch_size: i
   """Initial parameters and ``batch_stats`` (``model.init`` in inference mode) and the optimizer."""
   dummy = jnp.zeros((batch_size,) + tuple(image_shape), jnp.float32)
   variables = jax.jit(functools.partial(model.init, train=False))(jax.random.key(seed), dummy)
-  return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
-                           batch_stats=variables.get("batch_stats", {}))
+  state = TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
+                            batch_stats=variables.get("batch_stats", {}))
+  # A strongly typed int32 step, as train_step returns it: one trace of the step.
+  return state.replace(step=jnp.zeros((), jnp.int32))
 
 
 def _all_finite(tree) -> jax.Array:
