@@ -45,8 +45,13 @@ def time_calls(fn: Callable[[], object], calls: int) -> float:
   return (time.perf_counter() - t0) / calls
 
 
-def paired_timings(fns: Mapping[str, Callable[[], object]], reps: int, warmup: int = 1,
-                   progress: str | None = None, min_rep_s: float = 0.0) -> dict[str, list[float]]:
+def paired_timings(
+  fns: Mapping[str, Callable[[], object]],
+  reps: int,
+  warmup: int = 1,
+  progress: str | None = None,
+  min_rep_s: float = 0.0,
+) -> dict[str, list[float]]:
   """Runs every fn once per repetition, in a rotating order.
 
   With ``min_rep_s > 0`` a repetition of each fn is ``k`` back-to-back calls,
@@ -67,12 +72,15 @@ def paired_timings(fns: Mapping[str, Callable[[], object]], reps: int, warmup: i
     calls = max(1, int(min_rep_s / max(min(single.values()), 1e-6) + 0.999))
   times = {n: [] for n in names}
   for r in range(reps):
-    order = names[r % len(names):] + names[:r % len(names)]
+    order = names[r % len(names) :] + names[: r % len(names)]
     for n in order:
       times[n].append(time_calls(fns[n], calls))
     if progress:
-      print(f"  {progress} rep {r + 1}/{reps}: " + ", ".join(
-          f"{n}={times[n][-1] * 1e3:.1f}ms" for n in names), flush=True)
+      print(
+        f"  {progress} rep {r + 1}/{reps}: "
+        + ", ".join(f"{n}={times[n][-1] * 1e3:.1f}ms" for n in names),
+        flush=True,
+      )
   return times
 
 
@@ -87,16 +95,16 @@ def paired_ratio(times: Mapping[str, list[float]], num: str, den: str) -> float:
 
 def machine_info() -> dict:
   return {
-      "jax": jax.__version__,
-      "backend": jax.default_backend(),
-      "devices": [str(d) for d in jax.devices()],
-      "cpu_count": os.cpu_count(),
-      "platform": platform.platform(),
-      "processor": platform.processor(),
-      "python": platform.python_version(),
-      "xla_flags": os.environ.get("XLA_FLAGS", ""),
-      "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-      "loadavg": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    "jax": jax.__version__,
+    "backend": jax.default_backend(),
+    "devices": [str(d) for d in jax.devices()],
+    "cpu_count": os.cpu_count(),
+    "platform": platform.platform(),
+    "processor": platform.processor(),
+    "python": platform.python_version(),
+    "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    "loadavg": os.getloadavg() if hasattr(os, "getloadavg") else None,
   }
 
 

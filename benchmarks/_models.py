@@ -33,9 +33,17 @@ def conv_fn(variant: str, batch_size: int | None = None):
 class Model:
   """A benchmark network: ``Model(...).module`` is ``create_model``'s, with its convs set."""
 
-  def __init__(self, name, norm, conv_variant="lax", batch_size=None, dtype=jnp.float32,
-               num_classes=10):
+  def __init__(
+    self, name, norm, conv_variant="lax", batch_size=None, dtype=jnp.float32, num_classes=10
+  ):
     opts = dict(MBN_OPTIONS) if norm == "mbn" else {}
     fn = conv_fn(conv_variant, batch_size)
-    self.module = create_model(name, num_classes=num_classes, norm=norm, input_variant="cifar",
-                               dtype=dtype, conv_general_dilated=fn, **opts)
+    self.module = create_model(
+      name,
+      num_classes=num_classes,
+      norm=norm,
+      input_variant="cifar",
+      dtype=dtype,
+      conv_general_dilated=fn,
+      **opts,
+    )

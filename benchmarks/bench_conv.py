@@ -23,10 +23,12 @@ from mbn_jax import fast_conv as fc
 
 
 def variants(chunks, with_input_chunk, with_im2col, with_scan):
-  v = {"lax": lax.conv_general_dilated,
-       "auto": fc.conv_general_dilated,
-       "taps": fc.make_conv_general_dilated("taps"),
-       "stack": fc.make_conv_general_dilated("stack")}
+  v = {
+    "lax": lax.conv_general_dilated,
+    "auto": fc.conv_general_dilated,
+    "taps": fc.make_conv_general_dilated("taps"),
+    "stack": fc.make_conv_general_dilated("stack"),
+  }
   if with_im2col:
     v["im2col"] = fc.make_conv_general_dilated("im2col")
   for c in chunks:
@@ -39,7 +41,9 @@ def variants(chunks, with_input_chunk, with_im2col, with_scan):
 
 
 def main():
-  ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   ap.add_argument("--batches", default="8,32")
   ap.add_argument("--hw", type=int, default=32)
   ap.add_argument("--cin", type=int, default=64)
@@ -65,8 +69,12 @@ def main():
     flops = 2 * n * ho * ho * a.cout * a.cin * 9  # one conv; fwd+dx+dw = 3x
     fns, wfns = {}, {}
     for name, conv in vs.items():
-      cf = functools.partial(conv, window_strides=(a.stride,) * 2, padding="SAME",
-                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      cf = functools.partial(
+        conv,
+        window_strides=(a.stride,) * 2,
+        padding="SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+      )
 
       @jax.jit
       def fb(x, w, cf=cf):
@@ -85,13 +93,27 @@ def main():
     print(f"batch {n}: dw only", flush=True)
     tw = C.paired_timings(wfns, a.reps, progress=f"b{n} dw")
     for name in vs:
-      r = dict(batch=n, variant=name, ms_fwd_bwd=C.median(t[name]) * 1e3,
-               ratio_vs_lax=C.paired_ratio(t, name, "lax"),
-               ms_dw=C.median(tw["dw:" + name]) * 1e3,
-               dw_ratio_vs_lax=C.paired_ratio(tw, "dw:" + name, "dw:lax"),
-               dw_gflops=flops / C.median(tw["dw:" + name]) / 1e9)
+      r = dict(
+        batch=n,
+        variant=name,
+        ms_fwd_bwd=C.median(t[name]) * 1e3,
+        ratio_vs_lax=C.paired_ratio(t, name, "lax"),
+        ms_dw=C.median(tw["dw:" + name]) * 1e3,
+        dw_ratio_vs_lax=C.paired_ratio(tw, "dw:" + name, "dw:lax"),
+        dw_gflops=flops / C.median(tw["dw:" + name]) / 1e9,
+      )
       records.append(r)
-      rows.append([n, name, r["ms_fwd_bwd"], r["ratio_vs_lax"], r["ms_dw"], r["dw_ratio_vs_lax"], r["dw_gflops"]])
+      rows.append(
+        [
+          n,
+          name,
+          r["ms_fwd_bwd"],
+          r["ratio_vs_lax"],
+          r["ms_dw"],
+          r["dw_ratio_vs_lax"],
+          r["dw_gflops"],
+        ]
+      )
   C.print_table(["batch", "variant", "fwd+bwd ms", "/lax", "dW ms", "dW /lax", "dW GFLOP/s"], rows)
   C.write_json(a.out, dict(machine=C.machine_info(), args=vars(a), results=records))
 

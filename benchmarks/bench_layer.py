@@ -31,15 +31,18 @@ SHAPES = "2x32x32x64,8x32x32x64,32x16x16x128,32x32x32x64,64x16x16x256,128x8x8x51
 def layers(dtype, channels):
   groups = min(32, channels)
   return {
-      "bn": nn.BatchNorm(momentum=0.9, dtype=dtype),
-      "mbn": MomentumBatchNorm(dtype=dtype, total_epochs=200, steps_per_epoch=100),
-      "gn": nn.GroupNorm(num_groups=groups, dtype=dtype),
+    "bn": nn.BatchNorm(momentum=0.9, dtype=dtype),
+    "mbn": MomentumBatchNorm(dtype=dtype, total_epochs=200, steps_per_epoch=100),
+    "gn": nn.GroupNorm(num_groups=groups, dtype=dtype),
   }
 
 
 def make(name, layer, x, step):
-  variables = layer.init(jax.random.PRNGKey(0), x, use_running_average=True) \
-      if name != "gn" else layer.init(jax.random.PRNGKey(0), x)
+  variables = (
+    layer.init(jax.random.PRNGKey(0), x, use_running_average=True)
+    if name != "gn"
+    else layer.init(jax.random.PRNGKey(0), x)
+  )
   params = variables["params"]
   stats = variables.get("batch_stats", {})
   w = jax.random.normal(jax.random.PRNGKey(1), x.shape, jnp.float32).astype(x.dtype)
@@ -72,13 +75,19 @@ def hlo_ops(fn, args):
 
 
 def main():
-  ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   ap.add_argument("--shapes", default=SHAPES)
   ap.add_argument("--dtypes", default="float32,bfloat16")
   ap.add_argument("--reps", type=int, default=41)
-  ap.add_argument("--min_rep_s", type=float, default=0.005,
-                  help="time each repetition over enough back-to-back calls (the same "
-                       "number for every layer) to last this long")
+  ap.add_argument(
+    "--min_rep_s",
+    type=float,
+    default=0.005,
+    help="time each repetition over enough back-to-back calls (the same "
+    "number for every layer) to last this long",
+  )
   ap.add_argument("--hlo", action="store_true", help="print HLO op counts per layer")
   ap.add_argument("--out", default="benchmarks/results/bench_layer.json")
   a = ap.parse_args()
@@ -100,14 +109,20 @@ def main():
       # version sized it per layer, which made paired ratios compare k1 calls
       # of one layer with k2 of another); times are per call.
       times = C.paired_timings(fns, a.reps, warmup=2, min_rep_s=a.min_rep_s)
-      r = dict(shape=shp, dtype=dt,
-               **{f"{n}_us": C.median(times[n]) * 1e6 for n in fns},
-               mbn_over_bn=C.paired_ratio(times, "mbn", "bn"),
-               gn_over_bn=C.paired_ratio(times, "gn", "bn"))
+      r = dict(
+        shape=shp,
+        dtype=dt,
+        **{f"{n}_us": C.median(times[n]) * 1e6 for n in fns},
+        mbn_over_bn=C.paired_ratio(times, "mbn", "bn"),
+        gn_over_bn=C.paired_ratio(times, "gn", "bn"),
+      )
       if a.hlo:
         r["hlo_ops"] = {n: dict(total=h[0], fusions=h[1]) for n, h in hlo.items()}
-        print(f"  {shp} {dt} HLO ops (total, fusions): "
-              + ", ".join(f"{n}={h[0]},{h[1]}" for n, h in hlo.items()), flush=True)
+        print(
+          f"  {shp} {dt} HLO ops (total, fusions): "
+          + ", ".join(f"{n}={h[0]},{h[1]}" for n, h in hlo.items()),
+          flush=True,
+        )
       records.append(r)
       rows.append([shp, dt, r["bn_us"], r["mbn_us"], r["gn_us"], r["mbn_over_bn"], r["gn_over_bn"]])
       print(f"{shp} {dt}: MBN/BN={r['mbn_over_bn']:.3f} GN/BN={r['gn_over_bn']:.3f}", flush=True)

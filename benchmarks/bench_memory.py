@@ -38,31 +38,47 @@ def analyse(name, norm, batch, conv):
   model = _models.Model(name, norm, conv, batch_size=batch)
   x = jax.ShapeDtypeStruct((batch, 32, 32, 3), jnp.float32)
   y = jax.ShapeDtypeStruct((batch,), jnp.int32)
-  variables = jax.eval_shape(functools.partial(model.module.init, train=False),
-                             jax.random.PRNGKey(0), jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))
+  variables = jax.eval_shape(
+    functools.partial(model.module.init, train=False),
+    jax.random.PRNGKey(0),
+    jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32),
+  )
   step_fn, _, tx = TS.make_step(model)
   params = variables["params"]
-  state = jax.eval_shape(lambda v: jax.tree.map(lambda t: jnp.asarray(t)[None], train_steps.TrainState.create(
-      apply_fn=model.module.apply, params=v["params"], tx=tx, batch_stats=v["batch_stats"])),
-      variables)
-  batch_in = {"image": jax.ShapeDtypeStruct((1,) + x.shape, x.dtype),
-              "label": jax.ShapeDtypeStruct((1,) + y.shape, y.dtype)}
+  state = jax.eval_shape(
+    lambda v: jax.tree.map(
+      lambda t: jnp.asarray(t)[None],
+      train_steps.TrainState.create(
+        apply_fn=model.module.apply, params=v["params"], tx=tx, batch_stats=v["batch_stats"]
+      ),
+    ),
+    variables,
+  )
+  batch_in = {
+    "image": jax.ShapeDtypeStruct((1,) + x.shape, x.dtype),
+    "label": jax.ShapeDtypeStruct((1,) + y.shape, y.dtype),
+  }
   compiled = step_fn.lower(state, batch_in).compile()
   m = compiled.memory_analysis()
   stats = variables["batch_stats"]
   n_layers = len(jax.tree_util.tree_leaves(stats)) // (4 if norm == "mbn" else 2)
   return dict(
-      params=tree_count(params), batch_stats=tree_count(stats),
-      batch_stats_bytes=tree_bytes(stats), norm_layers=n_layers,
-      argument_bytes=getattr(m, "argument_size_in_bytes", None),
-      output_bytes=getattr(m, "output_size_in_bytes", None),
-      alias_bytes=getattr(m, "alias_size_in_bytes", None),
-      temp_bytes=getattr(m, "temp_size_in_bytes", None),
-      generated_code_bytes=getattr(m, "generated_code_size_in_bytes", None))
+    params=tree_count(params),
+    batch_stats=tree_count(stats),
+    batch_stats_bytes=tree_bytes(stats),
+    norm_layers=n_layers,
+    argument_bytes=getattr(m, "argument_size_in_bytes", None),
+    output_bytes=getattr(m, "output_size_in_bytes", None),
+    alias_bytes=getattr(m, "alias_size_in_bytes", None),
+    temp_bytes=getattr(m, "temp_size_in_bytes", None),
+    generated_code_bytes=getattr(m, "generated_code_size_in_bytes", None),
+  )
 
 
 def main():
-  ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   ap.add_argument("--models", default="resnet20,resnet18")
   ap.add_argument("--batches", default="2,32,128")
   ap.add_argument("--conv", default="lax")
@@ -77,12 +93,39 @@ def main():
       d = {k: (mbn[k] - bn[k]) if isinstance(bn[k], int) else None for k in bn}
       extra_vec = d["batch_stats"] / max(bn["norm_layers"], 1)
       records.append(dict(model=name, batch=batch, bn=bn, mbn=mbn, diff=d))
-      rows.append([name, batch, bn["norm_layers"], bn["batch_stats"], mbn["batch_stats"],
-                   d["batch_stats_bytes"], f"{extra_vec:.0f}",
-                   bn["temp_bytes"], mbn["temp_bytes"], d["temp_bytes"],
-                   d["argument_bytes"], d["output_bytes"]])
-  C.print_table(["model", "batch", "norm layers", "BN stats", "MBN stats", "+stat bytes",
-                 "+floats/layer", "BN temp B", "MBN temp B", "+temp B", "+arg B", "+out B"], rows)
+      rows.append(
+        [
+          name,
+          batch,
+          bn["norm_layers"],
+          bn["batch_stats"],
+          mbn["batch_stats"],
+          d["batch_stats_bytes"],
+          f"{extra_vec:.0f}",
+          bn["temp_bytes"],
+          mbn["temp_bytes"],
+          d["temp_bytes"],
+          d["argument_bytes"],
+          d["output_bytes"],
+        ]
+      )
+  C.print_table(
+    [
+      "model",
+      "batch",
+      "norm layers",
+      "BN stats",
+      "MBN stats",
+      "+stat bytes",
+      "+floats/layer",
+      "BN temp B",
+      "MBN temp B",
+      "+temp B",
+      "+arg B",
+      "+out B",
+    ],
+    rows,
+  )
   print("(+floats/layer = 2 × mean channels per layer: train_mean and train_var)")
   C.write_json(a.out, dict(machine=C.machine_info(), args=vars(a), results=records))
 

@@ -32,8 +32,15 @@ import bench_train_step as TS
 import jax
 import jax.numpy as jnp
 
-_SKIP = ("ThunkExecutor", "$", "PjitFunction", "CommonPjRt", "end: ", "ParseArguments",
-         "Handle inputs")
+_SKIP = (
+  "ThunkExecutor",
+  "$",
+  "PjitFunction",
+  "CommonPjRt",
+  "end: ",
+  "ParseArguments",
+  "Handle inputs",
+)
 
 
 def op_times(trace_dir: str, steps: int) -> dict[str, float]:
@@ -63,8 +70,10 @@ def by_kind(times: dict[str, float]) -> dict[str, tuple[float, int]]:
 
 def hlo_shapes(hlo_text: str) -> dict[str, str]:
   """Instruction name -> result shape, from optimized HLO text."""
-  return {m.group(1): m.group(2) for m in
-          re.finditer(r"^\s*(?:ROOT )?%?([\w.\-]+) = (\S+) ", hlo_text, re.M)}
+  return {
+    m.group(1): m.group(2)
+    for m in re.finditer(r"^\s*(?:ROOT )?%?([\w.\-]+) = (\S+) ", hlo_text, re.M)
+  }
 
 
 def profile(name: str, norm: str, conv: str, batch: int, steps: int):
@@ -81,7 +90,9 @@ def profile(name: str, norm: str, conv: str, batch: int, steps: int):
 
 
 def main():
-  ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   ap.add_argument("--model", default="resnet20")
   ap.add_argument("--batch", type=int, default=128)
   ap.add_argument("--norm", default="bn")
@@ -89,8 +100,9 @@ def main():
   ap.add_argument("--steps", type=int, default=3)
   ap.add_argument("--top", type=int, default=12, help="kinds to print")
   ap.add_argument("--hlo", action="store_true", help="print the costliest ops with their shapes")
-  ap.add_argument("--out", default=None,
-                  help="default benchmarks/results/bench_profile_<model>_b<N>.json")
+  ap.add_argument(
+    "--out", default=None, help="default benchmarks/results/bench_profile_<model>_b<N>.json"
+  )
   a = ap.parse_args()
   print(f"machine: {C.machine_info()}", flush=True)
   records = {}
@@ -98,18 +110,25 @@ def main():
     times, shapes = profile(a.model, a.norm, conv, a.batch, a.steps)
     kinds = by_kind(times)
     total = sum(ms for ms, _ in kinds.values())
-    print(f"\n{a.model}, batch {a.batch}, norm {a.norm}, conv {conv}: "
-          f"{total:.1f} ms of XLA ops per step")
-    C.print_table(["op kind", "ms/step", "% of ops", "ops"],
-                  [[k, ms, f"{100 * ms / total:.1f}", n]
-                   for k, (ms, n) in list(kinds.items())[:a.top]])
+    print(
+      f"\n{a.model}, batch {a.batch}, norm {a.norm}, conv {conv}: "
+      f"{total:.1f} ms of XLA ops per step"
+    )
+    C.print_table(
+      ["op kind", "ms/step", "% of ops", "ops"],
+      [[k, ms, f"{100 * ms / total:.1f}", n] for k, (ms, n) in list(kinds.items())[: a.top]],
+    )
     if a.hlo:
       for op, ms in sorted(times.items(), key=lambda kv: -kv[1])[:10]:
         print(f"  {ms:8.2f} ms  {op}  {shapes.get(op, '?')}")
-    records[conv] = dict(total_ms=total, kinds={k: dict(ms=ms, ops=n) for k, (ms, n) in
-                                                kinds.items()},
-                         top_ops=[dict(op=op, ms=ms, shape=shapes.get(op)) for op, ms in
-                                  sorted(times.items(), key=lambda kv: -kv[1])[:30]])
+    records[conv] = dict(
+      total_ms=total,
+      kinds={k: dict(ms=ms, ops=n) for k, (ms, n) in kinds.items()},
+      top_ops=[
+        dict(op=op, ms=ms, shape=shapes.get(op))
+        for op, ms in sorted(times.items(), key=lambda kv: -kv[1])[:30]
+      ],
+    )
   out = a.out or f"benchmarks/results/bench_profile_{a.model}_b{a.batch}.json"
   C.write_json(out, dict(machine=C.machine_info(), args=vars(a), results=records))
 

@@ -46,11 +46,13 @@ def make_step(model: _models.Model):
 
   def counted(state, batch, stop):
     traces["n"] += 1
-    return train_steps.train_step(state, batch, stop, learning_rate_fn=lambda s: 0.1,
-                                  momentum_fn=lambda s: 0.0)
+    return train_steps.train_step(
+      state, batch, stop, learning_rate_fn=lambda s: 0.1, momentum_fn=lambda s: 0.0
+    )
 
-  p_step = jax.pmap(counted, axis_name=train_steps.AXIS, donate_argnums=(0,),
-                    devices=jax.local_devices()[:1])
+  p_step = jax.pmap(
+    counted, axis_name=train_steps.AXIS, donate_argnums=(0,), devices=jax.local_devices()[:1]
+  )
   stop = np.zeros((1,), np.int32)
 
   def step_fn(state, batch):
@@ -78,8 +80,7 @@ def build(name, norm, conv, batch, dtype, seed=0):
   model = _models.Model(name, norm, conv, batch_size=batch, dtype=dtype)
   x, y = inputs(batch, seed)
   step_fn, traces, tx = make_step(model)
-  state = train_steps.create_train_state(model.module, tx, (32, 32, 3), batch_size=1,
-                                         seed=seed + 2)
+  state = train_steps.create_train_state(model.module, tx, (32, 32, 3), batch_size=1, seed=seed + 2)
   state = jax.tree.map(lambda t: jnp.asarray(t)[None], state)  # the leading (one-)device axis
   # Onto the device laid out as the step's outputs are (as the training program
   # does), so the second call does not trace again.
@@ -99,17 +100,25 @@ def build(name, norm, conv, batch, dtype, seed=0):
 
 
 def main():
-  ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   ap.add_argument("--models", default="resnet20,resnet18")
   ap.add_argument("--batches", default="2,8", help="per-device batch sizes (quick default)")
   ap.add_argument("--norms", default="bn,mbn,gn")
   ap.add_argument("--convs", default="lax", help=f"conv variants among {_models.CONV_VARIANTS}")
   ap.add_argument("--dtype", default="float32")
   ap.add_argument("--reps", type=int, default=7)
-  ap.add_argument("--min_rep_s", type=float, default=0.0,
-                  help="time each repetition over enough steps to last this long (0: one step)")
+  ap.add_argument(
+    "--min_rep_s",
+    type=float,
+    default=0.0,
+    help="time each repetition over enough steps to last this long (0: one step)",
+  )
   ap.add_argument("--full", action="store_true", help="batches 2,8,32,128, resnet20+resnet18")
-  ap.add_argument("--baseline", default=None, help="variant the ratios are relative to (default: first)")
+  ap.add_argument(
+    "--baseline", default=None, help="variant the ratios are relative to (default: first)"
+  )
   ap.add_argument("--out", default="benchmarks/results/bench_train_step.json")
   a = ap.parse_args()
   if a.full:
@@ -131,25 +140,37 @@ def main():
           fns[key] = run
           info[key] = (compile_s, traces, step_fn)
       base = a.baseline or next(iter(fns))
-      times = C.paired_timings(fns, reps, warmup=1, progress=f"{name} b={batch}",
-                                   min_rep_s=a.min_rep_s)
+      times = C.paired_timings(
+        fns, reps, warmup=1, progress=f"{name} b={batch}", min_rep_s=a.min_rep_s
+      )
       for key in fns:
         compile_s, traces, step_fn = info[key]
         ms = C.median(times[key]) * 1e3
         cache = step_fn._cache_size() if hasattr(step_fn, "_cache_size") else None
-        r = dict(model=name, batch=batch, variant=key, ms_per_step=ms,
-                 images_per_s=batch / ms * 1e3, compile_s=compile_s,
-                 traces=traces["n"], jit_cache_size=cache,
-                 ratio=C.paired_ratio(times, key, base), baseline=base,
-                 timed_reps=reps, times_s=times[key])
+        r = dict(
+          model=name,
+          batch=batch,
+          variant=key,
+          ms_per_step=ms,
+          images_per_s=batch / ms * 1e3,
+          compile_s=compile_s,
+          traces=traces["n"],
+          jit_cache_size=cache,
+          ratio=C.paired_ratio(times, key, base),
+          baseline=base,
+          timed_reps=reps,
+          times_s=times[key],
+        )
         records.append(r)
-        rows.append([name, batch, key, ms, r["images_per_s"], compile_s, traces["n"],
-                     r["ratio"]])
-      C.print_table(["model", "batch", "variant", "ms/step", "img/s", "compile s", "compiles",
-                     f"/{base}"], rows[-len(fns):])
+        rows.append([name, batch, key, ms, r["images_per_s"], compile_s, traces["n"], r["ratio"]])
+      C.print_table(
+        ["model", "batch", "variant", "ms/step", "img/s", "compile s", "compiles", f"/{base}"],
+        rows[-len(fns) :],
+      )
   print()
-  C.print_table(["model", "batch", "variant", "ms/step", "img/s", "compile s", "compiles",
-                 "ratio"], rows)
+  C.print_table(
+    ["model", "batch", "variant", "ms/step", "img/s", "compile s", "compiles", "ratio"], rows
+  )
   C.write_json(a.out, dict(machine=C.machine_info(), args=vars(a), results=records))
 
 

@@ -32,8 +32,9 @@ try:
   import torch
   from torch import nn
 except ImportError as e:  # the optional `bench` extra
-  raise SystemExit(f"{__file__} needs PyTorch ({e}): pip install -e \".[bench]\" "
-                   "(torch==2.13.0, CPU build).") from None
+  raise SystemExit(
+    f'{__file__} needs PyTorch ({e}): pip install -e ".[bench]" (torch==2.13.0, CPU build).'
+  ) from None
 
 from mbn_jax import train_momentum
 
@@ -46,8 +47,12 @@ class TorchMBN(nn.Module):
     self.weight = nn.Parameter(torch.ones(c))
     self.bias = nn.Parameter(torch.zeros(c))
     self.eps, self.m0, self.tau0 = eps, ideal_batch_size, tau0
-    for n, v in (("running_mean", 0.0), ("running_var", 1.0), ("train_mean", 0.0),
-                 ("train_var", 1.0)):
+    for n, v in (
+      ("running_mean", 0.0),
+      ("running_var", 1.0),
+      ("train_mean", 0.0),
+      ("train_var", 1.0),
+    ):
       self.register_buffer(n, torch.full((c,), v))
     self.lam = 0.0
 
@@ -120,8 +125,10 @@ class TorchResNet(nn.Module):
     return self.head(x.mean((2, 3)))
 
 
-TORCH_ARCH = {"resnet18": ((2, 2, 2, 2), (64, 128, 256, 512)),
-              "resnet20": ((3, 3, 3), (16, 32, 64))}
+TORCH_ARCH = {
+  "resnet18": ((2, 2, 2, 2), (64, 128, 256, 512)),
+  "resnet20": ((3, 3, 3), (16, 32, 64)),
+}
 
 
 def torch_step_fn(name, norm, batch, channels_last=False):
@@ -153,19 +160,31 @@ def torch_step_fn(name, norm, batch, channels_last=False):
 
 
 def main():
-  ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   ap.add_argument("--models", default="resnet18,resnet20")
   ap.add_argument("--batches", default="2,8")
   ap.add_argument("--norms", default="bn,mbn")
-  ap.add_argument("--jax-variants", default="bn/lax,bn/auto,mbn/auto",
-                  help="NORM/CONV pairs; CONV among " + ",".join(_models.CONV_VARIANTS))
-  ap.add_argument("--torch-threads", default="1,2",
-                  help="PyTorch intra-op thread counts to time (each ratio uses the "
-                       "fastest PyTorch variant of the same norm)")
+  ap.add_argument(
+    "--jax-variants",
+    default="bn/lax,bn/auto,mbn/auto",
+    help="NORM/CONV pairs; CONV among " + ",".join(_models.CONV_VARIANTS),
+  )
+  ap.add_argument(
+    "--torch-threads",
+    default="1,2",
+    help="PyTorch intra-op thread counts to time (each ratio uses the "
+    "fastest PyTorch variant of the same norm)",
+  )
   ap.add_argument("--channels-last", action="store_true", help="PyTorch channels_last")
   ap.add_argument("--reps", type=int, default=5)
-  ap.add_argument("--min_rep_s", type=float, default=0.0,
-                  help="time each repetition over enough steps to last this long (0: one step)")
+  ap.add_argument(
+    "--min_rep_s",
+    type=float,
+    default=0.0,
+    help="time each repetition over enough steps to last this long (0: one step)",
+  )
   ap.add_argument("--full", action="store_true", help="batches 2,8,32,128; both models")
   ap.add_argument("--out", default="benchmarks/results/bench_vs_pytorch.json")
   a = ap.parse_args()
@@ -178,8 +197,11 @@ def main():
       assert math.isclose(_train_momentum(st, m, 200, 100), want, rel_tol=1e-5, abs_tol=1e-6)
   norms = a.norms.split(",")
   jvars = [v for v in a.jax_variants.split(",") if v.split("/")[0] in norms]
-  print(f"torch {torch.__version__}, default threads {torch.get_num_threads()}; "
-        f"machine: {C.machine_info()}", flush=True)
+  print(
+    f"torch {torch.__version__}, default threads {torch.get_num_threads()}; "
+    f"machine: {C.machine_info()}",
+    flush=True,
+  )
   header = ["model", "batch", "norm", "jax conv", "JAX ms", "torch ms (thr)", "JAX/torch"]
   rows, records = [], []
   for name in a.models.split(","):
@@ -194,24 +216,42 @@ def main():
         norm, conv = v.split("/")
         print(f"[{name} b={batch}] compiling jax/{v} ...", flush=True)
         fns[f"jax/{v}"] = TS.build(name, norm, conv, batch, jnp.float32)[0]
-      times = C.paired_timings(fns, reps, warmup=1, progress=f"{name} b={batch}",
-                               min_rep_s=a.min_rep_s)
+      times = C.paired_timings(
+        fns, reps, warmup=1, progress=f"{name} b={batch}", min_rep_s=a.min_rep_s
+      )
       for v in jvars:
         norm, conv = v.split("/")
         tk = min((f"torch{t}/{norm}" for t in threads), key=lambda k: C.median(times[k]))
         jk = f"jax/{v}"
-        r = dict(model=name, batch=batch, norm=norm, jax_conv=conv,
-                 jax_ms=C.median(times[jk]) * 1e3, torch_ms=C.median(times[tk]) * 1e3,
-                 torch_variant=tk, ratio=C.paired_ratio(times, jk, tk),
-                 torch_ms_all={k: C.median(times[k]) * 1e3 for k in fns if k.startswith("torch")})
+        r = dict(
+          model=name,
+          batch=batch,
+          norm=norm,
+          jax_conv=conv,
+          jax_ms=C.median(times[jk]) * 1e3,
+          torch_ms=C.median(times[tk]) * 1e3,
+          torch_variant=tk,
+          ratio=C.paired_ratio(times, jk, tk),
+          torch_ms_all={k: C.median(times[k]) * 1e3 for k in fns if k.startswith("torch")},
+        )
         records.append(r)
-        rows.append([name, batch, norm, conv, r["jax_ms"],
-                     f"{r['torch_ms']:.1f} ({tk.split('/')[0][5:]})", r["ratio"]])
-      C.print_table(header, rows[-len(jvars):])
+        rows.append(
+          [
+            name,
+            batch,
+            norm,
+            conv,
+            r["jax_ms"],
+            f"{r['torch_ms']:.1f} ({tk.split('/')[0][5:]})",
+            r["ratio"],
+          ]
+        )
+      C.print_table(header, rows[-len(jvars) :])
   print()
   C.print_table(header, rows)
-  C.write_json(a.out, dict(machine=C.machine_info(), torch=torch.__version__, args=vars(a),
-                           results=records))
+  C.write_json(
+    a.out, dict(machine=C.machine_info(), torch=torch.__version__, args=vars(a), results=records)
+  )
 
 
 def _with_threads(t, run):

@@ -18,7 +18,9 @@ DATASETS = ("cifar10", "cifar100", "cifar10_jpeg")
 def get_config(arg: str = "cifar10,resnet18"):
   parts = [p.strip() for p in arg.split(",")]
   if len(parts) != 2 or parts[0] not in DATASETS:
-    raise ValueError(f"configs/cifar.py takes 'DATASET,MODEL' with DATASET in {DATASETS}, got {arg!r}.")
+    raise ValueError(
+      f"configs/cifar.py takes 'DATASET,MODEL' with DATASET in {DATASETS}, got {arg!r}."
+    )
   dataset, model = parts
   config = default.get_config()
   config.model = model

@@ -17,10 +17,16 @@ def paper_shape(config, num_epochs: int):
   ``num_epochs`` must be a multiple of 10 so that every fraction is a whole
   epoch. Returns ``config``.
   """
-  if isinstance(num_epochs, bool) or not isinstance(num_epochs, int) or num_epochs <= 0 \
-      or num_epochs % 10:
-    raise ValueError(f"paper_shape needs a positive multiple of 10 epochs (so 30/60/90 % are "
-                     f"whole epochs), got {num_epochs!r}.")
+  if (
+    isinstance(num_epochs, bool)
+    or not isinstance(num_epochs, int)
+    or num_epochs <= 0
+    or num_epochs % 10
+  ):
+    raise ValueError(
+      f"paper_shape needs a positive multiple of 10 epochs (so 30/60/90 % are "
+      f"whole epochs), got {num_epochs!r}."
+    )
   config.num_epochs = num_epochs
   config.lr_decay_epochs = round(LR_DECAY_FRACTION * num_epochs)
   config.lr_decay_factor = 0.1

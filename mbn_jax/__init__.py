@@ -19,11 +19,11 @@ Every momentum in mbn_jax weights the *old* value (Flax's convention).
 """
 
 from mbn_jax import (
-    functional,
-    models,
-    noise,
-    norms,
-    precise,
+  functional,
+  models,
+  noise,
+  norms,
+  precise,
 )
 from mbn_jax.layers import MomentumBatchNorm
 from mbn_jax.models import create_model
@@ -34,17 +34,17 @@ from mbn_jax.schedules import inference_momentum, train_momentum
 __version__ = "0.1.0"
 
 __all__ = [
-    "BatchRenorm",
-    "MomentumBatchNorm",
-    "create_model",
-    "functional",
-    "make_norm",
-    "models",
-    "norms",
-    "inference_momentum",
-    "noise",
-    "precise",
-    "precise_batch_stats",
-    "precise_batch_stats_nnx",
-    "train_momentum",
+  "BatchRenorm",
+  "MomentumBatchNorm",
+  "create_model",
+  "functional",
+  "make_norm",
+  "models",
+  "norms",
+  "inference_momentum",
+  "noise",
+  "precise",
+  "precise_batch_stats",
+  "precise_batch_stats_nnx",
+  "train_momentum",
 ]

@@ -21,10 +21,15 @@ def main(batch_size: int = 2, total_epochs: int = 10, steps_per_epoch: int = 20)
   print(f"inference momentum τ = 0.85^(m/32) = {tau:.4f} (weight on the old value)\n")
   print(" epoch t   λ(t)    Var ξ_μ   BN-equivalent batch")
   for t in range(1, T + 1):
-    lam = float(mbn_jax.train_momentum((t - 1) * steps_per_epoch, batch_size=m,
-                                       total_epochs=T, steps_per_epoch=steps_per_epoch))
-    print(f"  {t:5d}   {lam:.4f}   {float(noise.mean_noise_variance(m, lam)):.4f}"
-          f"    {float(noise.equivalent_batch_size(m, lam)):8.1f}")
+    lam = float(
+      mbn_jax.train_momentum(
+        (t - 1) * steps_per_epoch, batch_size=m, total_epochs=T, steps_per_epoch=steps_per_epoch
+      )
+    )
+    print(
+      f"  {t:5d}   {lam:.4f}   {float(noise.mean_noise_variance(m, lam)):.4f}"
+      f"    {float(noise.equivalent_batch_size(m, lam)):8.1f}"
+    )
 
   layer = mbn_jax.MomentumBatchNorm(total_epochs=T, steps_per_epoch=steps_per_epoch)
   key = jax.random.key(0)
@@ -35,8 +40,9 @@ def main(batch_size: int = 2, total_epochs: int = 10, steps_per_epoch: int = 20)
   @jax.jit
   def train_step(variables, x, step):
     compilations.append(1)
-    y, updates = layer.apply(variables, x, use_running_average=False, step=step,
-                             mutable=["batch_stats"])
+    y, updates = layer.apply(
+      variables, x, use_running_average=False, step=step, mutable=["batch_stats"]
+    )
     return {**variables, **updates}, y
 
   for step in range(T * steps_per_epoch):
@@ -47,8 +53,10 @@ def main(batch_size: int = 2, total_epochs: int = 10, steps_per_epoch: int = 20)
   print(f"  inference mean {jnp.round(stats['mean'], 2)} (population mean 2.0)")
   print(f"  inference var  {jnp.round(stats['var'], 2)} (population var 9.0)")
   left = tau ** (T * steps_per_epoch)
-  print(f"  (still converging: τ^{T * steps_per_epoch} = {left:.2f} of the initial mean 0 / var 1"
-        " remains; that is what a large τ at small m means)")
+  print(
+    f"  (still converging: τ^{T * steps_per_epoch} = {left:.2f} of the initial mean 0 / var 1"
+    " remains; that is what a large τ at small m means)"
+  )
   y_eval = layer.apply(variables, x, use_running_average=True)
   print(f"  eval output mean {float(y_eval.mean()):+.3f}, std {float(y_eval.std()):.3f}")
 

@@ -57,14 +57,14 @@ import numpy as np
 from jax import lax
 
 __all__ = [
-    "conv_general_dilated",
-    "make_conv_general_dilated",
-    "auto_conv",
-    "WEIGHT_GRAD_METHODS",
-    "DEFAULT_CHUNK_SIZE",
-    "DEFAULT_MIN_BATCH",
-    "auto_chunk_size",
-    "matmul_conv",
+  "conv_general_dilated",
+  "make_conv_general_dilated",
+  "auto_conv",
+  "WEIGHT_GRAD_METHODS",
+  "DEFAULT_CHUNK_SIZE",
+  "DEFAULT_MIN_BATCH",
+  "auto_chunk_size",
+  "matmul_conv",
 ]
 
 WEIGHT_GRAD_METHODS = ("auto", "taps", "stack", "chunked", "im2col", "lax")
@@ -80,8 +80,7 @@ AUTO_MATMUL_MAX_ROWS = 512
 DEFAULT_MIN_BATCH = 1
 
 
-def _norm_padding(padding, lhs_shape, rhs_shape, window_strides, lhs_dilation,
-                  rhs_dilation, dnums):
+def _norm_padding(padding, lhs_shape, rhs_shape, window_strides, lhs_dilation, rhs_dilation, dnums):
   """Explicit ((lo, hi), ...) padding for the spatial dims."""
   if isinstance(padding, str):
     lhs_perm, rhs_perm, _ = dnums
@@ -100,8 +99,7 @@ def _weight_grad_lax(x, g, w_shape, w_dtype, conv):
   return vjp(g)[0]
 
 
-def _weight_grad_chunked(x, g, w_shape, w_dtype, conv, lhs_b, out_b, chunk,
-                         impl="unroll"):
+def _weight_grad_chunked(x, g, w_shape, w_dtype, conv, lhs_b, out_b, chunk, impl="unroll"):
   """Σ over batch chunks of XLA's weight-gradient conv, accumulated in f32.
 
   ``impl="unroll"``: one conv per chunk (a Python loop); ``"scan"``: a
@@ -122,8 +120,8 @@ def _weight_grad_chunked(x, g, w_shape, w_dtype, conv, lhs_b, out_b, chunk,
   if k > 1 or (k == 1 and rem):
     xs = jnp.moveaxis(x, lhs_b, 0)
     gs = jnp.moveaxis(g, out_b, 0)
-    xs_main = xs[:k * chunk].reshape((k, chunk) + xs.shape[1:])
-    gs_main = gs[:k * chunk].reshape((k, chunk) + gs.shape[1:])
+    xs_main = xs[: k * chunk].reshape((k, chunk) + xs.shape[1:])
+    gs_main = gs[: k * chunk].reshape((k, chunk) + gs.shape[1:])
 
     def body(a, xg):
       xc = jnp.moveaxis(xg[0], 0, lhs_b)
@@ -132,8 +130,8 @@ def _weight_grad_chunked(x, g, w_shape, w_dtype, conv, lhs_b, out_b, chunk,
 
     acc, _ = lax.scan(body, acc, (xs_main, gs_main))
     if rem:
-      xr = jnp.moveaxis(xs[k * chunk:], 0, lhs_b)
-      gr = jnp.moveaxis(gs[k * chunk:], 0, out_b)
+      xr = jnp.moveaxis(xs[k * chunk :], 0, lhs_b)
+      gr = jnp.moveaxis(gs[k * chunk :], 0, out_b)
       acc = acc + _weight_grad_lax(xr, gr, w_shape, w_dtype, conv).astype(jnp.float32)
     return acc.astype(w_dtype)
   return _weight_grad_lax(x, g, w_shape, w_dtype, conv)
@@ -188,13 +186,19 @@ def _weight_grad_taps(x, g, w_shape, w_dtype, dnums, strides, pads, precision):
   taps = []
   for tap in np.ndindex(*k_sp):
     start = [0] + list(tap) + [0]
-    limit = ([x_cl.shape[0]]
-             + [st + (o - 1) * s + 1 for st, o, s in zip(start[1:-1], out_sp, strides)]
-             + [x_cl.shape[-1]])
+    limit = (
+      [x_cl.shape[0]]
+      + [st + (o - 1) * s + 1 for st, o, s in zip(start[1:-1], out_sp, strides)]
+      + [x_cl.shape[-1]]
+    )
     win = lax.slice(x_cl, start, limit, [1] + list(strides) + [1])
     d = lax.dot_general(
-        win, g_cl, (((0,) + tuple(range(1, nsp + 1)),) * 2, ((), ())),
-        precision=precision, preferred_element_type=acc_dtype)  # (C, O)
+      win,
+      g_cl,
+      (((0,) + tuple(range(1, nsp + 1)),) * 2, ((), ())),
+      precision=precision,
+      preferred_element_type=acc_dtype,
+    )  # (C, O)
     taps.append(d)
   dw = jnp.stack(taps, 0).reshape(tuple(k_sp) + taps[0].shape)  # sp..., C, O
   # -> O, I, sp...
@@ -202,8 +206,7 @@ def _weight_grad_taps(x, g, w_shape, w_dtype, dnums, strides, pads, precision):
   return _to_rhs_layout(dw, rhs_perm).astype(w_dtype)
 
 
-def _weight_grad_stack(x, g, w_shape, w_dtype, dnums, strides, pads, precision,
-                       chunk=None):
+def _weight_grad_stack(x, g, w_shape, w_dtype, dnums, strides, pads, precision, chunk=None):
   """im2col by slicing: the kh·kw strided windows concatenated on the channel
   axis (tap-major, so the result reshapes straight to HWIO), then one matrix
   product contracting batch and pixels. With ``chunk``, the batch is split
@@ -217,50 +220,72 @@ def _weight_grad_stack(x, g, w_shape, w_dtype, dnums, strides, pads, precision,
   chunk = n if not chunk else min(int(chunk), n)
   acc = None
   for b0 in range(0, n, chunk):
-    xc, gc = x_cl[b0:b0 + chunk], g_cl[b0:b0 + chunk]
+    xc, gc = x_cl[b0 : b0 + chunk], g_cl[b0 : b0 + chunk]
     wins = []
     for tap in np.ndindex(*k_sp):
       start = [0] + list(tap) + [0]
-      limit = ([xc.shape[0]]
-               + [st + (o - 1) * s + 1 for st, o, s in zip(start[1:-1], out_sp, strides)]
-               + [cin])
+      limit = (
+        [xc.shape[0]]
+        + [st + (o - 1) * s + 1 for st, o, s in zip(start[1:-1], out_sp, strides)]
+        + [cin]
+      )
       wins.append(lax.slice(xc, start, limit, [1] + list(strides) + [1]))
     patches = wins[0] if len(wins) == 1 else jnp.concatenate(wins, axis=-1)
     rows = int(np.prod(patches.shape[:-1]))
-    d = lax.dot_general(patches.reshape(rows, -1), gc.reshape(rows, cout),
-                        (((0,), (0,)), ((), ())), precision=precision,
-                        preferred_element_type=jnp.float32)
+    d = lax.dot_general(
+      patches.reshape(rows, -1),
+      gc.reshape(rows, cout),
+      (((0,), (0,)), ((), ())),
+      precision=precision,
+      preferred_element_type=jnp.float32,
+    )
     acc = d if acc is None else acc + d
   dw = acc.reshape(tuple(k_sp) + (cin, cout))  # sp..., I, O
   dw = jnp.transpose(dw, (nsp + 1, nsp) + tuple(range(nsp)))  # O, I, sp...
   return _to_rhs_layout(dw, rhs_perm).astype(w_dtype)
 
 
-def _weight_grad_im2col(x, g, w_shape, w_dtype, dnums, strides, pads, lhs_dilation,
-                        rhs_dilation, precision):
+def _weight_grad_im2col(
+  x, g, w_shape, w_dtype, dnums, strides, pads, lhs_dilation, rhs_dilation, precision
+):
   lhs_perm, rhs_perm, out_perm = dnums
   nsp = x.ndim - 2
   k_sp = [w_shape[i] for i in rhs_perm[2:]]
   xt, _ = _canonical(x, g, dnums)  # N, C, sp...
   spec = "NC" + "".join("HWDXYZ"[i] for i in range(nsp))
   patches = lax.conv_general_dilated_patches(
-      xt, k_sp, strides, pads, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
-      dimension_numbers=(spec, "OI" + spec[2:], spec), precision=precision)
+    xt,
+    k_sp,
+    strides,
+    pads,
+    lhs_dilation=lhs_dilation,
+    rhs_dilation=rhs_dilation,
+    dimension_numbers=(spec, "OI" + spec[2:], spec),
+    precision=precision,
+  )
   # patches: N, C*prod(k), out_sp... ; g canonical: N, O, out_sp...
   _, gt = _canonical(x, g, dnums)
   contract = (0,) + tuple(range(2, nsp + 2))
-  dw = lax.dot_general(patches, gt, ((contract, contract), ((), ())),
-                       precision=precision, preferred_element_type=jnp.float32)
+  dw = lax.dot_general(
+    patches,
+    gt,
+    ((contract, contract), ((), ())),
+    precision=precision,
+    preferred_element_type=jnp.float32,
+  )
   dw = dw.reshape((xt.shape[1],) + tuple(k_sp) + (gt.shape[1],))  # C, sp..., O
   dw = jnp.transpose(dw, (nsp + 1, 0) + tuple(range(1, nsp + 1)))  # O, I, sp...
   return _to_rhs_layout(dw, rhs_perm).astype(w_dtype)
 
 
-def make_conv_general_dilated(weight_grad: str = "auto", *,
-                              chunk_size: int = DEFAULT_CHUNK_SIZE,
-                              input_grad_chunk_size: int | None = None,
-                              stack_chunk: int | None = None,
-                              chunk_impl: str = "unroll") -> Callable:
+def make_conv_general_dilated(
+  weight_grad: str = "auto",
+  *,
+  chunk_size: int = DEFAULT_CHUNK_SIZE,
+  input_grad_chunk_size: int | None = None,
+  stack_chunk: int | None = None,
+  chunk_impl: str = "unroll",
+) -> Callable:
   """A ``lax.conv_general_dilated`` with a custom VJP for the weight gradient.
 
   Args:
@@ -286,39 +311,58 @@ def make_conv_general_dilated(weight_grad: str = "auto", *,
     raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}.")
   chunk_size = int(chunk_size)
 
-  def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
-                           rhs_dilation=None, dimension_numbers=None,
-                           feature_group_count: int = 1, batch_group_count: int = 1,
-                           precision=None, preferred_element_type=None):
+  def conv_general_dilated(
+    lhs,
+    rhs,
+    window_strides,
+    padding,
+    lhs_dilation=None,
+    rhs_dilation=None,
+    dimension_numbers=None,
+    feature_group_count: int = 1,
+    batch_group_count: int = 1,
+    precision=None,
+    preferred_element_type=None,
+  ):
     lhs = jnp.asarray(lhs)
     rhs = jnp.asarray(rhs)
     window_strides = tuple(int(s) for s in window_strides)
     lhs_dilation = None if lhs_dilation is None else tuple(int(d) for d in lhs_dilation)
     rhs_dilation = None if rhs_dilation is None else tuple(int(d) for d in rhs_dilation)
     conv = functools.partial(
-        lax.conv_general_dilated, window_strides=window_strides, padding=padding,
-        lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
-        dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
-        batch_group_count=batch_group_count, precision=precision,
-        preferred_element_type=preferred_element_type)
+      lax.conv_general_dilated,
+      window_strides=window_strides,
+      padding=padding,
+      lhs_dilation=lhs_dilation,
+      rhs_dilation=rhs_dilation,
+      dimension_numbers=dimension_numbers,
+      feature_group_count=feature_group_count,
+      batch_group_count=batch_group_count,
+      precision=precision,
+      preferred_element_type=preferred_element_type,
+    )
     if batch_group_count != 1 or weight_grad == "lax":
       return conv(lhs, rhs)
     dnums = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
-    pads = _norm_padding(padding, lhs.shape, rhs.shape, window_strides,
-                         lhs_dilation, rhs_dilation, dnums)
-    dilated = any(d != 1 for d in (lhs_dilation or ())) or any(
-        d != 1 for d in (rhs_dilation or ()))
+    pads = _norm_padding(
+      padding, lhs.shape, rhs.shape, window_strides, lhs_dilation, rhs_dilation, dnums
+    )
+    dilated = any(d != 1 for d in (lhs_dilation or ())) or any(d != 1 for d in (rhs_dilation or ()))
     negative_pad = any(lo < 0 or hi < 0 for lo, hi in pads)
     method = weight_grad
     chunk = chunk_size
-    if method == "auto" and not (feature_group_count != 1 or dilated or negative_pad
-                                 or preferred_element_type is not None):
+    if method == "auto" and not (
+      feature_group_count != 1 or dilated or negative_pad or preferred_element_type is not None
+    ):
       n = lhs.shape[dnums.lhs_spec[0]]
-      out_sp = [(lhs.shape[i] + lo + hi - rhs.shape[j]) // s + 1 for i, j, (lo, hi), s in
-                zip(dnums.lhs_spec[2:], dnums.rhs_spec[2:], pads, window_strides)]
+      out_sp = [
+        (lhs.shape[i] + lo + hi - rhs.shape[j]) // s + 1
+        for i, j, (lo, hi), s in zip(dnums.lhs_spec[2:], dnums.rhs_spec[2:], pads, window_strides)
+      ]
       if n * int(np.prod(out_sp)) <= AUTO_MATMUL_MAX_ROWS:
-        return matmul_conv(lhs, rhs, window_strides, pads,
-                           dimension_numbers=dimension_numbers, precision=precision)
+        return matmul_conv(
+          lhs, rhs, window_strides, pads, dimension_numbers=dimension_numbers, precision=precision
+        )
     if method == "auto":
       k_sp = [rhs.shape[i] for i in dnums.rhs_spec[2:]]
       if all(k == 1 for k in k_sp) and feature_group_count == 1 and not dilated:
@@ -331,8 +375,9 @@ def make_conv_general_dilated(weight_grad: str = "auto", *,
           method = "lax"
     if method == "lax":
       return conv(lhs, rhs)
-    if method in ("taps", "stack", "im2col") and (feature_group_count != 1 or dilated
-                                          or negative_pad):
+    if method in ("taps", "stack", "im2col") and (
+      feature_group_count != 1 or dilated or negative_pad
+    ):
       method = "chunked"
 
     @jax.custom_vjp
@@ -353,15 +398,17 @@ def make_conv_general_dilated(weight_grad: str = "auto", *,
       if method == "taps":
         dw = _weight_grad_taps(x, g, w.shape, w.dtype, dnums, window_strides, pads, precision)
       elif method == "stack":
-        dw = _weight_grad_stack(x, g, w.shape, w.dtype, dnums, window_strides, pads,
-                                precision, stack_chunk)
+        dw = _weight_grad_stack(
+          x, g, w.shape, w.dtype, dnums, window_strides, pads, precision, stack_chunk
+        )
       elif method == "im2col":
-        dw = _weight_grad_im2col(x, g, w.shape, w.dtype, dnums, window_strides, pads,
-                                 lhs_dilation, rhs_dilation, precision)
+        dw = _weight_grad_im2col(
+          x, g, w.shape, w.dtype, dnums, window_strides, pads, lhs_dilation, rhs_dilation, precision
+        )
       else:
-        dw = _weight_grad_chunked(x, g, w.shape, w.dtype, conv,
-                                  dnums.lhs_spec[0], dnums.out_spec[0], chunk,
-                                  chunk_impl)
+        dw = _weight_grad_chunked(
+          x, g, w.shape, w.dtype, conv, dnums.lhs_spec[0], dnums.out_spec[0], chunk, chunk_impl
+        )
       return dx.astype(x.dtype), dw.astype(w.dtype)
 
     f.defvjp(f_fwd, f_bwd)
@@ -369,7 +416,8 @@ def make_conv_general_dilated(weight_grad: str = "auto", *,
 
   conv_general_dilated.__name__ = f"conv_general_dilated_{weight_grad}"
   conv_general_dilated.__doc__ = (
-      f"lax.conv_general_dilated with weight gradient method {weight_grad!r}.")
+    f"lax.conv_general_dilated with weight gradient method {weight_grad!r}."
+  )
   return conv_general_dilated
 
 
@@ -391,9 +439,14 @@ def _input_grad_chunked(x, w, g, conv, dnums, chunk):
 conv_general_dilated = make_conv_general_dilated("auto")
 
 
-def auto_conv(batch_size: int | None = None, *, min_batch: int = DEFAULT_MIN_BATCH,
-              backend: str | None = None, weight_grad: str = "auto",
-              **kwargs: Any) -> Callable:
+def auto_conv(
+  batch_size: int | None = None,
+  *,
+  min_batch: int = DEFAULT_MIN_BATCH,
+  backend: str | None = None,
+  weight_grad: str = "auto",
+  **kwargs: Any,
+) -> Callable:
   """The convolution to use: the fast one on CPU backends, else lax's.
 
   Args:
@@ -417,8 +470,7 @@ def auto_conv(batch_size: int | None = None, *, min_batch: int = DEFAULT_MIN_BAT
   return make_conv_general_dilated(weight_grad, **kwargs)
 
 
-def matmul_conv(lhs, rhs, window_strides, padding, *, dimension_numbers=None,
-                precision=None):
+def matmul_conv(lhs, rhs, window_strides, padding, *, dimension_numbers=None, precision=None):
   """A convolution as one matrix product (im2col by slicing), plain jnp.
 
   ``y = concat_taps(x windows) @ W.reshape(kh·kw·I, O)``; JAX differentiates
@@ -437,18 +489,21 @@ def matmul_conv(lhs, rhs, window_strides, padding, *, dimension_numbers=None,
   x = jnp.transpose(lhs, (lhs_perm[0],) + tuple(lhs_perm[2:]) + (lhs_perm[1],))
   w = jnp.transpose(rhs, tuple(rhs_perm[2:]) + (rhs_perm[1], rhs_perm[0]))  # sp..., I, O
   k_sp = w.shape[:nsp]
-  x = lax.pad(x, jnp.zeros((), x.dtype),
-              [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in pads] + [(0, 0, 0)])
+  x = lax.pad(
+    x, jnp.zeros((), x.dtype), [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in pads] + [(0, 0, 0)]
+  )
   out_sp = [(x.shape[1 + i] - k_sp[i]) // strides[i] + 1 for i in range(nsp)]
   wins = []
   for tap in np.ndindex(*k_sp):
     start = [0] + list(tap) + [0]
-    limit = ([x.shape[0]] + [t + (o - 1) * s + 1 for t, o, s in zip(tap, out_sp, strides)]
-             + [x.shape[-1]])
+    limit = (
+      [x.shape[0]] + [t + (o - 1) * s + 1 for t, o, s in zip(tap, out_sp, strides)] + [x.shape[-1]]
+    )
     wins.append(lax.slice(x, start, limit, [1] + list(strides) + [1]))
   patches = wins[0] if len(wins) == 1 else jnp.concatenate(wins, axis=-1)
-  y = lax.dot_general(patches, w.reshape(-1, w.shape[-1]),
-                      (((nsp + 1,), (0,)), ((), ())), precision=precision)
+  y = lax.dot_general(
+    patches, w.reshape(-1, w.shape[-1]), (((nsp + 1,), (0,)), ((), ())), precision=precision
+  )
   # y: N, sp..., O -> the output layout.
   inv = np.argsort((out_perm[0],) + tuple(out_perm[2:]) + (out_perm[1],))
   return jnp.transpose(y, inv)

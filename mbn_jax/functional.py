@@ -24,22 +24,22 @@ import numpy as np
 from mbn_jax import schedules
 
 __all__ = [
-    "Moments",
-    "batch_moments",
-    "batch_statistics",
-    "bn_layer",
-    "guarded_moving_average",
-    "mbn_layer",
-    "mbn_statistics",
-    "updatable",
-    "moving_average",
-    "momentum_normalizer_statistics",
-    "normalize",
-    "statistics_batch_size",
-    "resolve_train_momentum",
-    "feature_and_reduction_axes",
-    "check_mask",
-    "check_layer_config",
+  "Moments",
+  "batch_moments",
+  "batch_statistics",
+  "bn_layer",
+  "guarded_moving_average",
+  "mbn_layer",
+  "mbn_statistics",
+  "updatable",
+  "moving_average",
+  "momentum_normalizer_statistics",
+  "normalize",
+  "statistics_batch_size",
+  "resolve_train_momentum",
+  "feature_and_reduction_axes",
+  "check_mask",
+  "check_layer_config",
 ]
 
 
@@ -54,15 +54,13 @@ def feature_and_reduction_axes(ndim: int, axis) -> tuple[tuple[int, ...], tuple[
   for a in axes:
     if not isinstance(a, numbers.Integral) or not -ndim <= a < ndim:
       raise ValueError(
-          f"axis={axis!r} is out of range for an input of rank {ndim}: each "
-          f"feature axis must lie in [{-ndim}, {ndim - 1}] (use axis=-1 for "
-          "channels-last, axis=1 for NCHW)."
+        f"axis={axis!r} is out of range for an input of rank {ndim}: each "
+        f"feature axis must lie in [{-ndim}, {ndim - 1}] (use axis=-1 for "
+        "channels-last, axis=1 for NCHW)."
       )
   feature_axes = tuple(sorted({int(a) % ndim for a in axes}))
   if len(feature_axes) == ndim:
-    raise ValueError(
-        f"axis={axis!r} leaves no axis to reduce over for an input of rank {ndim}."
-    )
+    raise ValueError(f"axis={axis!r} leaves no axis to reduce over for an input of rank {ndim}.")
   reduction_axes = tuple(i for i in range(ndim) if i not in feature_axes)
   return feature_axes, reduction_axes
 
@@ -78,24 +76,27 @@ def check_mask(mask, x_shape) -> None:
     broadcast = None
   if broadcast != tuple(x_shape):
     raise ValueError(
-        f"mask has shape {mask_shape}, which does not broadcast to the input "
-        f"shape {tuple(x_shape)}: pass a boolean mask of the input's shape (or "
-        "one broadcastable to it, e.g. with size-1 feature axes)."
+      f"mask has shape {mask_shape}, which does not broadcast to the input "
+      f"shape {tuple(x_shape)}: pass a boolean mask of the input's shape (or "
+      "one broadcastable to it, e.g. with size-1 feature axes)."
     )
 
 
 def check_layer_config(
-    *,
-    total_epochs,
-    steps_per_epoch,
-    ideal_batch_size,
-    tau0,
-    batch_size,
-    epsilon,
+  *,
+  total_epochs,
+  steps_per_epoch,
+  ideal_batch_size,
+  tau0,
+  batch_size,
+  epsilon,
 ) -> None:
   """Validates the MBN hyper-parameters, naming the offending argument."""
-  for name, value in (("total_epochs", total_epochs), ("steps_per_epoch", steps_per_epoch),
-                      ("batch_size", batch_size)):
+  for name, value in (
+    ("total_epochs", total_epochs),
+    ("steps_per_epoch", steps_per_epoch),
+    ("batch_size", batch_size),
+  ):
     if value is not None:
       schedules.validate_positive_int(value, name)
   schedules.validate_positive_int(ideal_batch_size, "ideal_batch_size")
@@ -113,15 +114,15 @@ class Moments(NamedTuple):
 
 
 def batch_moments(
-    x,
-    reduction_axes: Sequence[int],
-    *,
-    dtype=None,
-    axis_name: str | None = None,
-    axis_index_groups: Any = None,
-    use_fast_variance: bool = True,
-    mask=None,
-    force_float32_reductions: bool = True,
+  x,
+  reduction_axes: Sequence[int],
+  *,
+  dtype=None,
+  axis_name: str | None = None,
+  axis_index_groups: Any = None,
+  use_fast_variance: bool = True,
+  mask=None,
+  force_float32_reductions: bool = True,
 ) -> Moments:
   r"""Batch mean μ_B, *biased* variance σ²_B and valid-entry count n over ``reduction_axes``.
 
@@ -161,6 +162,7 @@ def batch_moments(
     else:
       var = jax.lax.square(x - jnp.expand_dims(mean, axes)).mean(axes, where=mask)
   else:
+
     def psum(t):
       return jax.lax.psum(t, axis_name, axis_index_groups=axis_index_groups)
 
@@ -243,8 +245,9 @@ def guarded_moving_average(batch: Moments, mean, var, momentum, ok):
   return jax.lax.stop_gradient(new_mean), jax.lax.stop_gradient(new_var)
 
 
-def mbn_statistics(batch: Moments, train_mean, train_var, mean, var, lam, tau, *,
-                   guard_nonfinite: bool = True):
+def mbn_statistics(
+  batch: Moments, train_mean, train_var, mean, var, lam, tau, *, guard_nonfinite: bool = True
+):
   r"""One training step of MBN's statistics (Eq. 8 and Algorithm 1).
 
   * normalizer μ, σ² = λ·(train_mean, train_var) + (1 − λ)·(μ_B, σ²_B)
@@ -263,15 +266,27 @@ def mbn_statistics(batch: Moments, train_mean, train_var, mean, var, lam, tau, *
   """
   ok = updatable(batch, guard_nonfinite)
   norm_mean, norm_var = momentum_normalizer_statistics(
-      batch.mean, batch.var, train_mean, train_var, lam)
+    batch.mean, batch.var, train_mean, train_var, lam
+  )
   norm_mean = jnp.where(ok, norm_mean, jax.lax.stop_gradient(train_mean))
   norm_var = jnp.where(ok, norm_var, jax.lax.stop_gradient(train_var))
   new_train = (jax.lax.stop_gradient(norm_mean), jax.lax.stop_gradient(norm_var))
   return (norm_mean, norm_var), new_train, guarded_moving_average(batch, mean, var, tau, ok)
 
 
-def mbn_layer(cfg, x, stats: dict, scale, bias, *, use_running_average: bool, step=None,
-              momentum=None, mask=None, initializing: bool = False):
+def mbn_layer(
+  cfg,
+  x,
+  stats: dict,
+  scale,
+  bias,
+  *,
+  use_running_average: bool,
+  step=None,
+  momentum=None,
+  mask=None,
+  initializing: bool = False,
+):
   """The whole MomentumBatchNorm layer as one pure function: the body of both front ends.
 
   ``cfg`` is anything with the layer's fields (``axis``, ``epsilon``,
@@ -289,34 +304,67 @@ def mbn_layer(cfg, x, stats: dict, scale, bias, *, use_running_average: bool, st
   """
   feature_axes, reduction_axes = feature_and_reduction_axes(x.ndim, cfg.axis)
   if use_running_average:
-    return normalize(x, stats["mean"], stats["var"], scale, bias, feature_axes, cfg.epsilon,
-                     cfg.dtype), stats
+    return normalize(
+      x, stats["mean"], stats["var"], scale, bias, feature_axes, cfg.epsilon, cfg.dtype
+    ), stats
   axis_name = None if initializing else cfg.axis_name
   batch = batch_moments(
-      x, reduction_axes, dtype=cfg.dtype, axis_name=axis_name,
-      axis_index_groups=cfg.axis_index_groups, use_fast_variance=cfg.use_fast_variance,
-      mask=mask, force_float32_reductions=cfg.force_float32_reductions)
-  m = statistics_batch_size(x, axis_name=axis_name, axis_index_groups=cfg.axis_index_groups,
-                            batch_size=cfg.batch_size)
+    x,
+    reduction_axes,
+    dtype=cfg.dtype,
+    axis_name=axis_name,
+    axis_index_groups=cfg.axis_index_groups,
+    use_fast_variance=cfg.use_fast_variance,
+    mask=mask,
+    force_float32_reductions=cfg.force_float32_reductions,
+  )
+  m = statistics_batch_size(
+    x, axis_name=axis_name, axis_index_groups=cfg.axis_index_groups, batch_size=cfg.batch_size
+  )
   if initializing and step is None and momentum is None:
     lam = jnp.float32(0.0)
   else:
     lam = resolve_train_momentum(
-        step=step, momentum=momentum, batch_size=m, total_epochs=cfg.total_epochs,
-        steps_per_epoch=cfg.steps_per_epoch, ideal_batch_size=cfg.ideal_batch_size)
+      step=step,
+      momentum=momentum,
+      batch_size=m,
+      total_epochs=cfg.total_epochs,
+      steps_per_epoch=cfg.steps_per_epoch,
+      ideal_batch_size=cfg.ideal_batch_size,
+    )
   tau = schedules.inference_momentum(m, ideal_batch_size=cfg.ideal_batch_size, tau0=cfg.tau0)
   (mean, var), new_train, new_inference = mbn_statistics(
-      batch, stats["train_mean"], stats["train_var"], stats["mean"], stats["var"], lam, tau,
-      guard_nonfinite=cfg.guard_nonfinite)
+    batch,
+    stats["train_mean"],
+    stats["train_var"],
+    stats["mean"],
+    stats["var"],
+    lam,
+    tau,
+    guard_nonfinite=cfg.guard_nonfinite,
+  )
   y = normalize(x, mean, var, scale, bias, feature_axes, cfg.epsilon, cfg.dtype)
   if initializing:
     return y, stats
-  return y, {"train_mean": new_train[0], "train_var": new_train[1],
-             "mean": new_inference[0], "var": new_inference[1]}
+  return y, {
+    "train_mean": new_train[0],
+    "train_var": new_train[1],
+    "mean": new_inference[0],
+    "var": new_inference[1],
+  }
 
 
-def bn_layer(cfg, x, stats: dict, scale, bias, *, use_running_average: bool, mask=None,
-             initializing: bool = False):
+def bn_layer(
+  cfg,
+  x,
+  stats: dict,
+  scale,
+  bias,
+  *,
+  use_running_average: bool,
+  mask=None,
+  initializing: bool = False,
+):
   """BatchNorm as one pure function (``flax.linen.BatchNorm``'s equations and arithmetic).
 
   Training: y = γ (x − μ_B)/√(σ²_B + ε) + β and (mean, var) ←
@@ -327,17 +375,25 @@ def bn_layer(cfg, x, stats: dict, scale, bias, *, use_running_average: bool, mas
   """
   feature_axes, reduction_axes = feature_and_reduction_axes(x.ndim, cfg.axis)
   if use_running_average:
-    return normalize(x, stats["mean"], stats["var"], scale, bias, feature_axes, cfg.epsilon,
-                     cfg.dtype), stats
+    return normalize(
+      x, stats["mean"], stats["var"], scale, bias, feature_axes, cfg.epsilon, cfg.dtype
+    ), stats
   batch = batch_moments(
-      x, reduction_axes, dtype=cfg.dtype, axis_name=None if initializing else cfg.axis_name,
-      axis_index_groups=cfg.axis_index_groups, use_fast_variance=cfg.use_fast_variance,
-      mask=mask, force_float32_reductions=cfg.force_float32_reductions)
+    x,
+    reduction_axes,
+    dtype=cfg.dtype,
+    axis_name=None if initializing else cfg.axis_name,
+    axis_index_groups=cfg.axis_index_groups,
+    use_fast_variance=cfg.use_fast_variance,
+    mask=mask,
+    force_float32_reductions=cfg.force_float32_reductions,
+  )
   y = normalize(x, batch.mean, batch.var, scale, bias, feature_axes, cfg.epsilon, cfg.dtype)
   if initializing:
     return y, stats
-  mean, var = guarded_moving_average(batch, stats["mean"], stats["var"], cfg.momentum,
-                                     updatable(batch, cfg.guard_nonfinite))
+  mean, var = guarded_moving_average(
+    batch, stats["mean"], stats["var"], cfg.momentum, updatable(batch, cfg.guard_nonfinite)
+  )
   return y, {"mean": mean, "var": var}
 
 
@@ -370,7 +426,7 @@ def normalize(x, mean, var, scale, bias, feature_axes, epsilon, dtype=None):
 
 
 def statistics_batch_size(
-    x, *, axis_name=None, axis_index_groups=None, batch_size=None, batch_axis: int = 0
+  x, *, axis_name=None, axis_index_groups=None, batch_size=None, batch_axis: int = 0
 ) -> int:
   """The batch size m that the statistics are computed over (a Python int).
 
@@ -391,14 +447,14 @@ def statistics_batch_size(
 
 
 def resolve_train_momentum(
-    *,
-    step,
-    momentum,
-    batch_size: int,
-    total_epochs,
-    steps_per_epoch,
-    ideal_batch_size: int,
-    layer: str = "MomentumBatchNorm",
+  *,
+  step,
+  momentum,
+  batch_size: int,
+  total_epochs,
+  steps_per_epoch,
+  ideal_batch_size: int,
+  layer: str = "MomentumBatchNorm",
 ):
   """λ for this training step: ``momentum`` if given, else Eq. 11 at ``step``.
 
@@ -411,29 +467,30 @@ def resolve_train_momentum(
     except jax.errors.ConcretizationTypeError:
       bad = False  # traced momentum: [0, 1) is the caller's contract.
     if bad:
-      raise ValueError(
-          f"momentum must lie in [0, 1) (weight on the old value), got {momentum}."
-      )
+      raise ValueError(f"momentum must lie in [0, 1) (weight on the old value), got {momentum}.")
     return lam
   if step is None:
     raise ValueError(
-        f"{layer} in training mode needs the training step: call it with "
-        "step=<0-based global step> (e.g. model.apply(..., step=state.step)), "
-        "or pass a fixed training momentum with momentum=<λ in [0, 1)>. For "
-        "inference, pass use_running_average=True."
+      f"{layer} in training mode needs the training step: call it with "
+      "step=<0-based global step> (e.g. model.apply(..., step=state.step)), "
+      "or pass a fixed training momentum with momentum=<λ in [0, 1)>. For "
+      "inference, pass use_running_average=True."
     )
   if total_epochs is None or steps_per_epoch is None:
-    missing = [n for n, v in (("total_epochs", total_epochs),
-                              ("steps_per_epoch", steps_per_epoch)) if v is None]
+    missing = [
+      n
+      for n, v in (("total_epochs", total_epochs), ("steps_per_epoch", steps_per_epoch))
+      if v is None
+    ]
     raise ValueError(
-        f"{layer} got step= but no {' and '.join(missing)}: Eq. 11 needs the "
-        f"schedule length. Construct it with {layer}(total_epochs=T, "
-        "steps_per_epoch=S, ...), or pass momentum=<λ> instead of step=."
+      f"{layer} got step= but no {' and '.join(missing)}: Eq. 11 needs the "
+      f"schedule length. Construct it with {layer}(total_epochs=T, "
+      "steps_per_epoch=S, ...), or pass momentum=<λ> instead of step=."
     )
   return schedules.train_momentum(
-      step,
-      batch_size=batch_size,
-      total_epochs=total_epochs,
-      steps_per_epoch=steps_per_epoch,
-      ideal_batch_size=ideal_batch_size,
+    step,
+    batch_size=batch_size,
+    total_epochs=total_epochs,
+    steps_per_epoch=steps_per_epoch,
+    ideal_batch_size=ideal_batch_size,
   )

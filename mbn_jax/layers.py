@@ -96,8 +96,9 @@ class MomentumBatchNorm(nn.Module):
   guard_nonfinite: bool = True
 
   @nn.compact
-  def __call__(self, x, use_running_average: bool | None = None, *, step=None,
-               momentum=None, mask=None):
+  def __call__(
+    self, x, use_running_average: bool | None = None, *, step=None, momentum=None, mask=None
+  ):
     """Normalizes ``x``; see the class docstring for the equations.
 
     Args:
@@ -112,18 +113,35 @@ class MomentumBatchNorm(nn.Module):
       The normalized input, with the shape of ``x``.
     """
     F.check_layer_config(
-        total_epochs=self.total_epochs, steps_per_epoch=self.steps_per_epoch,
-        ideal_batch_size=self.ideal_batch_size, tau0=self.tau0,
-        batch_size=self.batch_size, epsilon=self.epsilon)
+      total_epochs=self.total_epochs,
+      steps_per_epoch=self.steps_per_epoch,
+      ideal_batch_size=self.ideal_batch_size,
+      tau0=self.tau0,
+      batch_size=self.batch_size,
+      epsilon=self.epsilon,
+    )
     use_running_average = merge_param(
-        "use_running_average", self.use_running_average, use_running_average)
-    return linen_norm_front_end(self, F.mbn_layer, x, use_running_average, MBN_STATISTICS,
-                                step=step, momentum=momentum, mask=mask)
+      "use_running_average", self.use_running_average, use_running_average
+    )
+    return linen_norm_front_end(
+      self,
+      F.mbn_layer,
+      x,
+      use_running_average,
+      MBN_STATISTICS,
+      step=step,
+      momentum=momentum,
+      mask=mask,
+    )
 
 
 # Every statistic's initializer: MBN's four; BN and BReN keep the first two.
-MBN_STATISTICS = {"mean": jnp.zeros, "var": jnp.ones, "train_mean": jnp.zeros,
-                  "train_var": jnp.ones}
+MBN_STATISTICS = {
+  "mean": jnp.zeros,
+  "var": jnp.ones,
+  "train_mean": jnp.zeros,
+  "train_var": jnp.ones,
+}
 BN_STATISTICS = {"mean": jnp.zeros, "var": jnp.ones}
 
 
@@ -141,16 +159,31 @@ def linen_norm_front_end(module, body, x, use_running_average: bool, statistics:
   F.check_mask(call.get("mask"), x.shape)
   feature_shape = tuple(x.shape[a] for a in feature_axes)
   stat_dtype = jnp.float32 if module.force_float32_reductions else module.param_dtype
-  variables = {name: module.variable("batch_stats", name, lambda init=init: init(
-      feature_shape, stat_dtype)) for name, init in statistics.items()}
-  scale = (module.param("scale", module.scale_init, feature_shape, module.param_dtype)
-           if module.use_scale else None)
-  bias = (module.param("bias", module.bias_init, feature_shape, module.param_dtype)
-          if module.use_bias else None)
+  variables = {
+    name: module.variable("batch_stats", name, lambda init=init: init(feature_shape, stat_dtype))
+    for name, init in statistics.items()
+  }
+  scale = (
+    module.param("scale", module.scale_init, feature_shape, module.param_dtype)
+    if module.use_scale
+    else None
+  )
+  bias = (
+    module.param("bias", module.bias_init, feature_shape, module.param_dtype)
+    if module.use_bias
+    else None
+  )
   initializing = module.is_initializing()
-  y, new_stats = body(module, x, {k: v.value for k, v in variables.items()}, scale, bias,
-                      use_running_average=use_running_average, initializing=initializing,
-                      **call)
+  y, new_stats = body(
+    module,
+    x,
+    {k: v.value for k, v in variables.items()},
+    scale,
+    bias,
+    use_running_average=use_running_average,
+    initializing=initializing,
+    **call,
+  )
   if not use_running_average and not initializing:
     for name, value in new_stats.items():
       variables[name].value = value

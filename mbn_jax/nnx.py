@@ -16,21 +16,36 @@ from flax import nnx
 
 from mbn_jax import functional as F
 
-__all__ = ["MomentumBatchNorm", "check_input", "feature_shape_of", "init_statistics",
-           "nnx_norm_front_end", "resolve_use_running_average"]
+__all__ = [
+  "MomentumBatchNorm",
+  "check_input",
+  "feature_shape_of",
+  "init_statistics",
+  "nnx_norm_front_end",
+  "resolve_use_running_average",
+]
 
 
 def feature_shape_of(num_features, axis) -> tuple[int, ...]:
   """The statistics' shape: ``(num_features,)``, or the tuple itself for tuple axes."""
-  shape = ((num_features,) if isinstance(num_features, numbers.Integral)
-           and not isinstance(num_features, bool) else tuple(num_features)
-           if isinstance(num_features, (tuple, list)) else None)
+  shape = (
+    (num_features,)
+    if isinstance(num_features, numbers.Integral) and not isinstance(num_features, bool)
+    else tuple(num_features)
+    if isinstance(num_features, (tuple, list))
+    else None
+  )
   n_axes = 1 if isinstance(axis, numbers.Integral) else len(tuple(axis))
-  if shape is None or not shape or any(isinstance(d, bool) or not isinstance(d, numbers.Integral)
-                                       or d <= 0 for d in shape) or len(shape) != n_axes:
+  if (
+    shape is None
+    or not shape
+    or any(isinstance(d, bool) or not isinstance(d, numbers.Integral) or d <= 0 for d in shape)
+    or len(shape) != n_axes
+  ):
     raise ValueError(
-        f"num_features must be a positive int (one feature axis) or a tuple of positive "
-        f"ints, one per feature axis of axis={axis!r}; got {num_features!r}.")
+      f"num_features must be a positive int (one feature axis) or a tuple of positive "
+      f"ints, one per feature axis of axis={axis!r}; got {num_features!r}."
+    )
   return tuple(int(d) for d in shape)
 
 
@@ -39,16 +54,27 @@ def resolve_use_running_average(layer: str, field, call):
   value = field if call is None else call
   if value is None:
     raise ValueError(
-        f"{layer} needs use_running_average: pass it to the constructor or to __call__ "
-        "(True for inference, False for training).")
+      f"{layer} needs use_running_average: pass it to the constructor or to __call__ "
+      "(True for inference, False for training)."
+    )
   return value
 
 
 _INITIAL = {"mean": jnp.zeros, "var": jnp.ones, "train_mean": jnp.zeros, "train_var": jnp.ones}
 
 
-def init_statistics(module, shape, names, force_float32_reductions, param_dtype, use_scale,
-                    use_bias, scale_init, bias_init, rngs) -> None:
+def init_statistics(
+  module,
+  shape,
+  names,
+  force_float32_reductions,
+  param_dtype,
+  use_scale,
+  use_bias,
+  scale_init,
+  bias_init,
+  rngs,
+) -> None:
   """Creates an nnx norm's ``nnx.BatchStat`` statistics and ``scale``/``bias`` params."""
   stat_dtype = jnp.float32 if force_float32_reductions else param_dtype
   for name in names:
@@ -65,14 +91,16 @@ def nnx_norm_front_end(module, body, layer: str, x, use_running_average, names, 
   writes the statistics back in training.
   """
   use_running_average = resolve_use_running_average(
-      layer, module.use_running_average, use_running_average)
+    layer, module.use_running_average, use_running_average
+  )
   x = jnp.asarray(x)
   check_input(layer, x, module.axis, getattr(module, names[0])[...].shape, call.get("mask"))
   stats = {name: getattr(module, name)[...] for name in names}
   scale = module.scale[...] if module.scale is not None else None
   bias = module.bias[...] if module.bias is not None else None
-  y, new_stats = body(module, x, stats, scale, bias, use_running_average=use_running_average,
-                      **call)
+  y, new_stats = body(
+    module, x, stats, scale, bias, use_running_average=use_running_average, **call
+  )
   if not use_running_average:
     for name, value in new_stats.items():
       getattr(module, name)[...] = value
@@ -85,9 +113,10 @@ def check_input(layer: str, x, axis, feature_shape, mask):
   got = tuple(x.shape[a] for a in feature_axes)
   if got != tuple(feature_shape):
     raise ValueError(
-        f"{layer}(num_features={feature_shape if len(feature_shape) > 1 else feature_shape[0]}) "
-        f"got an input with {got} features along axis={axis}: set num_features to the "
-        "input's feature size or fix axis.")
+      f"{layer}(num_features={feature_shape if len(feature_shape) > 1 else feature_shape[0]}) "
+      f"got an input with {got} features along axis={axis}: set num_features to the "
+      "input's feature size or fix axis."
+    )
   F.check_mask(mask, x.shape)
   return feature_axes, reduction_axes
 
@@ -111,38 +140,51 @@ class MomentumBatchNorm(nnx.Module):
   """
 
   def __init__(
-      self,
-      num_features: int | tuple[int, ...],
-      *,
-      use_running_average: bool | None = False,
-      axis: int | tuple[int, ...] = -1,
-      epsilon: float = 1e-5,
-      dtype: Any = None,
-      param_dtype: Any = jnp.float32,
-      use_bias: bool = True,
-      use_scale: bool = True,
-      bias_init: Any = nnx.initializers.zeros_init(),
-      scale_init: Any = nnx.initializers.ones_init(),
-      axis_name: str | None = None,
-      axis_index_groups: Any = None,
-      use_fast_variance: bool = True,
-      force_float32_reductions: bool = True,
-      total_epochs: int | None = None,
-      steps_per_epoch: int | None = None,
-      ideal_batch_size: int = 32,
-      tau0: float = 0.85,
-      batch_size: int | None = None,
-      guard_nonfinite: bool = True,
-      rngs: nnx.Rngs,
+    self,
+    num_features: int | tuple[int, ...],
+    *,
+    use_running_average: bool | None = False,
+    axis: int | tuple[int, ...] = -1,
+    epsilon: float = 1e-5,
+    dtype: Any = None,
+    param_dtype: Any = jnp.float32,
+    use_bias: bool = True,
+    use_scale: bool = True,
+    bias_init: Any = nnx.initializers.zeros_init(),
+    scale_init: Any = nnx.initializers.ones_init(),
+    axis_name: str | None = None,
+    axis_index_groups: Any = None,
+    use_fast_variance: bool = True,
+    force_float32_reductions: bool = True,
+    total_epochs: int | None = None,
+    steps_per_epoch: int | None = None,
+    ideal_batch_size: int = 32,
+    tau0: float = 0.85,
+    batch_size: int | None = None,
+    guard_nonfinite: bool = True,
+    rngs: nnx.Rngs,
   ):
     shape = feature_shape_of(num_features, axis)
     F.check_layer_config(
-        total_epochs=total_epochs, steps_per_epoch=steps_per_epoch,
-        ideal_batch_size=ideal_batch_size, tau0=tau0, batch_size=batch_size,
-        epsilon=epsilon)
-    init_statistics(self, shape, ("mean", "var", "train_mean", "train_var"),
-                    force_float32_reductions, param_dtype, use_scale, use_bias, scale_init,
-                    bias_init, rngs)
+      total_epochs=total_epochs,
+      steps_per_epoch=steps_per_epoch,
+      ideal_batch_size=ideal_batch_size,
+      tau0=tau0,
+      batch_size=batch_size,
+      epsilon=epsilon,
+    )
+    init_statistics(
+      self,
+      shape,
+      ("mean", "var", "train_mean", "train_var"),
+      force_float32_reductions,
+      param_dtype,
+      use_scale,
+      use_bias,
+      scale_init,
+      bias_init,
+      rngs,
+    )
     self.num_features = num_features
     self.use_running_average = use_running_average
     self.axis = axis
@@ -160,12 +202,21 @@ class MomentumBatchNorm(nnx.Module):
     self.batch_size = batch_size
     self.guard_nonfinite = guard_nonfinite
 
-  def __call__(self, x, use_running_average: bool | None = None, *, step=None,
-               momentum=None, mask=None):
+  def __call__(
+    self, x, use_running_average: bool | None = None, *, step=None, momentum=None, mask=None
+  ):
     """Normalizes ``x``; arguments as in :class:`mbn_jax.MomentumBatchNorm`."""
-    return nnx_norm_front_end(self, F.mbn_layer, "MomentumBatchNorm", x, use_running_average,
-                              ("mean", "var", "train_mean", "train_var"), step=step,
-                              momentum=momentum, mask=mask)
+    return nnx_norm_front_end(
+      self,
+      F.mbn_layer,
+      "MomentumBatchNorm",
+      x,
+      use_running_average,
+      ("mean", "var", "train_mean", "train_var"),
+      step=step,
+      momentum=momentum,
+      mask=mask,
+    )
 
   def set_view(self, use_running_average: bool | None = None):
     """Used by ``nnx.view``/``model.eval()``: sets ``use_running_average``."""

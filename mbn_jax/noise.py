@@ -25,12 +25,12 @@ import jax.numpy as jnp
 from jax.scipy.special import gammaln
 
 __all__ = [
-    "mean_noise_variance",
-    "variance_noise_mean",
-    "variance_noise_variance",
-    "bn_output_moments",
-    "equivalent_batch_size",
-    "stationary_weight_sum_of_squares",
+  "mean_noise_variance",
+  "variance_noise_mean",
+  "variance_noise_variance",
+  "bn_output_moments",
+  "equivalent_batch_size",
+  "stationary_weight_sum_of_squares",
 ]
 
 
@@ -41,9 +41,7 @@ def _check_momentum(momentum):
   except Exception:  # traced: cannot check, documented precondition.
     bad = False
   if bad:
-    raise ValueError(
-        f"momentum must lie in [0, 1) (weight on the old value), got {momentum}."
-    )
+    raise ValueError(f"momentum must lie in [0, 1) (weight on the old value), got {momentum}.")
   return m
 
 
@@ -151,7 +149,7 @@ def bn_output_moments(x_tilde, batch_size):
   x = jnp.asarray(x_tilde, jnp.result_type(float))
   safe_m = jnp.where(m > 3, m, 4.0)
   inv_sqrt_moment = jnp.sqrt(safe_m / 2.0) * jnp.exp(
-      gammaln((safe_m - 2.0) / 2.0) - gammaln((safe_m - 1.0) / 2.0)
+    gammaln((safe_m - 2.0) / 2.0) - gammaln((safe_m - 1.0) / 2.0)
   )
   # m = 3: E[(χ²_2)^{-1/2}] = Γ(1/2)/(√2 Γ(1)) = √(π/2), so E ξ_σ^{-1/2} = √(3π/2).
   inv_sqrt_moment = jnp.where(m == 3, jnp.sqrt(1.5 * jnp.pi), inv_sqrt_moment)

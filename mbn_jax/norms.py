@@ -31,20 +31,20 @@ from mbn_jax import nnx as mbn_nnx
 from mbn_jax.layers import BN_STATISTICS, MomentumBatchNorm, linen_norm_front_end
 
 __all__ = [
-    "BRN_MINI_IMAGENET_OPTIONS",
-    "BatchNorm",
-    "BatchRenorm",
-    "BatchRenormNNX",
-    "GroupNorm",
-    "Identity",
-    "InstanceNorm",
-    "LayerNorm",
-    "NORM_NAMES",
-    "NORM_OPTIONS",
-    "group_count",
-    "make_norm",
-    "renorm_correction",
-    "renorm_limits",
+  "BRN_MINI_IMAGENET_OPTIONS",
+  "BatchNorm",
+  "BatchRenorm",
+  "BatchRenormNNX",
+  "GroupNorm",
+  "Identity",
+  "InstanceNorm",
+  "LayerNorm",
+  "NORM_NAMES",
+  "NORM_OPTIONS",
+  "group_count",
+  "make_norm",
+  "renorm_correction",
+  "renorm_limits",
 ]
 
 # The paper's best BReN setting on Mini-ImageNet at batch size 2 (Sec. 5.4):
@@ -59,25 +59,31 @@ BRN_MINI_IMAGENET_OPTIONS = {"r_max": 1.5, "d_max": 0.5}
 
 def _check_renorm_config(r_max, d_max, warmup_steps, momentum, epsilon) -> None:
   """Validates the BReN hyper-parameters, naming the offending argument."""
+
   def real(v):
     return not isinstance(v, bool) and isinstance(v, numbers.Real)
 
   if not real(r_max) or r_max < 1:
     raise ValueError(
-        f"r_max must be a float >= 1 (r is clipped to [1/r_max, r_max]), got "
-        f"{r_max!r}. r_max=1, d_max=0 is plain BatchNorm; Ioffe uses r_max=3.")
+      f"r_max must be a float >= 1 (r is clipped to [1/r_max, r_max]), got "
+      f"{r_max!r}. r_max=1, d_max=0 is plain BatchNorm; Ioffe uses r_max=3."
+    )
   if not real(d_max) or d_max < 0:
     raise ValueError(
-        f"d_max must be a float >= 0 (d is clipped to [-d_max, d_max]), got "
-        f"{d_max!r}. Ioffe uses d_max=5.")
-  if (isinstance(warmup_steps, bool) or not isinstance(warmup_steps, numbers.Integral)
-      or warmup_steps < 0):
-    raise ValueError(
-        f"warmup_steps must be an int >= 0 (0: no warm-up), got {warmup_steps!r}.")
+      f"d_max must be a float >= 0 (d is clipped to [-d_max, d_max]), got "
+      f"{d_max!r}. Ioffe uses d_max=5."
+    )
+  if (
+    isinstance(warmup_steps, bool)
+    or not isinstance(warmup_steps, numbers.Integral)
+    or warmup_steps < 0
+  ):
+    raise ValueError(f"warmup_steps must be an int >= 0 (0: no warm-up), got {warmup_steps!r}.")
   if not real(momentum) or not 0 <= momentum <= 1:
     raise ValueError(
-        f"momentum must lie in [0, 1] (the weight on the OLD running value, "
-        f"Flax convention; PyTorch's 0.1 is 0.9 here), got {momentum!r}.")
+      f"momentum must lie in [0, 1] (the weight on the OLD running value, "
+      f"Flax convention; PyTorch's 0.1 is 0.9 here), got {momentum!r}."
+    )
   if not real(epsilon) or epsilon <= 0:
     raise ValueError(f"epsilon must be a positive float, got {epsilon!r}.")
 
@@ -102,8 +108,7 @@ def renorm_limits(step, r_max: float, d_max: float, warmup_steps: int = 0):
   return 1.0 + (jnp.float32(r_max) - 1.0) * frac, jnp.float32(d_max) * frac
 
 
-def renorm_correction(batch_mean, batch_var, running_mean, running_var,
-                      r_max, d_max, epsilon):
+def renorm_correction(batch_mean, batch_var, running_mean, running_var, r_max, d_max, epsilon):
   r"""Ioffe's correction (r, d), clipped and ``stop_gradient``-ed.
 
   σ_B = √(σ²_B + ε), σ = √(σ²_running + ε),
@@ -119,8 +124,7 @@ def renorm_correction(batch_mean, batch_var, running_mean, running_var,
   return jax.lax.stop_gradient(r), jax.lax.stop_gradient(d)
 
 
-def _renormalize(x, batch_mean, batch_var, r, d, scale, bias, feature_axes,
-                 epsilon, dtype):
+def _renormalize(x, batch_mean, batch_var, r, d, scale, bias, feature_axes, epsilon, dtype):
   """γ·(x̂·r + d) + β with x̂ = (x − μ_B)/σ_B, through ``F.normalize``.
 
   Folded as scale' = r·γ, bias' = d·γ + β, so that r = 1, d = 0 is
@@ -132,12 +136,21 @@ def _renormalize(x, batch_mean, batch_var, r, d, scale, bias, feature_axes,
   new_bias = d if scale is None else d * scale
   if bias is not None:
     new_bias = new_bias + bias
-  return F.normalize(x, batch_mean, batch_var, new_scale, new_bias,
-                     feature_axes, epsilon, dtype)
+  return F.normalize(x, batch_mean, batch_var, new_scale, new_bias, feature_axes, epsilon, dtype)
 
 
-def renorm_layer(cfg, x, stats: dict, scale, bias, *, use_running_average: bool, step=None,
-                 mask=None, initializing: bool = False):
+def renorm_layer(
+  cfg,
+  x,
+  stats: dict,
+  scale,
+  bias,
+  *,
+  use_running_average: bool,
+  step=None,
+  mask=None,
+  initializing: bool = False,
+):
   """Batch Renormalization as one pure function: the body of both front ends.
 
   ``cfg`` has :class:`BatchRenorm`'s fields (the linen or the nnx module);
@@ -152,21 +165,31 @@ def renorm_layer(cfg, x, stats: dict, scale, bias, *, use_running_average: bool,
   _check_renorm_config(cfg.r_max, cfg.d_max, cfg.warmup_steps, cfg.momentum, cfg.epsilon)
   feature_axes, reduction_axes = F.feature_and_reduction_axes(x.ndim, cfg.axis)
   if use_running_average:
-    return F.normalize(x, stats["mean"], stats["var"], scale, bias, feature_axes,
-                       cfg.epsilon, cfg.dtype), stats
+    return F.normalize(
+      x, stats["mean"], stats["var"], scale, bias, feature_axes, cfg.epsilon, cfg.dtype
+    ), stats
   batch = F.batch_moments(
-      x, reduction_axes, dtype=cfg.dtype, axis_name=None if initializing else cfg.axis_name,
-      axis_index_groups=cfg.axis_index_groups, use_fast_variance=cfg.use_fast_variance,
-      mask=mask, force_float32_reductions=cfg.force_float32_reductions)
+    x,
+    reduction_axes,
+    dtype=cfg.dtype,
+    axis_name=None if initializing else cfg.axis_name,
+    axis_index_groups=cfg.axis_index_groups,
+    use_fast_variance=cfg.use_fast_variance,
+    mask=mask,
+    force_float32_reductions=cfg.force_float32_reductions,
+  )
   r_lim, d_lim = renorm_limits(step, cfg.r_max, cfg.d_max, cfg.warmup_steps)
-  r, d = renorm_correction(batch.mean, batch.var, stats["mean"], stats["var"], r_lim, d_lim,
-                           cfg.epsilon)
-  y = _renormalize(x, batch.mean, batch.var, r, d, scale, bias, feature_axes, cfg.epsilon,
-                   cfg.dtype)
+  r, d = renorm_correction(
+    batch.mean, batch.var, stats["mean"], stats["var"], r_lim, d_lim, cfg.epsilon
+  )
+  y = _renormalize(
+    x, batch.mean, batch.var, r, d, scale, bias, feature_axes, cfg.epsilon, cfg.dtype
+  )
   if initializing:
     return y, stats
-  mean, var = F.guarded_moving_average(batch, stats["mean"], stats["var"], cfg.momentum,
-                                       F.updatable(batch, cfg.guard_nonfinite))
+  mean, var = F.guarded_moving_average(
+    batch, stats["mean"], stats["var"], cfg.momentum, F.updatable(batch, cfg.guard_nonfinite)
+  )
   return y, {"mean": mean, "var": var}
 
 
@@ -226,8 +249,7 @@ class BatchRenorm(nn.Module):
   guard_nonfinite: bool = True
 
   @nn.compact
-  def __call__(self, x, use_running_average: bool | None = None, *, step=None,
-               mask=None):
+  def __call__(self, x, use_running_average: bool | None = None, *, step=None, mask=None):
     """Normalizes ``x``.
 
     Args:
@@ -239,9 +261,11 @@ class BatchRenorm(nn.Module):
         batch statistics.
     """
     use_running_average = merge_param(
-        "use_running_average", self.use_running_average, use_running_average)
-    return linen_norm_front_end(self, renorm_layer, x, use_running_average, BN_STATISTICS,
-                                mask=mask, step=step)
+      "use_running_average", self.use_running_average, use_running_average
+    )
+    return linen_norm_front_end(
+      self, renorm_layer, x, use_running_average, BN_STATISTICS, mask=mask, step=step
+    )
 
 
 class BatchRenormNNX(nnx.Module):
@@ -257,33 +281,43 @@ class BatchRenormNNX(nnx.Module):
   """
 
   def __init__(
-      self,
-      num_features: int | tuple[int, ...],
-      *,
-      use_running_average: bool | None = False,
-      axis: int | tuple[int, ...] = -1,
-      momentum: float = 0.99,
-      epsilon: float = 1e-5,
-      dtype: Any = None,
-      param_dtype: Any = jnp.float32,
-      use_bias: bool = True,
-      use_scale: bool = True,
-      bias_init: Any = nnx.initializers.zeros_init(),
-      scale_init: Any = nnx.initializers.ones_init(),
-      axis_name: str | None = None,
-      axis_index_groups: Any = None,
-      use_fast_variance: bool = True,
-      force_float32_reductions: bool = True,
-      r_max: float = 3.0,
-      d_max: float = 5.0,
-      warmup_steps: int = 0,
-      guard_nonfinite: bool = True,
-      rngs: nnx.Rngs,
+    self,
+    num_features: int | tuple[int, ...],
+    *,
+    use_running_average: bool | None = False,
+    axis: int | tuple[int, ...] = -1,
+    momentum: float = 0.99,
+    epsilon: float = 1e-5,
+    dtype: Any = None,
+    param_dtype: Any = jnp.float32,
+    use_bias: bool = True,
+    use_scale: bool = True,
+    bias_init: Any = nnx.initializers.zeros_init(),
+    scale_init: Any = nnx.initializers.ones_init(),
+    axis_name: str | None = None,
+    axis_index_groups: Any = None,
+    use_fast_variance: bool = True,
+    force_float32_reductions: bool = True,
+    r_max: float = 3.0,
+    d_max: float = 5.0,
+    warmup_steps: int = 0,
+    guard_nonfinite: bool = True,
+    rngs: nnx.Rngs,
   ):
     shape = mbn_nnx.feature_shape_of(num_features, axis)
     _check_renorm_config(r_max, d_max, warmup_steps, momentum, epsilon)
-    mbn_nnx.init_statistics(self, shape, ("mean", "var"), force_float32_reductions,
-                            param_dtype, use_scale, use_bias, scale_init, bias_init, rngs)
+    mbn_nnx.init_statistics(
+      self,
+      shape,
+      ("mean", "var"),
+      force_float32_reductions,
+      param_dtype,
+      use_scale,
+      use_bias,
+      scale_init,
+      bias_init,
+      rngs,
+    )
     self.num_features = num_features
     self.use_running_average = use_running_average
     self.axis = axis
@@ -300,11 +334,18 @@ class BatchRenormNNX(nnx.Module):
     self.warmup_steps = warmup_steps
     self.guard_nonfinite = guard_nonfinite
 
-  def __call__(self, x, use_running_average: bool | None = None, *, step=None,
-               mask=None):
+  def __call__(self, x, use_running_average: bool | None = None, *, step=None, mask=None):
     """Normalizes ``x``; arguments as in :class:`BatchRenorm`."""
-    return mbn_nnx.nnx_norm_front_end(self, renorm_layer, "BatchRenormNNX", x,
-                                      use_running_average, ("mean", "var"), step=step, mask=mask)
+    return mbn_nnx.nnx_norm_front_end(
+      self,
+      renorm_layer,
+      "BatchRenormNNX",
+      x,
+      use_running_average,
+      ("mean", "var"),
+      step=step,
+      mask=mask,
+    )
 
   def set_view(self, use_running_average: bool | None = None):
     """Used by ``nnx.view``/``model.eval()``: sets ``use_running_average``."""
@@ -333,16 +374,17 @@ class BatchNorm(nn.BatchNorm):
   guard_nonfinite: bool = True
 
   @nn.compact
-  def __call__(self, x, use_running_average: bool | None = None, *, step=None,
-               mask=None):
+  def __call__(self, x, use_running_average: bool | None = None, *, step=None, mask=None):
     del step  # BatchNorm has no schedule.
     if not isinstance(self.momentum, numbers.Real) or not 0 <= self.momentum <= 1:
-      raise ValueError(f"momentum must lie in [0, 1] (weight on the OLD running value, Flax "
-                       f"convention; PyTorch's 0.1 is 0.9 here), got {self.momentum!r}.")
+      raise ValueError(
+        f"momentum must lie in [0, 1] (weight on the OLD running value, Flax "
+        f"convention; PyTorch's 0.1 is 0.9 here), got {self.momentum!r}."
+      )
     use_running_average = merge_param(
-        "use_running_average", self.use_running_average, use_running_average)
-    return linen_norm_front_end(self, F.bn_layer, x, use_running_average, BN_STATISTICS,
-                                mask=mask)
+      "use_running_average", self.use_running_average, use_running_average
+    )
+    return linen_norm_front_end(self, F.bn_layer, x, use_running_average, BN_STATISTICS, mask=mask)
 
 
 def group_count(channels: int, num_groups: int = 32) -> int:
@@ -381,10 +423,17 @@ class GroupNorm(nn.Module):
   def __call__(self, x, use_running_average: bool | None = None, *, step=None):
     del use_running_average, step
     groups = group_count(x.shape[-1], self.num_groups)
-    norm = nn.GroupNorm(num_groups=groups, epsilon=self.epsilon, dtype=self.dtype,
-                        param_dtype=self.param_dtype, use_bias=self.use_bias,
-                        use_scale=self.use_scale, bias_init=self.bias_init,
-                        scale_init=self.scale_init, name="group_norm")
+    norm = nn.GroupNorm(
+      num_groups=groups,
+      epsilon=self.epsilon,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      use_bias=self.use_bias,
+      use_scale=self.use_scale,
+      bias_init=self.bias_init,
+      scale_init=self.scale_init,
+      name="group_norm",
+    )
     nn.share_scope(self, norm)
     return norm(x)
 
@@ -409,12 +458,18 @@ class LayerNorm(nn.Module):
   @nn.compact
   def __call__(self, x, use_running_average: bool | None = None, *, step=None):
     del use_running_average, step
-    norm = nn.LayerNorm(epsilon=self.epsilon, dtype=self.dtype,
-                        param_dtype=self.param_dtype, use_bias=self.use_bias,
-                        use_scale=self.use_scale, bias_init=self.bias_init,
-                        scale_init=self.scale_init,
-                        reduction_axes=tuple(range(1, x.ndim)), feature_axes=-1,
-                        name="layer_norm")
+    norm = nn.LayerNorm(
+      epsilon=self.epsilon,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      use_bias=self.use_bias,
+      use_scale=self.use_scale,
+      bias_init=self.bias_init,
+      scale_init=self.scale_init,
+      reduction_axes=tuple(range(1, x.ndim)),
+      feature_axes=-1,
+      name="layer_norm",
+    )
     nn.share_scope(self, norm)
     return norm(x)
 
@@ -426,8 +481,7 @@ class InstanceNorm(nn.InstanceNorm):
   accepted and ignored.
   """
 
-  def __call__(self, x, use_running_average: bool | None = None, *, step=None,
-               mask=None):
+  def __call__(self, x, use_running_average: bool | None = None, *, step=None, mask=None):
     del use_running_average, step
     return super().__call__(x, mask=mask)
 
@@ -451,27 +505,55 @@ NORM_NAMES = ("bn", "mbn", "brn", "gn", "ln", "in", "none")
 # ``bn_momentum`` is an alias of ``momentum`` (the running-statistics
 # momentum of 'bn' and 'brn').
 _ROUTES: dict[str, dict[str, str]] = {
-    "bn": {"axis_name": "axis_name", "axis_index_groups": "axis_index_groups",
-           "dtype": "dtype", "param_dtype": "param_dtype", "epsilon": "epsilon",
-           "momentum": "momentum"},
-    "mbn": {"axis_name": "axis_name", "axis_index_groups": "axis_index_groups",
-            "dtype": "dtype", "param_dtype": "param_dtype", "epsilon": "epsilon",
-            "total_epochs": "total_epochs", "steps_per_epoch": "steps_per_epoch",
-            "ideal_batch_size": "ideal_batch_size", "tau0": "tau0",
-            "batch_size": "batch_size"},
-    "brn": {"axis_name": "axis_name", "axis_index_groups": "axis_index_groups",
-            "dtype": "dtype", "param_dtype": "param_dtype", "epsilon": "epsilon",
-            "momentum": "momentum", "r_max": "r_max", "d_max": "d_max",
-            "warmup_steps": "warmup_steps"},
-    "gn": {"dtype": "dtype", "param_dtype": "param_dtype", "epsilon": "epsilon",
-           "num_groups": "num_groups"},
-    "ln": {"dtype": "dtype", "param_dtype": "param_dtype", "epsilon": "epsilon"},
-    "in": {"dtype": "dtype", "param_dtype": "param_dtype", "epsilon": "epsilon"},
-    "none": {},
+  "bn": {
+    "axis_name": "axis_name",
+    "axis_index_groups": "axis_index_groups",
+    "dtype": "dtype",
+    "param_dtype": "param_dtype",
+    "epsilon": "epsilon",
+    "momentum": "momentum",
+  },
+  "mbn": {
+    "axis_name": "axis_name",
+    "axis_index_groups": "axis_index_groups",
+    "dtype": "dtype",
+    "param_dtype": "param_dtype",
+    "epsilon": "epsilon",
+    "total_epochs": "total_epochs",
+    "steps_per_epoch": "steps_per_epoch",
+    "ideal_batch_size": "ideal_batch_size",
+    "tau0": "tau0",
+    "batch_size": "batch_size",
+  },
+  "brn": {
+    "axis_name": "axis_name",
+    "axis_index_groups": "axis_index_groups",
+    "dtype": "dtype",
+    "param_dtype": "param_dtype",
+    "epsilon": "epsilon",
+    "momentum": "momentum",
+    "r_max": "r_max",
+    "d_max": "d_max",
+    "warmup_steps": "warmup_steps",
+  },
+  "gn": {
+    "dtype": "dtype",
+    "param_dtype": "param_dtype",
+    "epsilon": "epsilon",
+    "num_groups": "num_groups",
+  },
+  "ln": {"dtype": "dtype", "param_dtype": "param_dtype", "epsilon": "epsilon"},
+  "in": {"dtype": "dtype", "param_dtype": "param_dtype", "epsilon": "epsilon"},
+  "none": {},
 }
 _CLASSES: dict[str, Callable[..., nn.Module]] = {
-    "bn": BatchNorm, "mbn": MomentumBatchNorm, "brn": BatchRenorm,
-    "gn": GroupNorm, "ln": LayerNorm, "in": InstanceNorm, "none": Identity,
+  "bn": BatchNorm,
+  "mbn": MomentumBatchNorm,
+  "brn": BatchRenorm,
+  "gn": GroupNorm,
+  "ln": LayerNorm,
+  "in": InstanceNorm,
+  "none": Identity,
 }
 # make_norm's defaults where they differ from the classes' (PyTorch's BN
 # momentum 0.1, the paper's framework, is 0.9 in Flax's convention).
@@ -511,29 +593,35 @@ def make_norm(name: str, **options) -> Callable[..., nn.Module]:
   """
   if not isinstance(name, str) or name.lower() not in _ROUTES:
     raise ValueError(
-        f"Unknown norm name {name!r}: make_norm(name=...) takes one of "
-        f"{', '.join(repr(n) for n in NORM_NAMES)}.")
+      f"Unknown norm name {name!r}: make_norm(name=...) takes one of "
+      f"{', '.join(repr(n) for n in NORM_NAMES)}."
+    )
   name = name.lower()
   unknown = sorted(set(options) - set(NORM_OPTIONS))
   if unknown:
     raise ValueError(
-        f"make_norm got unknown option(s) {unknown}; valid options (every norm "
-        f"accepts all and ignores those it does not use): {list(NORM_OPTIONS)}.")
+      f"make_norm got unknown option(s) {unknown}; valid options (every norm "
+      f"accepts all and ignores those it does not use): {list(NORM_OPTIONS)}."
+    )
   options = {k: v for k, v in options.items() if v is not None}
   if "bn_momentum" in options:
     alias = options.pop("bn_momentum")
     if "momentum" in options and options["momentum"] != alias:
       raise ValueError(
-          f"make_norm got momentum={options['momentum']!r} and bn_momentum="
-          f"{alias!r}: they are the same option; pass one.")
+        f"make_norm got momentum={options['momentum']!r} and bn_momentum="
+        f"{alias!r}: they are the same option; pass one."
+      )
     options["momentum"] = alias
   fields = dict(_DEFAULTS.get(name, {}))
-  fields.update({field: options[opt] for opt, field in _ROUTES[name].items()
-                 if opt in options})
+  fields.update({field: options[opt] for opt, field in _ROUTES[name].items() if opt in options})
   if name == "brn":
-    _check_renorm_config(fields.get("r_max", 3.0), fields.get("d_max", 5.0),
-                         fields.get("warmup_steps", 0), fields["momentum"],
-                         fields.get("epsilon", 1e-5))
+    _check_renorm_config(
+      fields.get("r_max", 3.0),
+      fields.get("d_max", 5.0),
+      fields.get("warmup_steps", 0),
+      fields["momentum"],
+      fields.get("epsilon", 1e-5),
+    )
   cls = _CLASSES[name]
 
   def norm_factory(name: str | None = None, **kwargs) -> nn.Module:

@@ -52,14 +52,14 @@ from mbn_jax import functional as F
 from mbn_jax.layers import MomentumBatchNorm
 
 __all__ = [
-    "LayerMoments",
-    "PreciseStatsAccumulator",
-    "layer_moments",
-    "pool_moments",
-    "precise_batch_stats",
-    "precise_batch_stats_nnx",
-    "is_precise_norm",
-    "linen_training_mode",
+  "LayerMoments",
+  "PreciseStatsAccumulator",
+  "layer_moments",
+  "pool_moments",
+  "precise_batch_stats",
+  "precise_batch_stats_nnx",
+  "is_precise_norm",
+  "linen_training_mode",
 ]
 
 
@@ -71,8 +71,9 @@ class LayerMoments(NamedTuple):
   var: jax.Array
 
 
-def pool_moments(means, variances, counts=None, *, axis: int | None = 0,
-                 axis_name: str | None = None) -> LayerMoments:
+def pool_moments(
+  means, variances, counts=None, *, axis: int | None = 0, axis_name: str | None = None
+) -> LayerMoments:
   r"""Pools per-group moments by the law of total variance.
 
       N = Σ_b n_b,   μ = Σ_b n_b μ_b / N,   σ² = Σ_b n_b (σ²_b + (μ_b − μ)²) / N
@@ -95,8 +96,11 @@ def pool_moments(means, variances, counts=None, *, axis: int | None = 0,
   """
   means = jnp.asarray(means)
   variances = jnp.asarray(variances)
-  counts = jnp.ones_like(means) if counts is None else jnp.broadcast_to(
-      jnp.asarray(counts, means.dtype), means.shape)
+  counts = (
+    jnp.ones_like(means)
+    if counts is None
+    else jnp.broadcast_to(jnp.asarray(counts, means.dtype), means.shape)
+  )
 
   def total(t):
     if axis is not None:
@@ -119,8 +123,11 @@ def layer_moments(x, reduction_axes, mask=None) -> LayerMoments:
   """
   x = jnp.asarray(x)
   x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-  w = (jnp.ones(x.shape, x.dtype) if mask is None
-       else jnp.broadcast_to(jnp.asarray(mask), x.shape).astype(x.dtype))
+  w = (
+    jnp.ones(x.shape, x.dtype)
+    if mask is None
+    else jnp.broadcast_to(jnp.asarray(mask), x.shape).astype(x.dtype)
+  )
   n = jnp.sum(w, axis=reduction_axes)
   safe_n = jnp.where(n > 0, n, 1)
   mean = jnp.sum(w * x, axis=reduction_axes) / safe_n
@@ -131,8 +138,9 @@ def layer_moments(x, reduction_axes, mask=None) -> LayerMoments:
 
 def _merge(a: LayerMoments, b: LayerMoments) -> LayerMoments:
   """Pools two sets of moments (:func:`pool_moments` over a pair)."""
-  return pool_moments(jnp.stack([a.mean, b.mean]), jnp.stack([a.var, b.var]),
-                      jnp.stack([a.count, b.count]))
+  return pool_moments(
+    jnp.stack([a.mean, b.mean]), jnp.stack([a.var, b.var]), jnp.stack([a.count, b.count])
+  )
 
 
 # ----------------------------------------------------------------------------
@@ -141,6 +149,7 @@ def _merge(a: LayerMoments, b: LayerMoments) -> LayerMoments:
 
 def _linen_norm_types():
   from mbn_jax import norms
+
   return (nn.BatchNorm, MomentumBatchNorm, norms.BatchRenorm)
 
 
@@ -149,6 +158,7 @@ def _nnx_norm_types():
 
   from mbn_jax import nnx as mbn_nnx
   from mbn_jax import norms
+
   return (nnx.BatchNorm, mbn_nnx.MomentumBatchNorm, norms.BatchRenormNNX)
 
 
@@ -168,13 +178,21 @@ def _estimation_forward(layer, x, mask, scale, bias, axis_name):
   feature_axes, reduction_axes = F.feature_and_reduction_axes(x.ndim, layer.axis)
   F.check_mask(mask, x.shape)
   batch_mean, batch_var = F.batch_statistics(
-      x, reduction_axes, dtype=layer.dtype, axis_name=layer.axis_name,
-      axis_index_groups=layer.axis_index_groups,
-      use_fast_variance=layer.use_fast_variance, mask=mask)
+    x,
+    reduction_axes,
+    dtype=layer.dtype,
+    axis_name=layer.axis_name,
+    axis_index_groups=layer.axis_index_groups,
+    use_fast_variance=layer.use_fast_variance,
+    mask=mask,
+  )
   y = F.normalize(x, batch_mean, batch_var, scale, bias, feature_axes, layer.epsilon, layer.dtype)
   local = layer_moments(x, reduction_axes, mask)
-  moments = (local if axis_name is None else
-             pool_moments(local.mean, local.var, local.count, axis=None, axis_name=axis_name))
+  moments = (
+    local
+    if axis_name is None
+    else pool_moments(local.mean, local.var, local.count, axis=None, axis_name=axis_name)
+  )
   return y, moments
 
 
@@ -201,8 +219,13 @@ def _recording_interceptor(records: dict, axis_name: str | None):
 
   def interceptor(next_fun, args, kwargs, context):
     module = context.module
-    if (context.method_name != "__call__" or not isinstance(module, norm_types) or not args
-        or module.is_initializing() or not linen_training_mode(module, args, kwargs)):
+    if (
+      context.method_name != "__call__"
+      or not isinstance(module, norm_types)
+      or not args
+      or module.is_initializing()
+      or not linen_training_mode(module, args, kwargs)
+    ):
       return next_fun(*args, **kwargs)
     scale = module.get_variable("params", "scale") if module.use_scale else None
     bias = module.get_variable("params", "bias") if module.use_bias else None
@@ -255,9 +278,10 @@ class PreciseStatsAccumulator:
     shapes = jax.eval_shape(mapped or self.batch_moments, variables, batch)
     if not shapes:
       raise ValueError(
-          "precise_batch_stats found no flax.linen.BatchNorm, MomentumBatchNorm or BatchRenorm "
-          "called in training mode: train_fn must run the model with use_running_average=False "
-          "(e.g. model.apply(v, x, train=True, step=0, mutable=['batch_stats'])).")
+        "precise_batch_stats found no flax.linen.BatchNorm, MomentumBatchNorm or BatchRenorm "
+        "called in training mode: train_fn must run the model with use_running_average=False "
+        "(e.g. model.apply(v, x, train=True, step=0, mutable=['batch_stats']))."
+      )
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
   def update(self, state: dict[str, LayerMoments], variables, batch) -> dict[str, LayerMoments]:
@@ -277,8 +301,9 @@ class PreciseStatsAccumulator:
       for name, value in (("mean", moments.mean), ("var", moments.var)):
         key = f"{path}/{name}"
         if key not in flat:
-          raise KeyError(f"batch_stats has no {key!r}: pass the batch_stats of the model "
-                         "train_fn runs.")
+          raise KeyError(
+            f"batch_stats has no {key!r}: pass the batch_stats of the model train_fn runs."
+          )
         old = flat[key]
         flat[key] = jnp.where(moments.count > 0, value, old).astype(jnp.result_type(old))
     return traverse_util.unflatten_dict(flat, sep="/")
@@ -335,9 +360,10 @@ def _run_batches(update, state, batches, *, num_batches, progress, desc):
       first_sig = sig
     elif sig != first_sig and not (is_last and _same_dtypes(sig, first_sig)):
       raise ValueError(
-          f"precise_batch_stats: batch {i} has (shape, dtype) leaves {sig[1]}, but batch 0 "
-          f"had {first_sig[1]}. Every batch must have the same shape and dtype (only the last may "
-          "be smaller); make the input pipeline drop or pad ragged batches.")
+        f"precise_batch_stats: batch {i} has (shape, dtype) leaves {sig[1]}, but batch 0 "
+        f"had {first_sig[1]}. Every batch must have the same shape and dtype (only the last may "
+        "be smaller); make the input pipeline drop or pad ragged batches."
+      )
     state = update(state, batch)
   return state
 
@@ -350,18 +376,21 @@ def _compiled(train_fn, axis_name):
   if axis_name is None:
     return acc.init, jax.jit(acc.update), jax.jit(acc.finalize)
   mapped_moments = jax.pmap(acc.batch_moments, axis_name=axis_name)
-  return (functools.partial(acc.init, mapped=mapped_moments),
-          jax.pmap(acc.update, axis_name=axis_name), jax.pmap(acc.finalize, axis_name=axis_name))
+  return (
+    functools.partial(acc.init, mapped=mapped_moments),
+    jax.pmap(acc.update, axis_name=axis_name),
+    jax.pmap(acc.finalize, axis_name=axis_name),
+  )
 
 
 def precise_batch_stats(
-    train_fn: Callable[[Any, Any], Any],
-    variables,
-    batches: Iterable,
-    *,
-    num_batches: int | None = None,
-    axis_name: str | None = None,
-    progress: bool = False,
+  train_fn: Callable[[Any, Any], Any],
+  variables,
+  batches: Iterable,
+  *,
+  num_batches: int | None = None,
+  axis_name: str | None = None,
+  progress: bool = False,
 ) -> Any:
   r"""Population ("precise") inference statistics of a ``flax.linen`` model.
 
@@ -409,22 +438,31 @@ def precise_batch_stats(
       or a batch's shape differs from the first batch's.
   """
   if "batch_stats" not in variables:
-    raise ValueError("variables has no 'batch_stats' collection: pass the model's full "
-                     "variables (e.g. the output of model.init), not only its params.")
+    raise ValueError(
+      "variables has no 'batch_stats' collection: pass the model's full "
+      "variables (e.g. the output of model.init), not only its params."
+    )
   it = iter(batches)
   try:
     first = next(it)
   except StopIteration:
-    raise ValueError("precise_batch_stats got no batches: pass a non-empty iterable "
-                     "(e.g. a few hundred training images in batches of ~256).") from None
+    raise ValueError(
+      "precise_batch_stats got no batches: pass a non-empty iterable "
+      "(e.g. a few hundred training images in batches of ~256)."
+    ) from None
   try:
     init, update, finalize = _compiled(train_fn, axis_name)
   except TypeError:  # an unhashable train_fn: compile for this call only
     init, update, finalize = _compiled.__wrapped__(train_fn, axis_name)
   state = init(variables, first)
-  state = _run_batches(lambda s, b: update(s, variables, b), state,
-                       itertools.chain([first], it), num_batches=num_batches, progress=progress,
-                       desc="precise statistics")
+  state = _run_batches(
+    lambda s, b: update(s, variables, b),
+    state,
+    itertools.chain([first], it),
+    num_batches=num_batches,
+    progress=progress,
+    desc="precise statistics",
+  )
   return finalize(state, variables["batch_stats"])
 
 
@@ -449,25 +487,28 @@ def _recording_class(cls: type) -> type:
       _record(self._precise_records, self._precise_path, moments)
       return y
 
-    _RECORDING_CLASSES[cls] = type(f"_PreciseEstimation{cls.__name__}", (cls,),
-                                   {"__call__": __call__})
+    _RECORDING_CLASSES[cls] = type(
+      f"_PreciseEstimation{cls.__name__}", (cls,), {"__call__": __call__}
+    )
   return _RECORDING_CLASSES[cls]
 
 
 def _nnx_norm_layers(model):
   from flax import nnx
+
   types = _nnx_norm_types()
-  return [("/".join(map(str, path)), m) for path, m in nnx.iter_modules(model)
-          if isinstance(m, types)]
+  return [
+    ("/".join(map(str, path)), m) for path, m in nnx.iter_modules(model) if isinstance(m, types)
+  ]
 
 
 def precise_batch_stats_nnx(
-    forward: Callable[[Any, Any], Any],
-    model,
-    batches: Iterable,
-    *,
-    num_batches: int | None = None,
-    progress: bool = False,
+  forward: Callable[[Any, Any], Any],
+  model,
+  batches: Iterable,
+  *,
+  num_batches: int | None = None,
+  progress: bool = False,
 ) -> None:
   r""":func:`precise_batch_stats` for a ``flax.nnx`` model, **in place**.
 
@@ -480,10 +521,13 @@ def precise_batch_stats_nnx(
   batch adds one).
   """
   from flax import nnx
+
   layers = _nnx_norm_layers(model)
   if not layers:
-    raise ValueError("precise_batch_stats_nnx found no nnx.BatchNorm, MomentumBatchNorm or "
-                     "BatchRenormNNX in the model.")
+    raise ValueError(
+      "precise_batch_stats_nnx found no nnx.BatchNorm, MomentumBatchNorm or "
+      "BatchRenormNNX in the model."
+    )
   graphdef, state = nnx.split(model)
 
   def batch_moments(state, batch):
@@ -509,11 +553,19 @@ def precise_batch_stats_nnx(
     raise ValueError("precise_batch_stats_nnx got no batches: pass a non-empty iterable.") from None
   shapes = jax.eval_shape(batch_moments, state, first)
   if not shapes:
-    raise ValueError("precise_batch_stats_nnx: forward called no norm layer in training mode "
-                     "(call model.train() or pass use_running_average=False).")
+    raise ValueError(
+      "precise_batch_stats_nnx: forward called no norm layer in training mode "
+      "(call model.train() or pass use_running_average=False)."
+    )
   acc = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-  acc = _run_batches(lambda a, b: update(a, state, b), acc, itertools.chain([first], it),
-                     num_batches=num_batches, progress=progress, desc="precise statistics")
+  acc = _run_batches(
+    lambda a, b: update(a, state, b),
+    acc,
+    itertools.chain([first], it),
+    num_batches=num_batches,
+    progress=progress,
+    desc="precise statistics",
+  )
   for path, layer in layers:
     if path in acc:
       moments = acc[path]

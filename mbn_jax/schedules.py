@@ -26,8 +26,8 @@ def validate_positive_int(value, name: str) -> int:
   """Returns ``value`` as an int, or raises a ValueError naming ``name``."""
   if isinstance(value, bool) or not isinstance(value, numbers.Integral):
     raise TypeError(
-        f"{name} must be a positive Python int, got {value!r} "
-        f"({type(value).__name__}). Pass e.g. {name}=32."
+      f"{name} must be a positive Python int, got {value!r} "
+      f"({type(value).__name__}). Pass e.g. {name}=32."
     )
   if value <= 0:
     raise ValueError(f"{name} must be a positive int, got {value}.")
@@ -35,12 +35,12 @@ def validate_positive_int(value, name: str) -> int:
 
 
 def train_momentum(
-    step,
-    *,
-    batch_size: int,
-    total_epochs: int,
-    steps_per_epoch: int,
-    ideal_batch_size: int = 32,
+  step,
+  *,
+  batch_size: int,
+  total_epochs: int,
+  steps_per_epoch: int,
+  ideal_batch_size: int = 32,
 ):
   r"""Training momentum λ(t) of MBN, Eq. 11 of the paper.
 
@@ -97,9 +97,7 @@ def train_momentum(
 
   step = jnp.asarray(step)
   if not jnp.issubdtype(step.dtype, jnp.integer):
-    raise TypeError(
-        f"step must be an integer (0-based global step), got dtype {step.dtype}."
-    )
+    raise TypeError(f"step must be an integer (0-based global step), got dtype {step.dtype}.")
   r = min(m / m0, 1.0)
   if r >= 1.0 or total == 1:
     return jnp.zeros(step.shape, jnp.float32)
@@ -110,9 +108,7 @@ def train_momentum(
   return jnp.clip(lam, 0.0, None).astype(jnp.float32)
 
 
-def inference_momentum(
-    batch_size: int, *, ideal_batch_size: int = 32, tau0: float = 0.85
-) -> float:
+def inference_momentum(batch_size: int, *, ideal_batch_size: int = 32, tau0: float = 0.85) -> float:
   r"""Inference momentum τ of MBN, Eq. 12 of the paper: τ = τ0^(m/m0).
 
   τ weights the *old* inference moving statistics (Flax convention):
@@ -134,7 +130,6 @@ def inference_momentum(
     raise TypeError(f"tau0 must be a float in (0, 1), got {tau0!r}.")
   if not 0.0 < float(tau0) < 1.0:
     raise ValueError(
-        f"tau0 must lie strictly between 0 and 1, got {tau0}. The paper uses "
-        "tau0=0.85."
+      f"tau0 must lie strictly between 0 and 1, got {tau0}. The paper uses tau0=0.85."
     )
   return float(tau0) ** (m / m0)

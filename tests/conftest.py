@@ -2,6 +2,7 @@
 
 Both must be configured before JAX initialises its backend, hence here.
 """
+
 import os
 import pathlib
 
@@ -12,8 +13,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import jax
 
 _CACHE = os.environ.get(
-    "JAX_COMPILATION_CACHE_DIR",
-    str(pathlib.Path(__file__).resolve().parent.parent / ".jax_cache"))
+  "JAX_COMPILATION_CACHE_DIR", str(pathlib.Path(__file__).resolve().parent.parent / ".jax_cache")
+)
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

@@ -1,4 +1,5 @@
 """Analysis tools: statistic capture, measured noise against the theory, plots."""
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -18,7 +19,8 @@ class TwoNorms(nn.Module):
     h = x
     x = nn.Dense(3)(x)
     x = mbn_jax.MomentumBatchNorm(total_epochs=3, steps_per_epoch=2)(
-        x, use_running_average=not train, step=step)
+      x, use_running_average=not train, step=step
+    )
     return x, h
 
 
@@ -36,21 +38,28 @@ def test_capture_records_each_norm_input_statistics():
   stats = analysis.collect(upd[analysis.NORM_STATS])
   assert sorted(stats) == ["BatchNorm_0", "MomentumBatchNorm_0"]
   # Independent expectation: numpy statistics of the first norm's input.
-  pre = np.asarray(x) @ np.asarray(v["params"]["Dense_0"]["kernel"]) + np.asarray(v["params"]["Dense_0"]["bias"])
+  pre = np.asarray(x) @ np.asarray(v["params"]["Dense_0"]["kernel"]) + np.asarray(
+    v["params"]["Dense_0"]["bias"]
+  )
   np.testing.assert_allclose(stats["BatchNorm_0"]["batch_mean"], pre.mean(0), rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(stats["BatchNorm_0"]["batch_var"], pre.var(0), rtol=1e-4, atol=1e-6)
 
 
 def test_capture_records_once_per_call_for_every_batch_norm_of_a_network():
   from mbn_jax.models import create_model
+
   for norm in ("bn", "mbn", "brn"):
     model = create_model("resnet20", num_classes=10, norm=norm, total_epochs=2, steps_per_epoch=3)
     x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
     v = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
     v = jax.tree.map(lambda s: jnp.ones(s.shape, s.dtype) * 0.05, v)
     with analysis.capture_norm_statistics():
-      _, upd = jax.eval_shape(lambda v: model.apply(
-          v, x, train=True, step=1, mutable=["batch_stats", analysis.NORM_STATS]), v)
+      _, upd = jax.eval_shape(
+        lambda v: model.apply(
+          v, x, train=True, step=1, mutable=["batch_stats", analysis.NORM_STATS]
+        ),
+        v,
+      )
     stats = analysis.collect(upd[analysis.NORM_STATS])
     assert len(stats) == 19 + 2, norm  # 19 conv norms + 2 shortcut-projection norms
     for path, rec in stats.items():
@@ -79,15 +88,22 @@ def test_measured_noise_of_the_layer_matches_theory_on_iid_data(m, lam):
 
   def body(v, x):
     with analysis.capture_norm_statistics():
-      _, upd = layer.apply(v, x, use_running_average=False, momentum=lam,
-                           mutable=["batch_stats", analysis.NORM_STATS])
+      _, upd = layer.apply(
+        v, x, use_running_average=False, momentum=lam, mutable=["batch_stats", analysis.NORM_STATS]
+      )
     s = upd["batch_stats"]
     rec = analysis.collect(upd[analysis.NORM_STATS])[""]
-    return {**v, "batch_stats": s}, (rec["batch_mean"], rec["batch_var"], s["train_mean"], s["train_var"])
+    return {**v, "batch_stats": s}, (
+      rec["batch_mean"],
+      rec["batch_var"],
+      s["train_mean"],
+      s["train_var"],
+    )
 
   _, (bm, bv, nm, nv) = jax.lax.scan(body, v, xs)
-  r = analysis.measure_noise("layer", bm, bv, batch_size=m, momentum=lam, norm_means=nm,
-                             norm_vars=nv, skip=50)
+  r = analysis.measure_noise(
+    "layer", bm, bv, batch_size=m, momentum=lam, norm_means=nm, norm_vars=nv, skip=50
+  )
   assert r.var_xi_mu == pytest.approx(r.predicted_var_xi_mu, rel=0.12)
   assert r.mean_xi_sigma == pytest.approx(r.predicted_mean_xi_sigma, rel=0.05)
   assert r.var_xi_sigma == pytest.approx(r.predicted_var_xi_sigma, rel=0.2)

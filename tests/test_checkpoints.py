@@ -1,4 +1,5 @@
 """train/checkpoints.py, and SIGTERM on a real `python -m train` process."""
+
 import json
 import os
 import signal
@@ -22,8 +23,9 @@ def test_save_restore_round_trip_and_no_double_save(tmp_path):
   for s in (4, 5):
     mgr.save(s, state, {"accum": {}})
   assert mgr.all_steps() == [4, 5] and mgr.latest_step() == 5  # max_to_keep=2.
-  restored, meta = mgr.restore(4, {"step": np.asarray(0), "params": {"w": np.zeros((2, 3))},
-                                   "empty": {}})
+  restored, meta = mgr.restore(
+    4, {"step": np.asarray(0), "params": {"w": np.zeros((2, 3))}, "empty": {}}
+  )
   np.testing.assert_array_equal(restored["params"]["w"], state["params"]["w"])
   assert int(restored["step"]) == 3 and meta == {"accum": {}}
   mgr.close()
@@ -42,15 +44,37 @@ def test_stop_signal_sets_flag_and_restores_handler():
 
 def test_sigterm_leaves_a_usable_checkpoint(tmp_path):
   workdir = str(tmp_path / "run")
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-             JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT,
-             JAX_COMPILATION_CACHE_DIR=os.path.join(ROOT, ".jax_cache"),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
-  cmd = [sys.executable, "-m", "train", "--config", "configs/quickstart.py", "--workdir", workdir,
-         "--config.norms=", "--config.norm=mbn", "--config.dataset.max_train_examples=200",
-         "--config.progress_bar=false", "--config.mbn_total_epochs=3"]
-  proc = subprocess.Popen(cmd + ["--config.num_epochs=100000"], cwd=ROOT, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  env = dict(
+    os.environ,
+    XLA_FLAGS="--xla_force_host_platform_device_count=2",
+    JAX_PLATFORMS="cpu",
+    TF_CPP_MIN_LOG_LEVEL="3",
+    PYTHONPATH=ROOT,
+    JAX_COMPILATION_CACHE_DIR=os.path.join(ROOT, ".jax_cache"),
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+  )
+  cmd = [
+    sys.executable,
+    "-m",
+    "train",
+    "--config",
+    "configs/quickstart.py",
+    "--workdir",
+    workdir,
+    "--config.norms=",
+    "--config.norm=mbn",
+    "--config.dataset.max_train_examples=200",
+    "--config.progress_bar=false",
+    "--config.mbn_total_epochs=3",
+  ]
+  proc = subprocess.Popen(
+    cmd + ["--config.num_epochs=100000"],
+    cwd=ROOT,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+  )
   try:
     lines = []
     for line in proc.stdout:  # Wait until it has trained an epoch, then preempt it.
@@ -71,8 +95,14 @@ def test_sigterm_leaves_a_usable_checkpoint(tmp_path):
   # The same command resumes from it (here with fewer epochs: it stops at once
   # if those are done, or finishes them) and evaluates the restored state.
   epochs = summary["epochs_completed"] + 1
-  done = subprocess.run(cmd + [f"--config.num_epochs={epochs}"], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=120)
+  done = subprocess.run(
+    cmd + [f"--config.num_epochs={epochs}"],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
   assert f"Resuming from step {summary['step']}" in done.stdout
   final = json.load(open(os.path.join(workdir, "summary.json")))

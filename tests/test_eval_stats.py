@@ -1,4 +1,5 @@
 """train.eval_stats: pooled population statistics and re-evaluation of a tiny real run."""
+
 import json
 import pathlib
 
@@ -16,7 +17,8 @@ pytestmark = pytest.mark.skipif(jax.local_device_count() < 4, reason="needs 4 de
 def test_reevaluates_a_run_with_each_kind_of_statistics(tmp_path):
   workdir = str(tmp_path / "mbn")
   summary = train_lib.train_and_evaluate(
-      tiny_config(norm="mbn", num_epochs=2, mbn_total_epochs=2), workdir)
+    tiny_config(norm="mbn", num_epochs=2, mbn_total_epochs=2), workdir
+  )
   result = eval_stats.evaluate_run(workdir, batch=16, precise_batches=4, replays=2)
   # 'moving' is what the training program itself measured at the end.
   assert result["moving"] == pytest.approx(summary["final_eval_accuracy"], abs=1e-6)
@@ -49,8 +51,9 @@ def test_replay_ema_matches_the_closed_form_weights():
   out = eval_stats.replay_ema(start, iter(stream), tau)
   n = len(stream)
   for i in (0, 1):  # mean, var: start·τ^n + Σ_k (1 − τ) τ^(n−k) b_k
-    want = tau**n * start["a"][i] + sum((1 - tau) * tau ** (n - k) * stream[k - 1]["a"][i]
-                                        for k in range(1, n + 1))
+    want = tau**n * start["a"][i] + sum(
+      (1 - tau) * tau ** (n - k) * stream[k - 1]["a"][i] for k in range(1, n + 1)
+    )
     np.testing.assert_allclose(out["a"][i], want, rtol=1e-12)
   assert eval_stats.replay_steps(0.99) == 459  # 0.99**459 < 0.01 < 0.99**458
   assert 0.99**459 < 0.01 < 0.99**458

@@ -28,8 +28,7 @@ def small_auto_chunks(monkeypatch):
 
 def _matmul_conv(lhs, rhs, window_strides, padding, dimension_numbers=None, **kw):
   assert not kw
-  return fc.matmul_conv(lhs, rhs, window_strides, padding,
-                        dimension_numbers=dimension_numbers)
+  return fc.matmul_conv(lhs, rhs, window_strides, padding, dimension_numbers=dimension_numbers)
 
 
 def _data(dtype, n=5, hw=7, cin=3, cout=4, k=3, layout=NHWC, seed=0):
@@ -92,8 +91,9 @@ def test_nchw_and_1x1(method, small_auto_chunks):
   dn = ("NCHW", "OIHW", "NCHW")
   for k, strides in ((3, (2, 1)), (1, (2, 2))):
     x, w, kg = _data(jnp.float32, k=k, layout=dn)
-    conv = (_matmul_conv if method == "matmul"
-            else fc.make_conv_general_dilated(method, chunk_size=2))
+    conv = (
+      _matmul_conv if method == "matmul" else fc.make_conv_general_dilated(method, chunk_size=2)
+    )
     want = _vjp_all(lax.conv_general_dilated, x, w, kg, strides, "SAME", dn)
     got = _vjp_all(conv, x, w, kg, strides, "SAME", dn)
     for g, r in zip(got, want):
@@ -103,8 +103,9 @@ def test_nchw_and_1x1(method, small_auto_chunks):
 @pytest.mark.parametrize("chunk_impl", ["unroll", "scan"])
 def test_chunked_impls_and_input_grad_chunks(chunk_impl):
   x, w, kg = _data(jnp.float32, n=7)
-  conv = fc.make_conv_general_dilated("chunked", chunk_size=3, chunk_impl=chunk_impl,
-                                      input_grad_chunk_size=2)
+  conv = fc.make_conv_general_dilated(
+    "chunked", chunk_size=3, chunk_impl=chunk_impl, input_grad_chunk_size=2
+  )
   want = _vjp_all(lax.conv_general_dilated, x, w, kg, (1, 1), "SAME", NHWC)
   got = _vjp_all(conv, x, w, kg, (1, 1), "SAME", NHWC)
   for g, r in zip(got, want):
@@ -146,8 +147,9 @@ def test_finite_difference(rows, small_auto_chunks, monkeypatch):
 def test_flax_conv_drop_in(small_auto_chunks):
   x, _, _ = _data(jnp.float32)
   ref = nn.Conv(4, (3, 3), strides=(2, 2), use_bias=True)
-  fast = nn.Conv(4, (3, 3), strides=(2, 2), use_bias=True,
-                 conv_general_dilated=fc.conv_general_dilated)
+  fast = nn.Conv(
+    4, (3, 3), strides=(2, 2), use_bias=True, conv_general_dilated=fc.conv_general_dilated
+  )
   params = ref.init(jax.random.PRNGKey(0), x)
 
   def grads(m):

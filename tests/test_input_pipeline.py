@@ -1,4 +1,5 @@
 """train/input_pipeline.py: sources, holdouts, deterministic per-process batches, errors."""
+
 import numpy as np
 import pytest
 
@@ -8,7 +9,13 @@ from train import input_pipeline as ip
 
 def dataset_config(**kw):
   dc = default.get_config().dataset
-  dc.source, dc.name, dc.eval_split, dc.holdout_per_class, dc.augment = "digits", "digits", "", 36, "none"
+  dc.source, dc.name, dc.eval_split, dc.holdout_per_class, dc.augment = (
+    "digits",
+    "digits",
+    "",
+    36,
+    "none",
+  )
   for k, v in kw.items():
     setattr(dc, k, v)
   return dc
@@ -16,6 +23,7 @@ def dataset_config(**kw):
 
 def test_digits_holdout_is_last_k_of_each_class():
   from sklearn.datasets import load_digits
+
   labels = load_digits().target
   data = ip.load_dataset(dataset_config())
   assert data.train_images.shape[1:] == (8, 8, 1) and data.train_images.dtype == np.uint8
@@ -30,6 +38,7 @@ def test_digits_holdout_is_last_k_of_each_class():
 @pytest.fixture(scope="module")
 def image_folder(tmp_path_factory):
   from PIL import Image
+
   root = tmp_path_factory.mktemp("folder")
   for c, name in enumerate(["cat", "dog", "emu"]):
     d = root / "train" / name
@@ -41,8 +50,9 @@ def image_folder(tmp_path_factory):
 
 
 def test_image_folder_holdout_per_class_uses_file_order(image_folder):
-  data = ip.load_dataset(dataset_config(source="image_folder", root=str(image_folder),
-                                        holdout_per_class=2))
+  data = ip.load_dataset(
+    dataset_config(source="image_folder", root=str(image_folder), holdout_per_class=2)
+  )
   assert data.num_classes == 3 and data.train_images.shape == (12, 8, 8, 3)
   # Files 0004 and 0005 of every class (pixel 10*i + 100*c) are held out.
   held = sorted(int(v) for v in data.eval_images[:, 0, 0, 0])
@@ -51,13 +61,22 @@ def test_image_folder_holdout_per_class_uses_file_order(image_folder):
 
 
 def test_image_folder_split_slices_and_missing_split(image_folder):
-  data = ip.load_dataset(dataset_config(source="image_folder", root=str(image_folder),
-                                        holdout_per_class=0, train_split="train[:50%]",
-                                        eval_split="train[50%:]"))
+  data = ip.load_dataset(
+    dataset_config(
+      source="image_folder",
+      root=str(image_folder),
+      holdout_per_class=0,
+      train_split="train[:50%]",
+      eval_split="train[50%:]",
+    )
+  )
   assert len(data.train_labels) == 9 and len(data.eval_labels) == 9
   with pytest.raises(ip.DatasetUnavailableError, match="no split 'test'"):
-    ip.load_dataset(dataset_config(source="image_folder", root=str(image_folder),
-                                   holdout_per_class=0, eval_split="test"))
+    ip.load_dataset(
+      dataset_config(
+        source="image_folder", root=str(image_folder), holdout_per_class=0, eval_split="test"
+      )
+    )
 
 
 def test_missing_image_folder_fails_at_once(tmp_path):
@@ -66,8 +85,14 @@ def test_missing_image_folder_fails_at_once(tmp_path):
 
 
 def test_missing_tfds_dataset_names_it_and_the_ways_out(tmp_path):
-  dc = dataset_config(source="tfds", name="cifar10", data_dir=str(tmp_path), download=False,
-                      holdout_per_class=0, eval_split="test")
+  dc = dataset_config(
+    source="tfds",
+    name="cifar10",
+    data_dir=str(tmp_path),
+    download=False,
+    holdout_per_class=0,
+    eval_split="test",
+  )
   with pytest.raises(ip.DatasetUnavailableError) as e:
     ip.load_dataset(dc)
   msg = str(e.value)
@@ -75,8 +100,13 @@ def test_missing_tfds_dataset_names_it_and_the_ways_out(tmp_path):
 
 
 def test_unknown_tfds_name(tmp_path):
-  dc = dataset_config(source="tfds", name="no_such_dataset_xyz", data_dir=str(tmp_path),
-                      holdout_per_class=0, eval_split="test")
+  dc = dataset_config(
+    source="tfds",
+    name="no_such_dataset_xyz",
+    data_dir=str(tmp_path),
+    holdout_per_class=0,
+    eval_split="test",
+  )
   with pytest.raises(ValueError, match="no_such_dataset_xyz"):
     ip.load_dataset(dc)
 
@@ -85,14 +115,29 @@ def small_data(n=40):
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
   labels = np.arange(n, dtype=np.int32)  # Label = index: shows which example is where.
-  return ip.Dataset(images, labels, images[:10], labels[:10], n,
-                    np.zeros(3, np.float32), np.ones(3, np.float32), "test")
+  return ip.Dataset(
+    images,
+    labels,
+    images[:10],
+    labels[:10],
+    n,
+    np.zeros(3, np.float32),
+    np.ones(3, np.float32),
+    "test",
+  )
 
 
 def batches(data, processes, index, local_devices, augment="crop_flip", seed=3):
-  return ip.TrainBatches(data, per_device_batch_size=2, local_devices=local_devices,
-                         process_index=index, process_count=processes, seed=seed,
-                         augment=augment, pad=2)
+  return ip.TrainBatches(
+    data,
+    per_device_batch_size=2,
+    local_devices=local_devices,
+    process_index=index,
+    process_count=processes,
+    seed=seed,
+    augment=augment,
+    pad=2,
+  )
 
 
 def test_batches_are_a_pure_function_of_seed_epoch_index():
@@ -132,7 +177,7 @@ def test_augmentation_is_pad_crop_and_flip():
   # Each augmented image is a shifted/flipped window of the zero-padded original.
   for img, lab in zip(aug["image"].reshape(-1, 8, 8, 3), aug["label"].ravel()):
     padded = np.pad(data.train_images[lab].astype(np.float32) / 255, ((2, 2), (2, 2), (0, 0)))
-    windows = [padded[dy:dy + 8, dx:dx + 8] for dy in range(5) for dx in range(5)]
+    windows = [padded[dy : dy + 8, dx : dx + 8] for dy in range(5) for dx in range(5)]
     assert any(np.allclose(img, w) or np.allclose(img, w[:, ::-1]) for w in windows)
 
 
@@ -140,8 +185,9 @@ def test_eval_batches_cover_every_example_once():
   data = small_data()
   got = []
   for p in range(2):
-    for bt in ip.eval_batches(data, per_device_batch_size=3, local_devices=2, process_index=p,
-                              process_count=2):
+    for bt in ip.eval_batches(
+      data, per_device_batch_size=3, local_devices=2, process_index=p, process_count=2
+    ):
       assert bt["image"].shape == (2, 3, 8, 8, 3)
       got.extend(bt["label"][bt["mask"]].tolist())
   assert sorted(got) == list(range(10))
@@ -149,14 +195,19 @@ def test_eval_batches_cover_every_example_once():
 
 def test_first_per_class_is_balanced_and_keeps_order():
   from train import input_pipeline as ip
+
   labels = np.array([0, 0, 1, 0, 1, 1, 2, 1, 2, 0])
   mask = ip._first_per_class(labels, 2)
   np.testing.assert_array_equal(np.flatnonzero(mask), [0, 1, 2, 4, 6, 8])
 
 
 def test_decoded_cache_is_reused(image_folder, tmp_path):
-  dc = dataset_config(source="image_folder", root=str(image_folder), holdout_per_class=2,
-                      cache_dir=str(tmp_path / "cache"))
+  dc = dataset_config(
+    source="image_folder",
+    root=str(image_folder),
+    holdout_per_class=2,
+    cache_dir=str(tmp_path / "cache"),
+  )
   first = ip.load_dataset(dc)
   assert len(list((tmp_path / "cache").glob("*.images.npy"))) == 1
   again = ip.load_dataset(dc)

@@ -1,4 +1,5 @@
 """MomentumBatchNorm (flax.linen): Eq. 8, Eq. 13, Algorithm 1's updates, edges."""
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -39,7 +40,9 @@ def eq13_input_gradient(x, g, gamma, mu_old, var_old, lam, eps):
   var_m = lam * var_old + (1 - lam) * var_b
   dxhat = g * gamma
   dvar_b = np.sum(dxhat * (x - mu_m), 0) * -0.5 * (var_m + eps) ** -1.5 * (1 - lam)
-  dmu_b = np.sum(dxhat * (lam - 1) / np.sqrt(var_m + eps), 0) + dvar_b * np.sum(-2 * (x - mu_b), 0) / m
+  dmu_b = (
+    np.sum(dxhat * (lam - 1) / np.sqrt(var_m + eps), 0) + dvar_b * np.sum(-2 * (x - mu_b), 0) / m
+  )
   return dxhat / np.sqrt(var_m + eps) + dvar_b * 2 * (x - mu_b) / m + dmu_b / m
 
 
@@ -54,8 +57,10 @@ def test_gradient_is_eq13_and_a_finite_difference(lam):
     var_old = np.asarray(rand((c,), 5, 1.0, 0.0), np.float64) ** 2 + 0.5
     layer = MomentumBatchNorm(epsilon=eps)
     v = init(layer, jnp.asarray(x))
-    v = {"params": {"scale": jnp.asarray(gamma), "bias": jnp.zeros(c)},
-         "batch_stats": with_stats(v, jnp.asarray(mu_old), jnp.asarray(var_old))["batch_stats"]}
+    v = {
+      "params": {"scale": jnp.asarray(gamma), "bias": jnp.zeros(c)},
+      "batch_stats": with_stats(v, jnp.asarray(mu_old), jnp.asarray(var_old))["batch_stats"],
+    }
 
     def loss(xx):
       y, _ = layer.apply(v, xx, use_running_average=False, momentum=lam, mutable=["batch_stats"])
@@ -100,11 +105,16 @@ def test_lambda_zero_equals_flax_batchnorm(shape, axis):
   c = shape[axis]
   params = {"scale": rand((c,), 7, 0.3, 1.0), "bias": rand((c,), 8, 0.3, 0.0)}
   mean0, var0 = rand((c,), 9), rand((c,), 10) ** 2 + 0.1
-  vm = {"params": params, "batch_stats": with_stats(vm, rand((c,), 11), rand((c,), 12) ** 2, mean0, var0)["batch_stats"]}
+  vm = {
+    "params": params,
+    "batch_stats": with_stats(vm, rand((c,), 11), rand((c,), 12) ** 2, mean0, var0)["batch_stats"],
+  }
   vb = {"params": params, "batch_stats": {"mean": mean0, "var": var0}}
 
   def f_mbn(p, xx):
-    y, upd = mbn.apply({**vm, "params": p}, xx, use_running_average=False, momentum=0.0, mutable=["batch_stats"])
+    y, upd = mbn.apply(
+      {**vm, "params": p}, xx, use_running_average=False, momentum=0.0, mutable=["batch_stats"]
+    )
     return jnp.sum(jnp.sin(y)), (y, upd)
 
   def f_bn(p, xx):
@@ -116,8 +126,12 @@ def test_lambda_zero_equals_flax_batchnorm(shape, axis):
   np.testing.assert_allclose(ym, yb, rtol=1e-6, atol=1e-6)
   for a, b in zip(jax.tree.leaves(gm), jax.tree.leaves(gb)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(um["batch_stats"]["mean"], ub["batch_stats"]["mean"], rtol=1e-6, atol=1e-7)
-  np.testing.assert_allclose(um["batch_stats"]["var"], ub["batch_stats"]["var"], rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(
+    um["batch_stats"]["mean"], ub["batch_stats"]["mean"], rtol=1e-6, atol=1e-7
+  )
+  np.testing.assert_allclose(
+    um["batch_stats"]["var"], ub["batch_stats"]["var"], rtol=1e-6, atol=1e-7
+  )
   # Inference mode too.
   yi_m = mbn.apply(vm, x, use_running_average=True)
   yi_b = bn.apply(vb, x, use_running_average=True)
@@ -130,9 +144,16 @@ def test_state_updates_follow_algorithm_1():
   T, spe, step = 6, 10, 37  # epoch t = 4
   layer = MomentumBatchNorm(total_epochs=T, steps_per_epoch=spe, tau0=0.8, ideal_batch_size=16)
   v = init(layer, jnp.asarray(x))
-  tm, tv, rm, rv = (np.array([0.3, -0.2]), np.array([1.5, 0.7]), np.array([0.1, 0.2]), np.array([2.0, 3.0]))
+  tm, tv, rm, rv = (
+    np.array([0.3, -0.2]),
+    np.array([1.5, 0.7]),
+    np.array([0.1, 0.2]),
+    np.array([2.0, 3.0]),
+  )
   v = with_stats(v, jnp.asarray(tm), jnp.asarray(tv), jnp.asarray(rm), jnp.asarray(rv))
-  y, upd = layer.apply(v, jnp.asarray(x), use_running_average=False, step=step, mutable=["batch_stats"])
+  y, upd = layer.apply(
+    v, jnp.asarray(x), use_running_average=False, step=step, mutable=["batch_stats"]
+  )
   # Independent expectation: numpy, Eq. 11 as printed with t = 4, Eq. 12.
   m, m0, t = 4, 16, 4
   rho = (m / m0) ** (1 / T)
@@ -151,8 +172,13 @@ def test_state_updates_follow_algorithm_1():
 def test_inference_uses_inference_statistics_and_changes_nothing():
   x = rand((5, 3))
   layer = MomentumBatchNorm()
-  v = with_stats(init(layer, x), jnp.array([9.0, 9, 9]), jnp.array([9.0, 9, 9]),
-                 jnp.array([1.0, 2, 3]), jnp.array([4.0, 1, 0.25]))
+  v = with_stats(
+    init(layer, x),
+    jnp.array([9.0, 9, 9]),
+    jnp.array([9.0, 9, 9]),
+    jnp.array([1.0, 2, 3]),
+    jnp.array([4.0, 1, 0.25]),
+  )
   y, upd = layer.apply(v, x, use_running_average=True, mutable=["batch_stats"])
   want = (np.asarray(x) - [1, 2, 3]) / np.sqrt(np.array([4.0, 1, 0.25]) + 1e-5)
   np.testing.assert_allclose(y, want, rtol=1e-5)
@@ -173,7 +199,9 @@ def test_training_over_steps_converges_to_population_statistics():
   layer = MomentumBatchNorm(total_epochs=4, steps_per_epoch=50)
   x0 = rand((2, 3))
   v = init(layer, x0)
-  apply = jax.jit(lambda v, x, s: layer.apply(v, x, use_running_average=False, step=s, mutable=["batch_stats"]))
+  apply = jax.jit(
+    lambda v, x, s: layer.apply(v, x, use_running_average=False, step=s, mutable=["batch_stats"])
+  )
   for s in range(200):
     _, upd = apply(v, rand((2, 3), seed=100 + s, scale=2.0, shift=3.0), jnp.int32(s))
     v = {**v, **upd}
@@ -203,7 +231,10 @@ def test_one_compilation_for_many_steps():
     lam_seen.append(float(((new - mu_b) / (old - mu_b))[0]) if s else 0.0)
     v = {**v, **upd}
   assert len(traces) == 1
-  want = [float(mbn_jax.train_momentum(s, batch_size=2, total_epochs=3, steps_per_epoch=2)) for s in range(8)]
+  want = [
+    float(mbn_jax.train_momentum(s, batch_size=2, total_epochs=3, steps_per_epoch=2))
+    for s in range(8)
+  ]
   np.testing.assert_allclose(lam_seen[1:], want[1:], atol=1e-4)
 
 
@@ -219,13 +250,18 @@ def test_bfloat16_inputs_float32_statistics():
   x32 = np.asarray(x.astype(jnp.float32))
   mu_b = x32.mean((0, 1, 2))
   np.testing.assert_allclose(upd["batch_stats"]["train_mean"], 0.75 * mu_b, rtol=1e-5, atol=1e-6)
-  ref = MomentumBatchNorm().apply(v, jnp.asarray(x32), use_running_average=False, momentum=0.25,
-                                  mutable=["batch_stats"])[0]
+  ref = MomentumBatchNorm().apply(
+    v, jnp.asarray(x32), use_running_average=False, momentum=0.25, mutable=["batch_stats"]
+  )[0]
   np.testing.assert_allclose(np.asarray(y, np.float32), ref, rtol=2e-2, atol=2e-2)
   # And λ = 0 in bf16 matches Flax's BatchNorm in bf16.
   bn = nn.BatchNorm(dtype=jnp.bfloat16, momentum=mbn_jax.inference_momentum(4))
-  yb = bn.apply(bn.init(KEY, x, use_running_average=False), x, use_running_average=False,
-                mutable=["batch_stats"])[0]
+  yb = bn.apply(
+    bn.init(KEY, x, use_running_average=False),
+    x,
+    use_running_average=False,
+    mutable=["batch_stats"],
+  )[0]
   y0 = layer.apply(v, x, use_running_average=False, momentum=0.0, mutable=["batch_stats"])[0]
   np.testing.assert_array_equal(np.asarray(y0, np.float32), np.asarray(yb, np.float32))
 
@@ -236,15 +272,29 @@ def test_mask_excludes_entries_from_statistics():
   mask = np.array([1, 1, 0, 1, 0, 1], bool)[:, None]
   layer = MomentumBatchNorm()
   v = init(layer, jnp.asarray(x))
-  y, upd = layer.apply(v, jnp.asarray(x), use_running_average=False, momentum=0.0,
-                       mask=jnp.asarray(np.broadcast_to(mask, x.shape)), mutable=["batch_stats"])
+  y, upd = layer.apply(
+    v,
+    jnp.asarray(x),
+    use_running_average=False,
+    momentum=0.0,
+    mask=jnp.asarray(np.broadcast_to(mask, x.shape)),
+    mutable=["batch_stats"],
+  )
   kept = x[mask[:, 0]]
   np.testing.assert_allclose(upd["batch_stats"]["train_mean"], kept.mean(0), rtol=1e-5)
   np.testing.assert_allclose(upd["batch_stats"]["train_var"], kept.var(0), rtol=1e-5)
-  np.testing.assert_allclose(y, (x - kept.mean(0)) / np.sqrt(kept.var(0) + 1e-5), rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(
+    y, (x - kept.mean(0)) / np.sqrt(kept.var(0) + 1e-5), rtol=1e-4, atol=1e-5
+  )
   # A broadcastable mask (size-1 feature axis) gives the same.
-  y2, _ = layer.apply(v, jnp.asarray(x), use_running_average=False, momentum=0.0,
-                      mask=jnp.asarray(mask), mutable=["batch_stats"])
+  y2, _ = layer.apply(
+    v,
+    jnp.asarray(x),
+    use_running_average=False,
+    momentum=0.0,
+    mask=jnp.asarray(mask),
+    mutable=["batch_stats"],
+  )
   np.testing.assert_allclose(y2, y, rtol=1e-6)
 
 
@@ -262,9 +312,13 @@ def test_any_feature_axis_equals_channels_last(axis):
   y, upd = layer.apply(v, x, use_running_average=False, momentum=0.5, mutable=["batch_stats"])
   ref_layer = MomentumBatchNorm(batch_size=4)
   vr = init(ref_layer, xt)
-  yr, updr = ref_layer.apply(vr, xt, use_running_average=False, momentum=0.5, mutable=["batch_stats"])
+  yr, updr = ref_layer.apply(
+    vr, xt, use_running_average=False, momentum=0.5, mutable=["batch_stats"]
+  )
   np.testing.assert_allclose(jnp.transpose(y, perm).reshape(yr.shape), yr, rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(upd["batch_stats"]["train_mean"].reshape(-1), updr["batch_stats"]["train_mean"], rtol=1e-5)
+  np.testing.assert_allclose(
+    upd["batch_stats"]["train_mean"].reshape(-1), updr["batch_stats"]["train_mean"], rtol=1e-5
+  )
 
 
 # ---------------------------------------------------------------- bad input
@@ -284,12 +338,20 @@ def test_step_without_schedule_length_says_what_to_pass():
     layer.apply(v, x, use_running_average=False, step=1, mutable=["batch_stats"])
 
 
-@pytest.mark.parametrize("kwargs,name", [
-    (dict(total_epochs=0), "total_epochs"), (dict(steps_per_epoch=-1), "steps_per_epoch"),
-    (dict(ideal_batch_size=0), "ideal_batch_size"), (dict(batch_size=0), "batch_size"),
-    (dict(tau0=1.0), "tau0"), (dict(tau0=0.0), "tau0"), (dict(epsilon=-1.0), "epsilon"),
-    (dict(axis=4), "axis"), (dict(axis=-5), "axis"),
-])
+@pytest.mark.parametrize(
+  "kwargs,name",
+  [
+    (dict(total_epochs=0), "total_epochs"),
+    (dict(steps_per_epoch=-1), "steps_per_epoch"),
+    (dict(ideal_batch_size=0), "ideal_batch_size"),
+    (dict(batch_size=0), "batch_size"),
+    (dict(tau0=1.0), "tau0"),
+    (dict(tau0=0.0), "tau0"),
+    (dict(epsilon=-1.0), "epsilon"),
+    (dict(axis=4), "axis"),
+    (dict(axis=-5), "axis"),
+  ],
+)
 def test_bad_fields_name_themselves(kwargs, name):
   x = rand((2, 3, 3, 2))
   with pytest.raises((ValueError, TypeError), match=name):
@@ -301,7 +363,13 @@ def test_bad_mask_shape_and_momentum():
   layer = MomentumBatchNorm()
   v = init(layer, x)
   with pytest.raises(ValueError, match="mask"):
-    layer.apply(v, x, use_running_average=False, momentum=0.1, mask=jnp.ones((3, 3), bool),
-                mutable=["batch_stats"])
+    layer.apply(
+      v,
+      x,
+      use_running_average=False,
+      momentum=0.1,
+      mask=jnp.ones((3, 3), bool),
+      mutable=["batch_stats"],
+    )
   with pytest.raises(ValueError, match="momentum"):
     layer.apply(v, x, use_running_average=False, momentum=1.0, mutable=["batch_stats"])

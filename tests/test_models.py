@@ -41,9 +41,17 @@ from mbn_jax import norms
 from mbn_jax.models import MODEL_NAMES, create_model, resnet, vgg
 from train import steps as train_steps
 
-NORM_OPTIONS = dict(axis_name=None, total_epochs=2, steps_per_epoch=3,
-                    ideal_batch_size=32, tau0=0.85, r_max=1.5, d_max=0.5,
-                    warmup_steps=10, bn_momentum=0.9)
+NORM_OPTIONS = dict(
+  axis_name=None,
+  total_epochs=2,
+  steps_per_epoch=3,
+  ideal_batch_size=32,
+  tau0=0.85,
+  r_max=1.5,
+  d_max=0.5,
+  warmup_steps=10,
+  bn_momentum=0.9,
+)
 
 
 def _count(tree) -> int:
@@ -60,15 +68,15 @@ def _torchvision_head_swap(count_1000, features):
 
 
 PUBLISHED = [
-    ("resnet18", "cifar", 11_173_962),
-    ("resnet34", "cifar", 21_282_122),
-    ("resnet50", "cifar", 23_520_842),
-    ("resnet20", "cifar", 272_474),
-    ("vgg11", "cifar", 9_231_114),
-    ("vgg16", "cifar", 14_728_266),
-    ("resnet18", "mini_imagenet", _torchvision_head_swap(11_689_512, 512)),
-    ("resnet34", "mini_imagenet", _torchvision_head_swap(21_797_672, 512)),
-    ("resnet50", "mini_imagenet", _torchvision_head_swap(25_557_032, 2048)),
+  ("resnet18", "cifar", 11_173_962),
+  ("resnet34", "cifar", 21_282_122),
+  ("resnet50", "cifar", 23_520_842),
+  ("resnet20", "cifar", 272_474),
+  ("vgg11", "cifar", 9_231_114),
+  ("vgg16", "cifar", 14_728_266),
+  ("resnet18", "mini_imagenet", _torchvision_head_swap(11_689_512, 512)),
+  ("resnet34", "mini_imagenet", _torchvision_head_swap(21_797_672, 512)),
+  ("resnet50", "mini_imagenet", _torchvision_head_swap(25_557_032, 2048)),
 ]
 
 
@@ -79,8 +87,9 @@ def test_parameter_counts_match_published(name, variant, expected):
   assert _count(variables["params"]) == expected
 
 
-@pytest.mark.parametrize("norm, delta", [("mbn", 0), ("brn", 0), ("gn", 0), ("ln", 0),
-                                         ("in", 0), ("none", -9_600)])
+@pytest.mark.parametrize(
+  "norm, delta", [("mbn", 0), ("brn", 0), ("gn", 0), ("ln", 0), ("in", 0), ("none", -9_600)]
+)
 def test_resnet18_parameters_per_norm(norm, delta):
   """Every affine norm has BN's 2 parameters per channel; 'none' drops them:
   ResNet18 normalizes 4,800 channels (64 + 4·64 + 4·128 + 128 + 5·256 +
@@ -95,13 +104,16 @@ def test_resnet18_parameters_per_norm(norm, delta):
 @pytest.mark.parametrize("name", MODEL_NAMES)
 @pytest.mark.parametrize("variant, size", [("cifar", 32), ("mini_imagenet", 84)])
 def test_output_shapes(name, variant, size):
-  model = create_model(name, num_classes=100, norm="mbn", input_variant=variant,
-                       **NORM_OPTIONS)
+  model = create_model(name, num_classes=100, norm="mbn", input_variant=variant, **NORM_OPTIONS)
   variables, x = _abstract_variables(model, size)
   for train in (True, False):
     out = jax.eval_shape(
-        lambda v, x: model.apply(v, x, train=train, step=jnp.int32(3),
-                                 mutable=["batch_stats"] if train else False), variables, x)
+      lambda v, x: model.apply(
+        v, x, train=train, step=jnp.int32(3), mutable=["batch_stats"] if train else False
+      ),
+      variables,
+      x,
+    )
     logits = out[0] if train else out
     assert logits.shape == (2, 100) and logits.dtype == jnp.float32
 
@@ -122,13 +134,15 @@ def _probe_factory(name=None, **kwargs):
   return _Probe(name=name)
 
 
-@pytest.mark.parametrize("build, n_norms, first_sizes", [
+@pytest.mark.parametrize(
+  "build, n_norms, first_sizes",
+  [
     # stem norm sees the stem conv output; the next norm is in stage 1.
     (functools.partial(resnet.ResNet20, input_variant="cifar"), 21, [(32, 32), (32, 32)]),
-    (functools.partial(resnet.ResNet18, input_variant="mini_imagenet"), 20,
-     [(42, 42), (21, 21)]),
+    (functools.partial(resnet.ResNet18, input_variant="mini_imagenet"), 20, [(42, 42), (21, 21)]),
     (functools.partial(vgg.VGG, config=vgg.VGG_CONFIGS["vgg11"]), 8, [(32, 32), (16, 16)]),
-])
+  ],
+)
 @pytest.mark.parametrize("train", [True, False])
 def test_every_norm_gets_not_train_step_and_dtype(build, n_norms, first_sizes, train):
   model = build(num_classes=10, norm=_probe_factory, dtype=jnp.bfloat16)
@@ -157,8 +171,9 @@ def test_create_model_errors():
     create_model("resnet18", num_classes=10, norm="bn", conv_general_dilated="fast")
 
 
-@pytest.mark.parametrize("name, variant", [("resnet20", "cifar"), ("resnet50", "mini_imagenet"),
-                                           ("vgg11", "cifar")])
+@pytest.mark.parametrize(
+  "name, variant", [("resnet20", "cifar"), ("resnet50", "mini_imagenet"), ("vgg11", "cifar")]
+)
 def test_every_conv_goes_through_the_conv_hook(name, variant):
   """The hook sees one call per conv kernel in the parameter tree, nothing else."""
   calls = []
@@ -167,8 +182,9 @@ def test_every_conv_goes_through_the_conv_hook(name, variant):
     calls.append(rhs.shape)
     return jax.lax.conv_general_dilated(lhs, rhs, *args, **kwargs)
 
-  model = create_model(name, num_classes=10, norm="bn", input_variant=variant,
-                       conv_general_dilated=counting_conv)
+  model = create_model(
+    name, num_classes=10, norm="bn", input_variant=variant, conv_general_dilated=counting_conv
+  )
   variables, x = _abstract_variables(model, 32 if variant == "cifar" else 84)
   kernels = sorted(a.shape for a in jax.tree.leaves(variables["params"]) if a.ndim == 4)
   calls.clear()
@@ -179,17 +195,20 @@ def test_every_conv_goes_through_the_conv_hook(name, variant):
 def test_fast_conv_hook_gives_xla_gradients():
   """create_model(conv_general_dilated=fast_conv...) == the default, value and gradient."""
   from mbn_jax import fast_conv
+
   x = jnp.asarray(np.random.default_rng(1).normal(size=(4, 8, 8, 3)), jnp.float32)
   y = jnp.asarray([0, 1, 2, 3])
   results = []
   for conv in (None, fast_conv.conv_general_dilated):
-    model = create_model("resnet20", num_classes=10, norm="mbn", conv_general_dilated=conv,
-                         **NORM_OPTIONS)
+    model = create_model(
+      "resnet20", num_classes=10, norm="mbn", conv_general_dilated=conv, **NORM_OPTIONS
+    )
     results.append(jax.jit(_train_step, static_argnums=0)(model, x, y, jnp.int32(4)))
   (loss_a, p_a, s_a, _), (loss_b, p_b, s_b, _) = results
   np.testing.assert_allclose(loss_a, loss_b, rtol=1e-5)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5),
-               (p_a, s_a), (p_b, s_b))
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5), (p_a, s_a), (p_b, s_b)
+  )
 
 
 def _train_step(model, x, y, step):
@@ -204,20 +223,22 @@ def _train_step(model, x, y, step):
   state = state.replace(step=step)
   one = lambda t: jnp.asarray(t)[None]
   new, metrics = jax.vmap(
-      functools.partial(train_steps.train_step, learning_rate_fn=lambda s: 0.1,
-                        momentum_fn=lambda s: 0.0), axis_name=train_steps.AXIS)(
-      jax.tree.map(one, state), {"image": x[None], "label": y[None]}, jnp.zeros((1,), jnp.int32))
+    functools.partial(
+      train_steps.train_step, learning_rate_fn=lambda s: 0.1, momentum_fn=lambda s: 0.0
+    ),
+    axis_name=train_steps.AXIS,
+  )(jax.tree.map(one, state), {"image": x[None], "label": y[None]}, jnp.zeros((1,), jnp.int32))
   new = jax.tree.map(lambda t: t[0], new)
   return metrics["loss"][0], new.params, {"batch_stats": new.batch_stats}, variables
 
 
-_FAST_COMPILE = {"xla_backend_optimization_level": 0,
-                 "xla_llvm_disable_expensive_passes": True}
+_FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
-MATRIX = ([("resnet20", n) for n in norms.NORM_NAMES]
-          + [("vgg11", n) for n in norms.NORM_NAMES]
-          + [("resnet18", "brn"), ("resnet34", "bn"), ("resnet50", "mbn"),
-             ("vgg16", "gn")])
+MATRIX = (
+  [("resnet20", n) for n in norms.NORM_NAMES]
+  + [("vgg11", n) for n in norms.NORM_NAMES]
+  + [("resnet18", "brn"), ("resnet34", "bn"), ("resnet50", "mbn"), ("vgg16", "gn")]
+)
 
 
 @pytest.mark.parametrize("name, norm", MATRIX)
@@ -225,16 +246,15 @@ def test_one_jitted_training_step(name, norm):
   model = create_model(name, num_classes=10, norm=norm, **NORM_OPTIONS)
   x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 32, 32, 3)), jnp.float32)
   y = jnp.array([3, 7])
-  step = jax.jit(functools.partial(_train_step, model),
-                 compiler_options=_FAST_COMPILE)
+  step = jax.jit(functools.partial(_train_step, model), compiler_options=_FAST_COMPILE)
   loss, new_params, updates, variables = step(x, y, jnp.int32(4))
   assert np.isfinite(float(loss)) and float(loss) > 0
-  changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), new_params,
-                         variables["params"])
+  changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), new_params, variables["params"])
   assert all(jax.tree.leaves(changed)), "every parameter gets a gradient"
   if norm in ("bn", "mbn", "brn"):  # stateful norms update their statistics
-    for new, old in zip(jax.tree.leaves(updates["batch_stats"]),
-                        jax.tree.leaves(variables["batch_stats"])):
+    for new, old in zip(
+      jax.tree.leaves(updates["batch_stats"]), jax.tree.leaves(variables["batch_stats"])
+    ):
       assert bool(jnp.all(jnp.isfinite(new))) and bool(jnp.any(new != old))
   else:
     assert not updates.get("batch_stats")

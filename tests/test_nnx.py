@@ -1,4 +1,5 @@
 """The flax.nnx layer gives exactly what the flax.linen layer gives."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,7 +30,9 @@ def test_linen_and_nnx_identical_over_training_and_inference():
     for k in ("mean", "var", "train_mean", "train_var"):
       np.testing.assert_allclose(getattr(nx, k)[...], v["batch_stats"][k], rtol=1e-6, atol=1e-7)
   nx.eval()
-  np.testing.assert_allclose(nx(xs[0]), lin.apply(v, xs[0], use_running_average=True), rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(
+    nx(xs[0]), lin.apply(v, xs[0], use_running_average=True), rtol=1e-6, atol=1e-6
+  )
 
 
 def test_linen_and_nnx_identical_gradients():
@@ -37,13 +40,19 @@ def test_linen_and_nnx_identical_gradients():
   x = jax.random.normal(jax.random.key(3), (4, c)) * 2
   lin = mbn_jax.MomentumBatchNorm()
   v = lin.init(jax.random.key(0), x, use_running_average=False)
-  v = {**v, "batch_stats": {**v["batch_stats"], "train_mean": jnp.ones(c), "train_var": 2 * jnp.ones(c)}}
+  v = {
+    **v,
+    "batch_stats": {**v["batch_stats"], "train_mean": jnp.ones(c), "train_var": 2 * jnp.ones(c)},
+  }
   nx = mbn_nnx.MomentumBatchNorm(c, rngs=nnx.Rngs(0))
   nx.train_mean[...] = jnp.ones(c)
   nx.train_var[...] = 2 * jnp.ones(c)
 
-  g_l = jax.grad(lambda xx: jnp.sum(jnp.sin(lin.apply(
-      v, xx, use_running_average=False, momentum=0.6, mutable=["batch_stats"])[0])))(x)
+  g_l = jax.grad(
+    lambda xx: jnp.sum(
+      jnp.sin(lin.apply(v, xx, use_running_average=False, momentum=0.6, mutable=["batch_stats"])[0])
+    )
+  )(x)
 
   def nnx_loss(model, xx):
     return jnp.sum(jnp.sin(model(xx, momentum=0.6)))

@@ -5,6 +5,7 @@ mini-batches, compute the biased batch statistics, run the EMA of Eq. 8 to
 stationarity, and measure the moments directly. Tolerances are several
 standard errors of the Monte Carlo estimate.
 """
+
 import numpy as np
 import pytest
 from scipy.special import gamma

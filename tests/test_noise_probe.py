@@ -1,4 +1,5 @@
 """train.noise_probe on a tiny real run: measured noise rows for BN and MBN."""
+
 import jax
 import numpy as np
 import pytest

@@ -18,25 +18,35 @@ EPS = 1e-5
 C = 6
 # The dict the training program passes to make_norm for every norm name.
 TRAINING_OPTIONS = dict(
-    axis_name=None, dtype=jnp.float32, total_epochs=10, steps_per_epoch=5,
-    ideal_batch_size=32, tau0=0.85, r_max=1.5, d_max=0.5, warmup_steps=100,
-    bn_momentum=0.9)
+  axis_name=None,
+  dtype=jnp.float32,
+  total_epochs=10,
+  steps_per_epoch=5,
+  ideal_batch_size=32,
+  tau0=0.85,
+  r_max=1.5,
+  d_max=0.5,
+  warmup_steps=100,
+  bn_momentum=0.9,
+)
 
 
 def _x(shape=(4, 3, 3, C), seed=0):
   rng = np.random.default_rng(seed)
   # Per-channel offsets and scales so the statistics differ between channels.
-  return (rng.normal(size=shape) * rng.uniform(0.5, 3.0, shape[-1])
-          + rng.normal(size=shape[-1]) * 2).astype(np.float32)
+  return (
+    rng.normal(size=shape) * rng.uniform(0.5, 3.0, shape[-1]) + rng.normal(size=shape[-1]) * 2
+  ).astype(np.float32)
 
 
 def _variables(mean, var, seed=1):
   rng = np.random.default_rng(seed)
   return {
-      "params": {"scale": jnp.asarray(rng.uniform(0.5, 2.0, C), jnp.float32),
-                 "bias": jnp.asarray(rng.normal(size=C), jnp.float32)},
-      "batch_stats": {"mean": jnp.asarray(mean, jnp.float32),
-                      "var": jnp.asarray(var, jnp.float32)},
+    "params": {
+      "scale": jnp.asarray(rng.uniform(0.5, 2.0, C), jnp.float32),
+      "bias": jnp.asarray(rng.normal(size=C), jnp.float32),
+    },
+    "batch_stats": {"mean": jnp.asarray(mean, jnp.float32), "var": jnp.asarray(var, jnp.float32)},
   }
 
 
@@ -77,22 +87,30 @@ def test_brn_at_unit_limits_is_flax_batchnorm():
   g = jnp.asarray(np.random.default_rng(2).normal(size=x.shape), jnp.float32)
 
   def loss(module, params, x):
-    y, upd = module.apply({"params": params, "batch_stats": variables["batch_stats"]},
-                          x, use_running_average=False, mutable=["batch_stats"])
+    y, upd = module.apply(
+      {"params": params, "batch_stats": variables["batch_stats"]},
+      x,
+      use_running_average=False,
+      mutable=["batch_stats"],
+    )
     return jnp.sum(y * g), (y, upd)
 
   (_, (y_brn, s_brn)), g_brn = jax.value_and_grad(
-      lambda p, x: loss(brn, p, x), argnums=(0, 1), has_aux=True)(variables["params"], x)
+    lambda p, x: loss(brn, p, x), argnums=(0, 1), has_aux=True
+  )(variables["params"], x)
   (_, (y_bn, s_bn)), g_bn = jax.value_and_grad(
-      lambda p, x: loss(bn, p, x), argnums=(0, 1), has_aux=True)(variables["params"], x)
+    lambda p, x: loss(bn, p, x), argnums=(0, 1), has_aux=True
+  )(variables["params"], x)
   np.testing.assert_allclose(y_brn, y_bn, rtol=1e-6, atol=1e-6)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-               g_brn, g_bn)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), g_brn, g_bn)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), s_brn, s_bn)
   # Inference is BatchNorm's too.
-  np.testing.assert_allclose(brn.apply(variables, x, use_running_average=True),
-                             bn.apply(variables, x, use_running_average=True),
-                             rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(
+    brn.apply(variables, x, use_running_average=True),
+    bn.apply(variables, x, use_running_average=True),
+    rtol=1e-6,
+    atol=1e-6,
+  )
 
 
 def test_brn_clipping_and_momentum_convention_match_hand_computation():
@@ -106,8 +124,9 @@ def test_brn_clipping_and_momentum_convention_match_hand_computation():
   variables = _variables(mean, var)
   r_max, d_max = 1.5, 0.5
   expected, r_raw, d_raw, r, d = _np_renorm(x, variables, r_max, d_max)
-  assert r_raw.max() > r_max and r_raw.min() < 1 / r_max and d_raw.max() > d_max \
-      and d_raw.min() < -d_max, "the test must exercise all four clips"
+  assert (
+    r_raw.max() > r_max and r_raw.min() < 1 / r_max and d_raw.max() > d_max and d_raw.min() < -d_max
+  ), "the test must exercise all four clips"
   assert np.any((r_raw > 1 / r_max) & (r_raw < r_max)) and np.any(np.abs(d_raw) < d_max)
 
   layer = norms.BatchRenorm(r_max=r_max, d_max=d_max, momentum=0.7)
@@ -133,8 +152,12 @@ def test_brn_r_and_d_carry_no_gradient():
   layer = norms.BatchRenorm(r_max=100.0, d_max=100.0)
 
   def loss(params, x):
-    y, _ = layer.apply({"params": params, "batch_stats": variables["batch_stats"]}, x,
-                       use_running_average=False, mutable=["batch_stats"])
+    y, _ = layer.apply(
+      {"params": params, "batch_stats": variables["batch_stats"]},
+      x,
+      use_running_average=False,
+      mutable=["batch_stats"],
+    )
     return jnp.sum(y * jnp.asarray(g, jnp.float32))
 
   g_params, g_x = jax.grad(loss, argnums=(0, 1))(variables["params"], x)
@@ -144,17 +167,17 @@ def test_brn_r_and_d_carry_no_gradient():
   sigma_b = np.sqrt(var_b + EPS)
   x_hat = (np.asarray(x, np.float64) - mu_b) / sigma_b
   red = (0, 1, 2)
-  expected_dx = r * gamma / sigma_b * (
-      g - g.mean(axis=red) - x_hat * (g * x_hat).mean(axis=red))
+  expected_dx = r * gamma / sigma_b * (g - g.mean(axis=red) - x_hat * (g * x_hat).mean(axis=red))
   np.testing.assert_allclose(g_x, expected_dx, rtol=1e-4, atol=1e-5)
-  np.testing.assert_allclose(g_params["scale"], (g * (x_hat * r + d)).sum(axis=red),
-                             rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(
+    g_params["scale"], (g * (x_hat * r + d)).sum(axis=red), rtol=1e-4, atol=1e-4
+  )
   np.testing.assert_allclose(g_params["bias"], g.sum(axis=red), rtol=1e-5, atol=1e-5)
   # Sanity: the forward output is the running-statistics normalization ...
   y, _ = layer.apply(variables, x, use_running_average=False, mutable=["batch_stats"])
   np.testing.assert_allclose(
-      y, gamma * (x - mean) / np.sqrt(var + EPS) + variables["params"]["bias"],
-      rtol=1e-4, atol=1e-4)
+    y, gamma * (x - mean) / np.sqrt(var + EPS) + variables["params"]["bias"], rtol=1e-4, atol=1e-4
+  )
   # ... whose own gradient is clearly different from the one we get.
   no_stop_gradient_dx = g * gamma / np.sqrt(var + EPS)
   assert np.abs(np.asarray(g_x) - no_stop_gradient_dx).max() > 0.1
@@ -170,13 +193,18 @@ def test_brn_warmup_ramps_limits_from_batchnorm():
   x = _x()
   variables = _variables(mean=np.full(C, 2.0), var=np.full(C, 0.3))
   layer = norms.BatchRenorm(r_max=3.0, d_max=5.0, warmup_steps=100)
-  apply = jax.jit(lambda v, x, step: layer.apply(
-      v, x, use_running_average=False, step=step, mutable=["batch_stats"])[0])
-  bn_y = nn.BatchNorm(momentum=0.99).apply(variables, x, use_running_average=False,
-                                           mutable=["batch_stats"])[0]
+  apply = jax.jit(
+    lambda v, x, step: layer.apply(
+      v, x, use_running_average=False, step=step, mutable=["batch_stats"]
+    )[0]
+  )
+  bn_y = nn.BatchNorm(momentum=0.99).apply(
+    variables, x, use_running_average=False, mutable=["batch_stats"]
+  )[0]
   np.testing.assert_allclose(apply(variables, x, 0), bn_y, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(apply(variables, x, 25),
-                             _np_renorm(x, variables, 1.5, 1.25)[0], rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    apply(variables, x, 25), _np_renorm(x, variables, 1.5, 1.25)[0], rtol=1e-5, atol=1e-5
+  )
 
 
 def test_brn_nnx_equals_linen_over_two_steps_and_inference():
@@ -189,19 +217,20 @@ def test_brn_nnx_equals_linen_over_two_steps_and_inference():
   layer.bias[...] = variables["params"]["bias"]
   v = variables
   for step, x in ((3, x1), (7, x2)):
-    y_linen, upd = linen.apply(v, x, use_running_average=False, step=step,
-                               mutable=["batch_stats"])
+    y_linen, upd = linen.apply(v, x, use_running_average=False, step=step, mutable=["batch_stats"])
     v = {"params": v["params"], **upd}
     y_nnx = layer(x, step=step)
     np.testing.assert_allclose(y_nnx, y_linen, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(layer.mean[...], v["batch_stats"]["mean"], rtol=1e-6)
     np.testing.assert_allclose(layer.var[...], v["batch_stats"]["var"], rtol=1e-6)
-  np.testing.assert_allclose(layer(x1, use_running_average=True),
-                             linen.apply(v, x1, use_running_average=True), rtol=1e-6)
+  np.testing.assert_allclose(
+    layer(x1, use_running_average=True), linen.apply(v, x1, use_running_average=True), rtol=1e-6
+  )
 
 
-@pytest.mark.parametrize("field, value", [("r_max", 0.5), ("d_max", -1.0),
-                                          ("warmup_steps", -3), ("momentum", 1.5)])
+@pytest.mark.parametrize(
+  "field, value", [("r_max", 0.5), ("d_max", -1.0), ("warmup_steps", -3), ("momentum", 1.5)]
+)
 def test_brn_bad_config_names_the_argument(field, value):
   layer = norms.BatchRenorm(**{field: value})
   with pytest.raises(ValueError, match=field):
@@ -234,8 +263,12 @@ def test_make_norm_accepts_the_training_options_for_every_name(name):
 def test_make_norm_routes_options_to_the_right_fields():
   mbn = norms.make_norm("mbn", **TRAINING_OPTIONS)()
   assert isinstance(mbn, MomentumBatchNorm)
-  assert (mbn.total_epochs, mbn.steps_per_epoch, mbn.ideal_batch_size, mbn.tau0) == \
-      (10, 5, 32, 0.85)
+  assert (mbn.total_epochs, mbn.steps_per_epoch, mbn.ideal_batch_size, mbn.tau0) == (
+    10,
+    5,
+    32,
+    0.85,
+  )
   brn = norms.make_norm("brn", **TRAINING_OPTIONS)()
   assert (brn.r_max, brn.d_max, brn.warmup_steps, brn.momentum) == (1.5, 0.5, 100, 0.9)
   assert norms.make_norm("brn", **norms.BRN_MINI_IMAGENET_OPTIONS)().r_max == 1.5
@@ -266,9 +299,10 @@ def test_make_norm_errors():
     norms.make_norm("bn", momentum=0.9, bn_momentum=0.99)
 
 
-@pytest.mark.parametrize("channels, groups", [
-    (64, 32), (512, 32), (32, 32), (16, 16), (48, 24), (100, 25), (33, 11), (3, 3),
-    (1, 1)])
+@pytest.mark.parametrize(
+  "channels, groups",
+  [(64, 32), (512, 32), (32, 32), (16, 16), (48, 24), (100, 25), (33, 11), (3, 3), (1, 1)],
+)
 def test_group_count_is_largest_divisor_up_to_32(channels, groups):
   assert norms.group_count(channels) == groups
 
@@ -295,8 +329,9 @@ def test_gn_matches_hand_computation_with_24_groups():
 
 def test_ln_normalizes_each_example_over_hwc():
   x = _x()
-  y = norms.make_norm("ln")().apply({"params": {"scale": jnp.ones(C), "bias": jnp.zeros(C)}},
-                                     x, True)
+  y = norms.make_norm("ln")().apply(
+    {"params": {"scale": jnp.ones(C), "bias": jnp.zeros(C)}}, x, True
+  )
   x64 = x.astype(np.float64)
   mu = x64.mean(axis=(1, 2, 3), keepdims=True)
   var = x64.var(axis=(1, 2, 3), keepdims=True)
@@ -305,8 +340,9 @@ def test_ln_normalizes_each_example_over_hwc():
 
 def test_in_normalizes_each_example_and_channel_over_hw():
   x = _x()
-  y = norms.make_norm("in")().apply({"params": {"scale": jnp.ones(C), "bias": jnp.zeros(C)}},
-                                     x, False, step=1)
+  y = norms.make_norm("in")().apply(
+    {"params": {"scale": jnp.ones(C), "bias": jnp.zeros(C)}}, x, False, step=1
+  )
   x64 = x.astype(np.float64)
   mu = x64.mean(axis=(1, 2), keepdims=True)
   var = x64.var(axis=(1, 2), keepdims=True)
@@ -320,9 +356,11 @@ def test_brn_dtype_follows_flax_batchnorm(dtype):
   variables = _variables(mean=np.full(C, 3.0), var=np.full(C, 0.2))
   for train in (True, False):
     y, s = norms.BatchRenorm(r_max=1.0, d_max=0.0, dtype=dtype).apply(
-        variables, x, use_running_average=not train, mutable=["batch_stats"])
+      variables, x, use_running_average=not train, mutable=["batch_stats"]
+    )
     y_bn, s_bn = nn.BatchNorm(dtype=dtype).apply(
-        variables, x, use_running_average=not train, mutable=["batch_stats"])
+      variables, x, use_running_average=not train, mutable=["batch_stats"]
+    )
     assert y.dtype == y_bn.dtype
     np.testing.assert_allclose(np.float32(y), np.float32(y_bn), rtol=1e-2, atol=1e-2)
     assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(s))
@@ -334,14 +372,13 @@ def test_brn_synchronized_statistics_equal_one_big_batch():
   x = _x(shape=(8, 3, 3, C), seed=8)
   variables = _variables(mean=np.full(C, 1.0), var=np.full(C, 0.5))
   layer = norms.BatchRenorm(r_max=1.5, d_max=0.5, momentum=0.8)
-  big_y, big_upd = layer.apply(variables, x, use_running_average=False,
-                               mutable=["batch_stats"])
-  synced = norms.make_norm("brn", axis_name="batch", r_max=1.5, d_max=0.5,
-                           bn_momentum=0.8)()
+  big_y, big_upd = layer.apply(variables, x, use_running_average=False, mutable=["batch_stats"])
+  synced = norms.make_norm("brn", axis_name="batch", r_max=1.5, d_max=0.5, bn_momentum=0.8)()
   y, upd = jax.pmap(
-      lambda v, x: synced.apply(v, x, False, step=None, mutable=["batch_stats"]),
-      axis_name="batch", in_axes=(None, 0))(variables, x.reshape(n_dev, 2, 3, 3, C))
+    lambda v, x: synced.apply(v, x, False, step=None, mutable=["batch_stats"]),
+    axis_name="batch",
+    in_axes=(None, 0),
+  )(variables, x.reshape(n_dev, 2, 3, 3, C))
   np.testing.assert_allclose(y.reshape(x.shape), big_y, rtol=1e-5, atol=1e-5)
   for dev in range(n_dev):
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a[dev], b, rtol=1e-5),
-                 upd, big_upd)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a[dev], b, rtol=1e-5), upd, big_upd)

@@ -29,7 +29,8 @@ class Net(nn.Module):
   def __call__(self, x, train: bool, mask=None):
     x = nn.Dense(C, dtype=self.dtype)(x)
     x = MomentumBatchNorm(total_epochs=4, steps_per_epoch=3, dtype=self.dtype)(
-        x, not train, step=7, mask=mask)
+      x, not train, step=7, mask=mask
+    )
     x = nn.relu(x)
     x = nn.Dense(C, dtype=self.dtype)(x)
     x = nn.BatchNorm(use_running_average=not train, dtype=self.dtype)(x, mask=mask)
@@ -39,8 +40,9 @@ class Net(nn.Module):
 
 def _data(n=23, seed=0):
   rng = np.random.default_rng(seed)
-  return (rng.normal(size=(n, D_IN)) * rng.uniform(0.5, 3, D_IN) + rng.normal(size=D_IN)
-          ).astype(np.float32)
+  return (rng.normal(size=(n, D_IN)) * rng.uniform(0.5, 3, D_IN) + rng.normal(size=D_IN)).astype(
+    np.float32
+  )
 
 
 def _setup(dtype=jnp.float32, seed=0):
@@ -48,8 +50,10 @@ def _setup(dtype=jnp.float32, seed=0):
   x = _data(seed=seed)
   variables = net.init(jax.random.key(seed), x[:4], False)
   # Non-trivial stored statistics, so "left as it was" is visible.
-  variables = {"params": variables["params"],
-               "batch_stats": jax.tree.map(lambda t: t + 0.25, variables["batch_stats"])}
+  variables = {
+    "params": variables["params"],
+    "batch_stats": jax.tree.map(lambda t: t + 0.25, variables["batch_stats"]),
+  }
   return net, x, variables
 
 
@@ -68,10 +72,15 @@ def _np_bn(h, scale, bias, eps=1e-5):
 
 def test_pool_moments_is_the_concatenated_data():
   rng = np.random.default_rng(3)
-  groups = [rng.normal(loc=loc, scale=rng.uniform(0.5, 2), size=(n, 3))
-            for loc, n in ((0.0, 7), (3.0, 2), (-2.0, 11))]
-  out = pool_moments(np.stack([g.mean(0) for g in groups]), np.stack([g.var(0) for g in groups]),
-                     np.array([len(g) for g in groups], np.float32)[:, None])
+  groups = [
+    rng.normal(loc=loc, scale=rng.uniform(0.5, 2), size=(n, 3))
+    for loc, n in ((0.0, 7), (3.0, 2), (-2.0, 11))
+  ]
+  out = pool_moments(
+    np.stack([g.mean(0) for g in groups]),
+    np.stack([g.var(0) for g in groups]),
+    np.array([len(g) for g in groups], np.float32)[:, None],
+  )
   whole = np.concatenate(groups)
   np.testing.assert_allclose(out.mean, whole.mean(0), rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(out.var, whole.var(0), rtol=1e-5)
@@ -88,7 +97,7 @@ def test_first_layer_equals_numpy_over_dataset_with_ragged_last_batch():
     traces.append(b["x"].shape)
     return _train_fn(net)(v, b)
 
-  batches = [{"x": x[i:i + 8]} for i in range(0, len(x), 8)]  # 8, 8, 7
+  batches = [{"x": x[i : i + 8]} for i in range(0, len(x), 8)]  # 8, 8, 7
   out = precise_batch_stats(train_fn, variables, batches)
   h = _first_layer_input(variables, x)
   np.testing.assert_allclose(out["MomentumBatchNorm_0"]["mean"], h.mean(0), rtol=1e-5, atol=1e-5)
@@ -102,7 +111,7 @@ def test_masks_select_the_entries_that_count():
   rng = np.random.default_rng(5)
   masks = rng.random((len(x), 1)) < 0.6
   masks[:2] = True
-  batches = [{"x": x[i:i + 8], "mask": masks[i:i + 8]} for i in range(0, 16, 8)]
+  batches = [{"x": x[i : i + 8], "mask": masks[i : i + 8]} for i in range(0, 16, 8)]
   out = precise_batch_stats(_train_fn(net), variables, batches)
   h = _first_layer_input(variables, x[:16])[masks[:16, 0]]
   np.testing.assert_allclose(out["MomentumBatchNorm_0"]["mean"], h.mean(0), rtol=1e-5, atol=1e-5)
@@ -128,8 +137,9 @@ def test_only_inference_statistics_change():
   before = jax.tree.map(np.array, variables)
   out = precise_batch_stats(_train_fn(net), variables, [{"x": x[:8]}, {"x": x[8:16]}])
   for leaf in ("train_mean", "train_var"):
-    np.testing.assert_array_equal(out["MomentumBatchNorm_0"][leaf],
-                                  before["batch_stats"]["MomentumBatchNorm_0"][leaf])
+    np.testing.assert_array_equal(
+      out["MomentumBatchNorm_0"][leaf], before["batch_stats"]["MomentumBatchNorm_0"][leaf]
+    )
   for layer in ("MomentumBatchNorm_0", "BatchNorm_0", "BatchRenorm_0"):
     assert not np.allclose(out[layer]["mean"], before["batch_stats"][layer]["mean"])
   jax.tree.map(np.testing.assert_array_equal, variables, before)  # inputs untouched
@@ -156,8 +166,13 @@ def test_bfloat16_model_gets_float32_statistics():
   out = precise_batch_stats(_train_fn(net), variables, [{"x": x[:8]}, {"x": x[8:16]}])
   assert {str(t.dtype) for t in jax.tree.leaves(out)} == {"float32"}
   # The layer's input is the bf16 dense output; compare with float64 of that input.
-  h = net.apply(variables, x[:16], True, mutable=["batch_stats", "intermediates"],
-                capture_intermediates=lambda m, _: isinstance(m, nn.Dense))[1]
+  h = net.apply(
+    variables,
+    x[:16],
+    True,
+    mutable=["batch_stats", "intermediates"],
+    capture_intermediates=lambda m, _: isinstance(m, nn.Dense),
+  )[1]
   h = np.asarray(h["intermediates"]["Dense_0"]["__call__"][0], np.float64)
   np.testing.assert_allclose(out["MomentumBatchNorm_0"]["mean"], h.mean(0), rtol=1e-4, atol=1e-4)
   np.testing.assert_allclose(out["MomentumBatchNorm_0"]["var"], h.var(0), rtol=1e-4)
@@ -171,21 +186,28 @@ def test_two_devices_pool_like_one_device_on_the_concatenated_batches():
   masks = rng.random((16, 1)) < 0.7
   masks[0] = masks[5] = masks[8] = True
   # Uneven valid counts per device: the pooled result is not a mean of per-device means.
-  one = precise_batch_stats(_train_fn(net), variables,
-                            [{"x": x[:8], "mask": masks[:8]}, {"x": x[8:16], "mask": masks[8:16]}])
+  one = precise_batch_stats(
+    _train_fn(net),
+    variables,
+    [{"x": x[:8], "mask": masks[:8]}, {"x": x[8:16], "mask": masks[8:16]}],
+  )
   n = 2
   rep = jax.tree.map(lambda t: np.broadcast_to(t, (n,) + t.shape), variables)
-  sharded = [{"x": x[i:i + 8].reshape(n, 4, D_IN), "mask": masks[i:i + 8].reshape(n, 4, 1)}
-             for i in (0, 8)]
+  sharded = [
+    {"x": x[i : i + 8].reshape(n, 4, D_IN), "mask": masks[i : i + 8].reshape(n, 4, 1)}
+    for i in (0, 8)
+  ]
   two = precise_batch_stats(_train_fn(net), rep, sharded, axis_name="batch")
   first = jax.tree.map(lambda t: np.asarray(t)[0], two)
   # Only the first layer's input is independent of how the batch is split
   # (deeper layers normalize with per-device batch statistics).
   for k in ("mean", "var"):
-    np.testing.assert_allclose(first["MomentumBatchNorm_0"][k], one["MomentumBatchNorm_0"][k],
-                               rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(np.asarray(two["MomentumBatchNorm_0"][k])[0],
-                                  np.asarray(two["MomentumBatchNorm_0"][k])[1])
+    np.testing.assert_allclose(
+      first["MomentumBatchNorm_0"][k], one["MomentumBatchNorm_0"][k], rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_array_equal(
+      np.asarray(two["MomentumBatchNorm_0"][k])[0], np.asarray(two["MomentumBatchNorm_0"][k])[1]
+    )
 
 
 def test_clear_errors():

@@ -1,4 +1,5 @@
 """Eq. 11 (training momentum) and Eq. 12 (inference momentum)."""
+
 import math
 
 import jax
@@ -15,12 +16,17 @@ def paper_eq11(t, T, m, m0):
   return rho ** (T / (T - 1) * max(T - t, 0)) - rho**T
 
 
-@pytest.mark.parametrize("m,m0,T", [(2, 32, 200), (4, 32, 180), (8, 64, 10), (1, 32, 3), (31, 32, 7)])
+@pytest.mark.parametrize(
+  "m,m0,T", [(2, 32, 200), (4, 32, 180), (8, 64, 10), (1, 32, 3), (31, 32, 7)]
+)
 def test_matches_printed_formula_for_every_epoch(m, m0, T):
   spe = 5
   steps = np.arange(T * spe)
-  got = np.asarray(mbn_jax.train_momentum(
-      jnp.asarray(steps), batch_size=m, total_epochs=T, steps_per_epoch=spe, ideal_batch_size=m0))
+  got = np.asarray(
+    mbn_jax.train_momentum(
+      jnp.asarray(steps), batch_size=m, total_epochs=T, steps_per_epoch=spe, ideal_batch_size=m0
+    )
+  )
   want = np.array([paper_eq11(s // spe + 1, T, m, m0) for s in steps])
   np.testing.assert_allclose(got, want, atol=2e-6)
 
@@ -36,7 +42,9 @@ def test_first_epoch_is_zero_and_last_epoch_is_one_minus_ratio():
 def test_zero_based_epoch_would_be_negative_but_we_never_are():
   # The trap the paper's 1-based t avoids: t = 0 gives a negative λ.
   assert paper_eq11(0, 10, 2, 32) < 0
-  lam = mbn_jax.train_momentum(jnp.arange(-5, 200), batch_size=2, total_epochs=10, steps_per_epoch=3)
+  lam = mbn_jax.train_momentum(
+    jnp.arange(-5, 200), batch_size=2, total_epochs=10, steps_per_epoch=3
+  )
   assert float(lam.min()) >= 0.0 and float(lam.max()) < 1.0
   assert float(mbn_jax.train_momentum(-3, batch_size=2, total_epochs=10, steps_per_epoch=3)) == 0.0
 
@@ -50,7 +58,9 @@ def test_steps_beyond_the_end_stay_at_the_last_value():
 
 
 def test_monotone_non_decreasing_in_step():
-  lam = np.asarray(mbn_jax.train_momentum(jnp.arange(400), batch_size=2, total_epochs=40, steps_per_epoch=10))
+  lam = np.asarray(
+    mbn_jax.train_momentum(jnp.arange(400), batch_size=2, total_epochs=40, steps_per_epoch=10)
+  )
   assert np.all(np.diff(lam) >= 0)
 
 
@@ -71,8 +81,11 @@ def test_single_epoch_is_defined_as_plain_bn():
 def test_in_unit_interval_on_a_grid():
   for m in (1, 2, 3, 8, 16, 31):
     for T in (1, 2, 3, 50):
-      lam = np.asarray(mbn_jax.train_momentum(jnp.arange(0, 3 * T + 3), batch_size=m,
-                                              total_epochs=T, steps_per_epoch=2))
+      lam = np.asarray(
+        mbn_jax.train_momentum(
+          jnp.arange(0, 3 * T + 3), batch_size=m, total_epochs=T, steps_per_epoch=2
+        )
+      )
       assert lam.min() >= 0 and lam.max() < 1, (m, T)
 
 
@@ -90,11 +103,17 @@ def test_one_compilation_for_many_steps_under_jit():
   np.testing.assert_allclose(vals, want, atol=2e-6)
 
 
-@pytest.mark.parametrize("kwargs,name", [
-    (dict(batch_size=0), "batch_size"), (dict(batch_size=-2), "batch_size"),
-    (dict(total_epochs=0), "total_epochs"), (dict(steps_per_epoch=0), "steps_per_epoch"),
-    (dict(ideal_batch_size=0), "ideal_batch_size"), (dict(batch_size=2.5), "batch_size"),
-])
+@pytest.mark.parametrize(
+  "kwargs,name",
+  [
+    (dict(batch_size=0), "batch_size"),
+    (dict(batch_size=-2), "batch_size"),
+    (dict(total_epochs=0), "total_epochs"),
+    (dict(steps_per_epoch=0), "steps_per_epoch"),
+    (dict(ideal_batch_size=0), "ideal_batch_size"),
+    (dict(batch_size=2.5), "batch_size"),
+  ],
+)
 def test_bad_arguments_name_themselves(kwargs, name):
   base = dict(batch_size=2, total_epochs=10, steps_per_epoch=5)
   base.update(kwargs)

@@ -22,14 +22,15 @@ C = 3
 
 def _x(shape, seed=0):
   rng = np.random.default_rng(seed)
-  return (rng.normal(size=shape) * rng.uniform(0.5, 3.0, shape[-1]) + rng.normal(size=shape[-1])
-          ).astype(np.float32)
+  return (
+    rng.normal(size=shape) * rng.uniform(0.5, 3.0, shape[-1]) + rng.normal(size=shape[-1])
+  ).astype(np.float32)
 
 
 LINEN = {
-    "bn": lambda **kw: norms.BatchNorm(momentum=0.9, **kw),
-    "mbn": lambda **kw: MomentumBatchNorm(**kw),
-    "brn": lambda **kw: norms.BatchRenorm(momentum=0.9, r_max=1.5, d_max=0.5, **kw),
+  "bn": lambda **kw: norms.BatchNorm(momentum=0.9, **kw),
+  "mbn": lambda **kw: MomentumBatchNorm(**kw),
+  "brn": lambda **kw: norms.BatchRenorm(momentum=0.9, r_max=1.5, d_max=0.5, **kw),
 }
 
 
@@ -54,9 +55,11 @@ def test_one_device_statistics_are_bit_equal_to_flax_batchnorm(shape, axis):
   np.testing.assert_array_equal(y_m, y_f)  # MBN at λ = 0 normalizes exactly as Flax's BN
   for use_fast_variance in (True, False):
     want = nn.BatchNorm(axis=axis, use_fast_variance=use_fast_variance).apply(
-        v, x, use_running_average=False, mutable=["batch_stats"])
+      v, x, use_running_average=False, mutable=["batch_stats"]
+    )
     got = norms.BatchNorm(axis=axis, use_fast_variance=use_fast_variance).apply(
-        v, x, use_running_average=False, mutable=["batch_stats"])
+      v, x, use_running_average=False, mutable=["batch_stats"]
+    )
     jax.tree.map(np.testing.assert_array_equal, got, want)
 
 
@@ -79,14 +82,18 @@ def test_uneven_masks_across_four_devices_give_the_concatenated_statistics(name)
   want_mean, want_var = valid.mean(0), valid.var(0)
   momentum = 0.9 if name != "mbn" else float(mbn_jax.inference_momentum(5 * n_dev))
   stats = jax.tree.map(lambda t: np.asarray(t)[3], out[1]["batch_stats"])  # the empty device too
-  np.testing.assert_allclose(stats["mean"], momentum * 0.5 + (1 - momentum) * want_mean,
-                             rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(stats["var"], momentum * 1.5 + (1 - momentum) * want_var,
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    stats["mean"], momentum * 0.5 + (1 - momentum) * want_mean, rtol=1e-5, atol=1e-6
+  )
+  np.testing.assert_allclose(
+    stats["var"], momentum * 1.5 + (1 - momentum) * want_var, rtol=1e-5, atol=1e-6
+  )
   # The direct statistics, both variance formulas.
   for fast in (True, False):
-    m = jax.pmap(lambda xx, mm: F.batch_moments(xx, (0,), axis_name="d", mask=mm,
-                                                use_fast_variance=fast), axis_name="d")(x, mask)
+    m = jax.pmap(
+      lambda xx, mm: F.batch_moments(xx, (0,), axis_name="d", mask=mm, use_fast_variance=fast),
+      axis_name="d",
+    )(x, mask)
     np.testing.assert_allclose(np.asarray(m.mean)[0], want_mean, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(m.var)[0], want_var, rtol=1e-5)
     assert float(np.asarray(m.count)[0, 0]) == len(valid)
@@ -97,8 +104,9 @@ def test_full_masks_and_equal_counts_agree_with_flax_pmean():
     pytest.skip("needs 4 devices")
   x = _x((4, 6, C), seed=3)
   v = nn.BatchNorm(axis_name="d").init(jax.random.key(0), x[0], use_running_average=False)
-  run = lambda layer: jax.pmap(lambda xx: layer.apply(
-      v, xx, use_running_average=False, mutable=["batch_stats"]), axis_name="d")(x)
+  run = lambda layer: jax.pmap(
+    lambda xx: layer.apply(v, xx, use_running_average=False, mutable=["batch_stats"]), axis_name="d"
+  )(x)
   want, got = run(nn.BatchNorm(axis_name="d")), run(norms.BatchNorm(axis_name="d"))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, want)
 
@@ -152,8 +160,10 @@ def test_non_finite_batches_never_reach_the_statistics_linen(name):
 
 
 def test_non_finite_batches_never_reach_the_statistics_nnx():
-  for make in (lambda: mbn_nnx.MomentumBatchNorm(C, rngs=nnx.Rngs(0)),
-               lambda: norms.BatchRenormNNX(C, momentum=0.9, rngs=nnx.Rngs(0))):
+  for make in (
+    lambda: mbn_nnx.MomentumBatchNorm(C, rngs=nnx.Rngs(0)),
+    lambda: norms.BatchRenormNNX(C, momentum=0.9, rngs=nnx.Rngs(0)),
+  ):
     kw = {"momentum": 0.5} if "Momentum" in type(make()).__name__ else {}
     clean, dirty = make(), make()
     for b in [_x((4, C), seed=s) for s in (10, 11)]:
@@ -168,14 +178,14 @@ def test_non_finite_batches_never_reach_the_statistics_nnx():
 
 # ---------------------------------------------------------------- linen ≡ nnx
 OPTIONS = [
-    dict(),
-    dict(dtype=jnp.bfloat16),
-    dict(force_float32_reductions=False, param_dtype=jnp.float32),
-    dict(use_fast_variance=False, epsilon=1e-3),
-    dict(use_scale=False, use_bias=False),
-    dict(axis=(1, 3)),
-    dict(mask=True),
-    dict(guard_nonfinite=False),
+  dict(),
+  dict(dtype=jnp.bfloat16),
+  dict(force_float32_reductions=False, param_dtype=jnp.float32),
+  dict(use_fast_variance=False, epsilon=1e-3),
+  dict(use_scale=False, use_bias=False),
+  dict(axis=(1, 3)),
+  dict(mask=True),
+  dict(guard_nonfinite=False),
 ]
 
 
@@ -210,5 +220,6 @@ def test_linen_and_nnx_are_one_layer(name, options):
     for stat, value in v["batch_stats"].items():
       np.testing.assert_array_equal(getattr(nx, stat)[...], value)
   nx.eval()
-  np.testing.assert_array_equal(np.asarray(nx(x), np.float32),
-                                np.asarray(lin.apply(v, x, use_running_average=True), np.float32))
+  np.testing.assert_array_equal(
+    np.asarray(nx(x), np.float32), np.asarray(lin.apply(v, x, use_running_average=True), np.float32)
+  )

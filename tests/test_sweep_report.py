@@ -1,4 +1,5 @@
 """train.sweep (run naming, skipping, commands) and train.report (tables, plots)."""
+
 import json
 import pathlib
 import subprocess
@@ -15,16 +16,32 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 def fake_run(root, norm, m, seed, accs, wall=10.0, status="completed", precise=None):
   wd = root / sweep.run_name(norm, m, seed)
   wd.mkdir(parents=True)
-  records = [{"epoch": e + 1, "step": 10 * (e + 1), "eval_accuracy": a, "train_accuracy": a,
-              "lambda": 0.1 * e if norm == "mbn" else None} for e, a in enumerate(accs)]
+  records = [
+    {
+      "epoch": e + 1,
+      "step": 10 * (e + 1),
+      "eval_accuracy": a,
+      "train_accuracy": a,
+      "lambda": 0.1 * e if norm == "mbn" else None,
+    }
+    for e, a in enumerate(accs)
+  ]
   for rec, p in zip(records, precise or []):
     rec["eval_accuracy_precise"] = p
   (wd / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
-  (wd / "summary.json").write_text(json.dumps({
-      "status": status, "epochs_completed": len(accs), "final_eval_accuracy": accs[-1],
-      "best_eval_accuracy": max(accs), "final_train_accuracy": accs[-1],
-      "final_eval_accuracy_precise": precise[-1] if precise else None,
-      "config": {"ideal_batch_size": 32, "tau0": 0.85}}))
+  (wd / "summary.json").write_text(
+    json.dumps(
+      {
+        "status": status,
+        "epochs_completed": len(accs),
+        "final_eval_accuracy": accs[-1],
+        "best_eval_accuracy": max(accs),
+        "final_train_accuracy": accs[-1],
+        "final_eval_accuracy_precise": precise[-1] if precise else None,
+        "config": {"ideal_batch_size": 32, "tau0": 0.85},
+      }
+    )
+  )
   (wd / "sweep.json").write_text(json.dumps({"wall_seconds": wall}))
 
 
@@ -50,9 +67,18 @@ def test_report_aggregates_over_seeds_and_plots(tmp_path):
   assert "| BN | 45.00 ± 7.07 (n=2) | — |" in md
   assert "| MBN | 60.00 ± 0.00 (n=1) | 70.00 ± 0.00 (n=1) |" in md
   out = tmp_path / "out"
-  subprocess.run([sys.executable, "-m", "train.report", f"--root={tmp_path}", f"--out={out}"],
-                 check=True, capture_output=True, cwd=ROOT)
-  for name in ("results.md", "accuracy_vs_batch_size.png", "curves_m2.png", "momentum_schedules.png"):
+  subprocess.run(
+    [sys.executable, "-m", "train.report", f"--root={tmp_path}", f"--out={out}"],
+    check=True,
+    capture_output=True,
+    cwd=ROOT,
+  )
+  for name in (
+    "results.md",
+    "accuracy_vs_batch_size.png",
+    "curves_m2.png",
+    "momentum_schedules.png",
+  ):
     assert (out / name).stat().st_size > 100, name
 
 
@@ -60,9 +86,23 @@ def test_sweep_skips_finished_runs_and_orders_small_batches_first(tmp_path):
   fake_run(tmp_path, "bn", 2, 0, [0.5])
   fake_run(tmp_path, "mbn", 2, 0, [0.2], status="interrupted")  # resumed, not skipped
   out = subprocess.run(
-      [sys.executable, "-m", "train.sweep", "--config=configs/quickstart.py", f"--root={tmp_path}",
-       "--norms=bn,mbn", "--batch_sizes=8,2", "--seeds=0", "--override=num_epochs=1", "--dry_run"],
-      check=True, capture_output=True, text=True, cwd=ROOT).stdout.splitlines()
+    [
+      sys.executable,
+      "-m",
+      "train.sweep",
+      "--config=configs/quickstart.py",
+      f"--root={tmp_path}",
+      "--norms=bn,mbn",
+      "--batch_sizes=8,2",
+      "--seeds=0",
+      "--override=num_epochs=1",
+      "--dry_run",
+    ],
+    check=True,
+    capture_output=True,
+    text=True,
+    cwd=ROOT,
+  ).stdout.splitlines()
   assert out[0] == "[1/4] bn-m2-s0: finished, skipped"
   assert out[1].startswith("[2/4] mbn-m2-s0: ") and "--config.per_device_batch_size=2" in out[1]
   assert "--config.num_epochs=1" in out[1] and "--config.norm=mbn" in out[1]
@@ -78,7 +118,9 @@ def test_report_pairs_seeds_and_tabulates_precise_statistics(tmp_path):
   runs = report.load_runs(tmp_path)
   diffs = report.paired_differences(runs)
   assert diffs[("mbn", 2)] == pytest.approx({0: 0.06, 1: -0.01})
-  assert report.paired_differences(runs, report.PRECISE)[("mbn", 2)] == pytest.approx({0: 0.02, 1: 0.04})
+  assert report.paired_differences(runs, report.PRECISE)[("mbn", 2)] == pytest.approx(
+    {0: 0.02, 1: 0.04}
+  )
   md = report.results_markdown(runs)
   d = 100 * np.array([0.06, -0.01])
   assert f"| MBN − BN | 2 | 2 | {d.mean():+.2f} ± {d.std(ddof=1):.2f} | 1 / 1 |" in md

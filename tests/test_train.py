@@ -3,6 +3,7 @@
 A tiny CNN on 8x8 digits (64 training images: 8 steps of global batch 8 per
 epoch), so every run takes seconds.
 """
+
 import json
 import os
 
@@ -61,7 +62,9 @@ def test_four_device_run_compiles_once_and_writes_everything(full_run):
   assert saved["seed"] == 0 and saved["config"]["norm"] == "mbn"
   assert os.listdir(os.path.join(workdir, "tensorboard"))
   assert json.load(open(os.path.join(workdir, "config.json")))["config"]["model"] == "tiny_cnn"
-  assert sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit()) == [8, 16]
+  assert sorted(
+    int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit()
+  ) == [8, 16]
 
 
 def test_preempted_run_resumes_to_identical_metrics(full_run, tmp_path):
@@ -99,14 +102,18 @@ def test_fields_added_after_a_run_started_resume_at_their_default():
 
 def test_synchronized_statistics_and_other_norms(tmp_path):
   summary = train_lib.train_and_evaluate(
-      tiny_config(sync_batch_stats=True, num_epochs=1, mbn_total_epochs=2), str(tmp_path / "s"))
+    tiny_config(sync_batch_stats=True, num_epochs=1, mbn_total_epochs=2), str(tmp_path / "s")
+  )
   assert summary["status"] == "completed" and summary["train_step_traces"] == 1
   summary = train_lib.train_and_evaluate(
-      tiny_config(norm="gn", model="mlp", num_epochs=1), str(tmp_path / "g"))
+    tiny_config(norm="gn", model="mlp", num_epochs=1), str(tmp_path / "g")
+  )
   assert summary["status"] == "completed"
 
 
-@pytest.mark.parametrize("overrides, error, match", [
+@pytest.mark.parametrize(
+  "overrides, error, match",
+  [
     ({"model": "resnet1000"}, ValueError, "Unknown model 'resnet1000'"),
     ({"norm": "xbn"}, ValueError, "Unknown norm 'xbn'"),
     ({"norms": "bn,foo"}, ValueError, "Unknown norm 'foo'"),
@@ -115,7 +122,8 @@ def test_synchronized_statistics_and_other_norms(tmp_path):
     ({"num_epochs": -1}, ValueError, "num_epochs must be a positive"),
     ({"dataset.source": "ftp"}, ValueError, "dataset.source"),
     ({"conv": "cudnn"}, ValueError, "config.conv must be one of"),
-])
+  ],
+)
 def test_bad_input_fails_before_compiling(tmp_path, overrides, error, match):
   with pytest.raises(error, match=match):
     train_lib.train_and_evaluate(tiny_config(**overrides), str(tmp_path / "w"))
@@ -129,6 +137,7 @@ def test_missing_workdir_parent(tmp_path):
 
 def test_conv_setting_picks_the_convolution():
   from mbn_jax import fast_conv
+
   assert train_lib.conv_function("xla", 2) is None
   assert train_lib.conv_function("fast", 2) is fast_conv.conv_general_dilated
   assert train_lib.conv_function("auto", 2) is fast_conv.auto_conv(2)  # CPU here: the fast path
@@ -142,11 +151,21 @@ def test_global_batch_size_sets_per_device_batch():
 
 def test_one_step_on_tfds_mock_data(tmp_path):
   import tensorflow_datasets as tfds
-  config = tiny_config(model="mlp", num_epochs=1, **{
-      "dataset.source": "tfds", "dataset.name": "cifar10", "dataset.data_dir": str(tmp_path),
-      "dataset.holdout_per_class": 0, "dataset.eval_split": "test",
-      "dataset.augment": "crop_flip", "dataset.max_train_examples": 8,
-      "dataset.check_download_host": False})  # mock_data fakes the download itself
+
+  config = tiny_config(
+    model="mlp",
+    num_epochs=1,
+    **{
+      "dataset.source": "tfds",
+      "dataset.name": "cifar10",
+      "dataset.data_dir": str(tmp_path),
+      "dataset.holdout_per_class": 0,
+      "dataset.eval_split": "test",
+      "dataset.augment": "crop_flip",
+      "dataset.max_train_examples": 8,
+      "dataset.check_download_host": False,
+    },
+  )  # mock_data fakes the download itself
   with tfds.testing.mock_data(num_examples=8):
     summary = train_lib.train_and_evaluate(config, str(tmp_path / "w"))
   assert summary["step"] == 1 and summary["status"] == "completed"
@@ -155,9 +174,9 @@ def test_one_step_on_tfds_mock_data(tmp_path):
 
 def test_checkpoint_holds_device_averaged_and_per_device_statistics(full_run):
   import orbax.checkpoint as ocp
+
   workdir, _ = full_run
-  restored = ocp.StandardCheckpointer().restore(
-      os.path.join(workdir, "checkpoints", "16", "state"))
+  restored = ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", "16", "state"))
   mean, per_device = restored["batch_stats"], restored["batch_stats_per_device"]
   leaves_mean = jax.tree.leaves(mean)
   leaves_dev = jax.tree.leaves(per_device)
@@ -176,8 +195,10 @@ def test_precise_statistics_option(tmp_path):
 
   from train import checkpoints as ckpt_lib
   from train import input_pipeline
-  config = tiny_config(num_epochs=2, precise_stats_batches=3, precise_stats_batch_size=4,
-                       precise_stats_every_eval=True)
+
+  config = tiny_config(
+    num_epochs=2, precise_stats_batches=3, precise_stats_batch_size=4, precise_stats_every_eval=True
+  )
   workdir = str(tmp_path / "p")
   summary = train_lib.train_and_evaluate(config, workdir)
   recs = records(workdir)
@@ -189,14 +210,19 @@ def test_precise_statistics_option(tmp_path):
   precise = manager.restore_item(16, ckpt_lib.PRECISE_STATS)
   manager.close()
   # MBN's training statistics are the device-averaged ones, as in batch_stats.
-  np.testing.assert_array_equal(precise["norm0"]["train_mean"],
-                                state["batch_stats"]["norm0"]["train_mean"])
+  np.testing.assert_array_equal(
+    precise["norm0"]["train_mean"], state["batch_stats"]["norm0"]["train_mean"]
+  )
   # The first norm's mean/var: NumPy over every image of the 3 global batches
   # (4 devices x 4 images each) that the option draws, through the saved conv.
   data = input_pipeline.load_dataset(config.dataset)
   layout = train_lib.validate_config(config)
-  images = np.concatenate([b["image"].reshape((-1,) + b["image"].shape[2:]) for b in
-                           train_lib.precise_stats_stream(config, data, layout, epoch=1)])
+  images = np.concatenate(
+    [
+      b["image"].reshape((-1,) + b["image"].shape[2:])
+      for b in train_lib.precise_stats_stream(config, data, layout, epoch=1)
+    ]
+  )
   assert images.shape[0] == 3 * 16
   conv = nn.Conv(16, (3, 3), use_bias=False)
   h = np.asarray(conv.apply({"params": state["params"]["conv0"]}, images), np.float64)
@@ -212,13 +238,17 @@ def test_nonfinite_step_changes_nothing_but_the_step():
   import jax.numpy as jnp
 
   from train import steps
+
   config = tiny_config(norm="bn")
   model = train_lib.build_model(config, num_classes=10, steps_per_epoch=8)
   lr = steps.learning_rate_fn(config, 2, 8, 8)
-  state = steps.create_train_state(model, steps.make_optimizer(config, lr), (8, 8, 1),
-                                   batch_size=2, seed=0)
-  step = jax.pmap(functools.partial(steps.train_step, learning_rate_fn=lr,
-                                    momentum_fn=lambda s: 0.0), axis_name=steps.AXIS)
+  state = steps.create_train_state(
+    model, steps.make_optimizer(config, lr), (8, 8, 1), batch_size=2, seed=0
+  )
+  step = jax.pmap(
+    functools.partial(steps.train_step, learning_rate_fn=lr, momentum_fn=lambda s: 0.0),
+    axis_name=steps.AXIS,
+  )
   rep = jax.tree.map(lambda x: jnp.broadcast_to(x, (4,) + jnp.shape(x)), state)
   images = np.random.default_rng(0).normal(size=(4, 2, 8, 8, 1)).astype(np.float32)
   labels = np.zeros((4, 2), np.int32)
@@ -227,8 +257,11 @@ def test_nonfinite_step_changes_nothing_but_the_step():
   bad, m_bad = step(rep, {"image": images, "label": labels}, np.zeros(4, np.int32))
   assert int(m_good["nonfinite"][0]) == 0 and int(m_bad["nonfinite"][0]) == 1
   assert int(bad.step[0]) == int(good.step[0]) == 1
-  for new, old in ((bad.params, rep.params), (bad.opt_state, rep.opt_state),
-                   (bad.batch_stats, rep.batch_stats)):
+  for new, old in (
+    (bad.params, rep.params),
+    (bad.opt_state, rep.opt_state),
+    (bad.batch_stats, rep.batch_stats),
+  ):
     jax.tree.map(np.testing.assert_array_equal, new, old)
   assert not np.allclose(jax.tree.leaves(good.params)[0], jax.tree.leaves(rep.params)[0])
 
@@ -236,21 +269,36 @@ def test_nonfinite_step_changes_nothing_but_the_step():
 def test_a_diverging_run_stops_and_keeps_the_last_finite_state(tmp_path):
   import subprocess
   import sys
+
   workdir = tmp_path / "div"
-  cmd = [sys.executable, "-m", "train", "--config=configs/quickstart.py", f"--workdir={workdir}",
-         "--config.norms=", "--config.norm=mbn", "--config.base_learning_rate=1e8",
-         "--config.num_epochs=2", "--config.dataset.max_train_examples=64",
-         "--config.max_nonfinite_steps=5", "--config.progress_bar=False"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "train",
+    "--config=configs/quickstart.py",
+    f"--workdir={workdir}",
+    "--config.norms=",
+    "--config.norm=mbn",
+    "--config.base_learning_rate=1e8",
+    "--config.num_epochs=2",
+    "--config.dataset.max_train_examples=64",
+    "--config.max_nonfinite_steps=5",
+    "--config.progress_bar=False",
+  ]
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   p = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
   assert p.returncode == 3, p.stdout[-2000:] + p.stderr[-2000:]
   assert "error: training diverged" in p.stderr and "learning rate" in p.stderr
   summary = json.loads((workdir / "summary.json").read_text())  # strict JSON parses
   assert summary["status"] == "diverged" and summary["diverged_at_step"] >= 5
-  for line in (workdir / "metrics.jsonl").read_text().splitlines() if (
-      workdir / "metrics.jsonl").exists() else []:
+  for line in (
+    (workdir / "metrics.jsonl").read_text().splitlines()
+    if (workdir / "metrics.jsonl").exists()
+    else []
+  ):
     json.loads(line, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
   from train import checkpoints as ckpt_lib
+
   manager = ckpt_lib.CheckpointManager(str(workdir / "checkpoints"))
   if manager.latest_step() is not None:  # whatever was saved is finite
     state, _ = manager.restore(manager.latest_step(), None)

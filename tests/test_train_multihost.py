@@ -6,6 +6,7 @@ epoch (num_epochs=1) and resumed (num_epochs=2), so the multi-host checkpoint
 save and restore are exercised too; its metrics must equal those of one
 process with 4 devices training 2 epochs on the same global batches.
 """
+
 import json
 import os
 import socket
@@ -16,20 +17,30 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = [
-    "--config", "configs/quickstart.py", "--config.norms=", "--config.norm=mbn",
-    "--config.mbn_total_epochs=2", "--config.dataset.max_train_examples=64",
-    "--config.dataset.holdout_per_class=10", "--config.eval_per_device_batch_size=25",
-    "--config.progress_bar=false", "--config.base_learning_rate=1.0",
-    "--config.lr_decay_epochs=1",
+  "--config",
+  "configs/quickstart.py",
+  "--config.norms=",
+  "--config.norm=mbn",
+  "--config.mbn_total_epochs=2",
+  "--config.dataset.max_train_examples=64",
+  "--config.dataset.holdout_per_class=10",
+  "--config.eval_per_device_batch_size=25",
+  "--config.progress_bar=false",
+  "--config.base_learning_rate=1.0",
+  "--config.lr_decay_epochs=1",
 ]
 
 
 def env(devices):
   e = dict(os.environ)
-  e.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
-           TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT,
-           JAX_COMPILATION_CACHE_DIR=os.path.join(ROOT, ".jax_cache"),
-           JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  e.update(
+    XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    JAX_PLATFORMS="cpu",
+    TF_CPP_MIN_LOG_LEVEL="3",
+    PYTHONPATH=ROOT,
+    JAX_COMPILATION_CACHE_DIR=os.path.join(ROOT, ".jax_cache"),
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+  )
   return e
 
 
@@ -41,11 +52,28 @@ def free_port():
 
 def run_two_processes(workdir, epochs):
   port = free_port()
-  procs = [subprocess.Popen(
-      [sys.executable, "-m", "train", *ARGS, f"--config.num_epochs={epochs}", "--workdir", workdir,
-       f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
-      cwd=ROOT, env=env(2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-      for i in range(2)]
+  procs = [
+    subprocess.Popen(
+      [
+        sys.executable,
+        "-m",
+        "train",
+        *ARGS,
+        f"--config.num_epochs={epochs}",
+        "--workdir",
+        workdir,
+        f"--coordinator_address=127.0.0.1:{port}",
+        "--num_processes=2",
+        f"--process_id={i}",
+      ],
+      cwd=ROOT,
+      env=env(2),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for i in range(2)
+  ]
   outs = []
   for p in procs:
     try:
@@ -74,11 +102,18 @@ def test_two_processes_train_in_lockstep_and_match_one_process(tmp_path):
   # Process 1 finished at the same step with the same evaluation as process 0.
   summary = json.load(open(os.path.join(multi, "summary.json")))
   assert summary["processes"] == 2 and summary["devices"] == 4 and summary["step"] == 16
-  assert f"completed at step 16: final eval accuracy {summary['final_eval_accuracy']:.6f}" in outs[1]
+  assert (
+    f"completed at step 16: final eval accuracy {summary['final_eval_accuracy']:.6f}" in outs[1]
+  )
 
-  done = subprocess.run([sys.executable, "-m", "train", *ARGS, "--config.num_epochs=2",
-                         "--workdir", single], cwd=ROOT, env=env(4), capture_output=True,
-                        text=True, timeout=240)
+  done = subprocess.run(
+    [sys.executable, "-m", "train", *ARGS, "--config.num_epochs=2", "--workdir", single],
+    cwd=ROOT,
+    env=env(4),
+    capture_output=True,
+    text=True,
+    timeout=240,
+  )
   assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
   a, b = records(multi), records(single)
   assert [r["step"] for r in a] == [r["step"] for r in b] == [8, 16]

@@ -17,8 +17,11 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the summary; "
-                    "rerun with the same workdir to resume.")
+flags.DEFINE_string(
+  "workdir",
+  None,
+  "Directory for checkpoints, metrics and the summary; rerun with the same workdir to resume.",
+)
 config_flags.DEFINE_config_file("config", None, "Training configuration file.", lock_config=True)
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
@@ -28,6 +31,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def _initialize_distributed(config):
   import jax
+
   dist = config.distributed
   address = FLAGS.coordinator_address or dist.coordinator_address
   num = FLAGS.num_processes if FLAGS.num_processes is not None else dist.num_processes
@@ -50,6 +54,7 @@ def main(argv):
   _initialize_distributed(FLAGS.config)
   from train import input_pipeline
   from train import train as train_lib
+
   expected = (train_lib.ConfigMismatchError, input_pipeline.DatasetUnavailableError)
   try:  # Bad input: a clear message, before anything is read or compiled.
     train_lib.validate_config(FLAGS.config, FLAGS.workdir)

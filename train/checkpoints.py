@@ -33,9 +33,11 @@ class CheckpointManager:
   def __init__(self, directory: str, *, max_to_keep: int = 2):
     self.directory = os.path.abspath(directory)
     self._manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False))
+      self.directory,
+      options=ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False
+      ),
+    )
 
   def latest_step(self):
     return self._manager.latest_step()
@@ -52,27 +54,33 @@ class CheckpointManager:
     if step in self._manager.all_steps():
       return False
     items = {name: ocp.args.StandardSave(tree) for name, tree in (extra or {}).items()}
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta), **items))
+    self._manager.save(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta), **items
+      ),
+    )
     self._manager.wait_until_finished()
     return True
 
   def restore(self, step: int, target):
     """Restores (state shaped like ``target``, meta) of ``step``."""
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+    restored = self._manager.restore(
+      step,
+      args=ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()),
+    )
     return restored["state"], restored["meta"]
 
   def restore_item(self, step: int, name: str):
     """The extra item ``name`` saved with ``step``, or None if it has none."""
     if not os.path.isdir(os.path.join(self.directory, str(step), name)):
       return None
-    return self._manager.restore(step, args=ocp.args.Composite(
-        **{name: ocp.args.StandardRestore(None)}))[name]
+    return self._manager.restore(
+      step, args=ocp.args.Composite(**{name: ocp.args.StandardRestore(None)})
+    )[name]
 
   def restore_meta(self, step: int):
-    return self._manager.restore(step, args=ocp.args.Composite(
-        meta=ocp.args.JsonRestore()))["meta"]
+    return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
   def close(self):
     self._manager.close()

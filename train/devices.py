@@ -27,4 +27,5 @@ def all_rows(tree):
   if jax.process_count() == 1:
     return local
   from jax.experimental import multihost_utils
+
   return jax.tree.map(lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True)), local)

@@ -72,8 +72,9 @@ def define_flags():
   flags.DEFINE_string("out", None, "Markdown file for the tables (printed as well).", required=True)
   flags.DEFINE_integer("batch", 250, "Images per batch for the precise statistics.")
   flags.DEFINE_integer("precise_batches", 20, "Training batches pooled for the precise statistics.")
-  flags.DEFINE_integer("replays", 0, "Re-estimations of the inference moving average at the "
-                       "frozen weights (0: none).")
+  flags.DEFINE_integer(
+    "replays", 0, "Re-estimations of the inference moving average at the frozen weights (0: none)."
+  )
 
 
 def replay_ema(start: dict, batch_stats_stream, momentum: float) -> dict:
@@ -92,8 +93,10 @@ def replay_ema(start: dict, batch_stats_stream, momentum: float) -> dict:
   for stats in batch_stats_stream:
     for p, (bm, bv) in stats.items():
       m, v = out[p]
-      out[p] = (F.moving_average(m, np.asarray(bm, np.float64), momentum),
-                F.moving_average(v, np.asarray(bv, np.float64), momentum))
+      out[p] = (
+        F.moving_average(m, np.asarray(bm, np.float64), momentum),
+        F.moving_average(v, np.asarray(bv, np.float64), momentum),
+      )
   return out
 
 
@@ -126,8 +129,9 @@ def _inference_stats(batch_stats: dict, key_mean="mean", key_var="var"):
   """{layer path: (batch_stats[key_mean], batch_stats[key_var])} of every layer that has them."""
   flat = traverse_util.flatten_dict(batch_stats, sep="/")
   paths = [k.rsplit("/", 1)[0] for k in flat if k.endswith("/" + key_mean)]
-  return {p: (flat[f"{p}/{key_mean}"], flat[f"{p}/{key_var}"]) for p in paths
-          if f"{p}/{key_var}" in flat}
+  return {
+    p: (flat[f"{p}/{key_mean}"], flat[f"{p}/{key_var}"]) for p in paths if f"{p}/{key_var}" in flat
+  }
 
 
 def evaluate_run(workdir: str, *, batch: int, precise_batches: int, replays: int = 0) -> dict:
@@ -137,9 +141,14 @@ def evaluate_run(workdir: str, *, batch: int, precise_batches: int, replays: int
   if config.norm not in NORMS:
     raise ValueError(f"{workdir}: eval_stats supports norms {NORMS}, not {config.norm!r}.")
   precise_tree = run.precise_stats(batch=batch, num_batches=precise_batches)
-  result = {"workdir": str(workdir), "norm": config.norm, "m": config.per_device_batch_size,
-            "seed": config.seed, "moving": run.accuracy(run.batch_stats),
-            "precise": run.accuracy(precise_tree)}
+  result = {
+    "workdir": str(workdir),
+    "norm": config.norm,
+    "m": config.per_device_batch_size,
+    "seed": config.seed,
+    "moving": run.accuracy(run.batch_stats),
+    "precise": run.accuracy(precise_tree),
+  }
   if config.norm == "mbn":
     train_stats = _inference_stats(run.batch_stats, "train_mean", "train_var")
     result["mbn_train"] = run.accuracy(_set_stats(run.batch_stats, train_stats))
@@ -147,9 +156,13 @@ def evaluate_run(workdir: str, *, batch: int, precise_batches: int, replays: int
     return result
 
   m = config.per_device_batch_size
-  momenta = {"replay_own": (schedules.inference_momentum(
-      m, ideal_batch_size=config.ideal_batch_size, tau0=config.tau0)
-      if config.norm == "mbn" else float(config.bn_momentum))}
+  momenta = {
+    "replay_own": (
+      schedules.inference_momentum(m, ideal_batch_size=config.ideal_batch_size, tau0=config.tau0)
+      if config.norm == "mbn"
+      else float(config.bn_momentum)
+    )
+  }
   if config.norm == "mbn":
     momenta["replay_lambda"] = run.final_lambda
   result["replay_momentum"] = momenta
@@ -160,9 +173,13 @@ def evaluate_run(workdir: str, *, batch: int, precise_batches: int, replays: int
     # step 0: MBN's λ(0) = 0 and BReN's (r, d) = (1, 0) at the start of any warm-up:
     # the layers normalize with the batch statistics they record.
     with analysis.capture_norm_statistics():
-      _, upd = run.model.apply({"params": run.params, "batch_stats": run.batch_stats}, images,
-                               train=True, step=jnp.int32(0),
-                               mutable=["batch_stats", analysis.NORM_STATS])
+      _, upd = run.model.apply(
+        {"params": run.params, "batch_stats": run.batch_stats},
+        images,
+        train=True,
+        step=jnp.int32(0),
+        mutable=["batch_stats", analysis.NORM_STATS],
+      )
     return upd[analysis.NORM_STATS]
 
   def replay_images(r: int, momentum: float):
@@ -172,11 +189,16 @@ def evaluate_run(workdir: str, *, batch: int, precise_batches: int, replays: int
   for name, momentum in momenta.items():
     accs = []
     for r in range(replays):
-      batch_stream = ({p: (st["batch_mean"], st["batch_var"]) for p, st in
-                       analysis.collect(jax.device_get(batch_statistics(images))).items()}
-                      for images in replay_images(r, momentum))
-      accs.append(run.accuracy(_set_stats(run.batch_stats, replay_ema(precise, batch_stream,
-                                                                      momentum))))
+      batch_stream = (
+        {
+          p: (st["batch_mean"], st["batch_var"])
+          for p, st in analysis.collect(jax.device_get(batch_statistics(images))).items()
+        }
+        for images in replay_images(r, momentum)
+      )
+      accs.append(
+        run.accuracy(_set_stats(run.batch_stats, replay_ema(precise, batch_stream, momentum)))
+      )
     result[name] = accs
   if config.norm == "mbn":
     # The same τ-EMA, but collected the way training collects it: the layers
@@ -185,8 +207,13 @@ def evaluate_run(workdir: str, *, batch: int, precise_batches: int, replays: int
     # update of mean/var; only the parameters stay frozen.
     @jax.jit
     def train_mode_update(stats, images):
-      _, upd = run.model.apply({"params": run.params, "batch_stats": stats}, images, train=True,
-                               step=jnp.int32(run.final_step), mutable=["batch_stats"])
+      _, upd = run.model.apply(
+        {"params": run.params, "batch_stats": stats},
+        images,
+        train=True,
+        step=jnp.int32(run.final_step),
+        mutable=["batch_stats"],
+      )
       return upd["batch_stats"]
 
     accs = []
@@ -208,8 +235,10 @@ def _std(values) -> float:
 def tables(results: list[dict]) -> str:
   """Per-run table and a mean ± std (sample std over seeds) summary per (norm, m)."""
   kinds = ("moving", "precise", "mbn_train")
-  lines = ["| norm | m | seeds | " + " | ".join(f"{k} acc %" for k in kinds) + " | precise − moving |",
-           "|---|---:|---:|" + "---:|" * (len(kinds) + 1)]
+  lines = [
+    "| norm | m | seeds | " + " | ".join(f"{k} acc %" for k in kinds) + " | precise − moving |",
+    "|---|---:|---:|" + "---:|" * (len(kinds) + 1),
+  ]
   groups = collections.defaultdict(list)
   for r in results:
     groups[(r["norm"], r["m"])].append(r)
@@ -220,30 +249,43 @@ def tables(results: list[dict]) -> str:
       v = [100 * r[k] for r in rs if k in r]
       cells.append(f"{np.mean(v):.1f} ± {_std(v):.1f}" if v else "—")
     gain = [100 * (r["precise"] - r["moving"]) for r in rs]
-    lines.append(f"| {norm} | {m} | {len(rs)} | " + " | ".join(cells)
-                 + f" | {np.mean(gain):+.1f} |")
+    lines.append(
+      f"| {norm} | {m} | {len(rs)} | " + " | ".join(cells) + f" | {np.mean(gain):+.1f} |"
+    )
   lines += ["", "| run | " + " | ".join(kinds) + " |", "|---|" + "---:|" * len(kinds)]
   for r in results:
-    lines.append(f"| {pathlib.Path(r['workdir']).name} | "
-                 + " | ".join(f"{100 * r[k]:.2f}" if k in r else "—" for k in kinds) + " |")
+    lines.append(
+      f"| {pathlib.Path(r['workdir']).name} | "
+      + " | ".join(f"{100 * r[k]:.2f}" if k in r else "—" for k in kinds)
+      + " |"
+    )
   replayed = [r for r in results if "replay_own" in r]
   if replayed:
-    lines += ["", "Inference EMA re-estimated at the frozen weights (accuracy % over replays, "
-              "mean ± std [min, max]):", "",
-              "| run | moving (as trained) | replay, own momentum | replay, λ(T) (MBN) "
-              "| replay in training mode, τ (MBN) |",
-              "|---|---:|---:|---:|---:|"]
+    lines += [
+      "",
+      "Inference EMA re-estimated at the frozen weights (accuracy % over replays, "
+      "mean ± std [min, max]):",
+      "",
+      "| run | moving (as trained) | replay, own momentum | replay, λ(T) (MBN) "
+      "| replay in training mode, τ (MBN) |",
+      "|---|---:|---:|---:|---:|",
+    ]
     for r in replayed:
       cells = []
       for k in ("replay_own", "replay_lambda", "replay_train_mode"):
         if k in r:
           v = 100 * np.asarray(r[k])
-          cells.append(f"{v.mean():.1f} ± {_std(v):.1f} [{v.min():.1f}, {v.max():.1f}] "
-                       f"(momentum {r['replay_momentum'][k]:.4f}, {len(v)}×)")
+          cells.append(
+            f"{v.mean():.1f} ± {_std(v):.1f} [{v.min():.1f}, {v.max():.1f}] "
+            f"(momentum {r['replay_momentum'][k]:.4f}, {len(v)}×)"
+          )
         else:
           cells.append("—")
-      lines.append(f"| {pathlib.Path(r['workdir']).name} | {100 * r['moving']:.2f} | "
-                   + " | ".join(cells) + " |")
+      lines.append(
+        f"| {pathlib.Path(r['workdir']).name} | {100 * r['moving']:.2f} | "
+        + " | ".join(cells)
+        + " |"
+      )
   return "\n".join(lines)
 
 
@@ -261,9 +303,12 @@ def main(argv):
         workdirs.append(str(wd))
   if not workdirs:
     raise app.UsageError("Nothing to evaluate: give --root (a sweep root) or --workdirs.")
-  results = [evaluate_run(wd, batch=FLAGS.batch, precise_batches=FLAGS.precise_batches,
-                          replays=FLAGS.replays)
-             for wd in tqdm(workdirs, desc="runs")]
+  results = [
+    evaluate_run(
+      wd, batch=FLAGS.batch, precise_batches=FLAGS.precise_batches, replays=FLAGS.replays
+    )
+    for wd in tqdm(workdirs, desc="runs")
+  ]
   text = tables(results)
   print(text)
   out = pathlib.Path(FLAGS.out)

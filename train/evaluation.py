@@ -22,12 +22,19 @@ def evaluate(p_eval, variables, data, *, batch_size: int, layout: dict) -> dict:
   """
   sums = {"loss": 0.0, "correct": 0.0, "count": 0.0}
   for batch in input_pipeline.eval_batches(
-      data, per_device_batch_size=batch_size, local_devices=layout["local_devices"],
-      process_index=layout["process_index"], process_count=layout["process_count"]):
+    data,
+    per_device_batch_size=batch_size,
+    local_devices=layout["local_devices"],
+    process_index=layout["process_index"],
+    process_count=layout["process_count"],
+  ):
     out = devices.first(p_eval(variables, batch))
     for k in sums:
       sums[k] += float(out[k])
-  return {"eval_loss": sums["loss"] / sums["count"], "eval_accuracy": sums["correct"] / sums["count"]}
+  return {
+    "eval_loss": sums["loss"] / sums["count"],
+    "eval_accuracy": sums["correct"] / sums["count"],
+  }
 
 
 def precise_stats_stream(config, data, layout, epoch: int):
@@ -41,13 +48,20 @@ def precise_stats_stream(config, data, layout, epoch: int):
   """
   try:
     stream = input_pipeline.TrainBatches(
-        data, per_device_batch_size=config.precise_stats_batch_size,
-        local_devices=layout["local_devices"], process_index=layout["process_index"],
-        process_count=layout["process_count"], seed=config.seed + PRECISE_STATS_SEED_OFFSET,
-        augment=config.dataset.augment, pad=config.dataset.crop_padding)
+      data,
+      per_device_batch_size=config.precise_stats_batch_size,
+      local_devices=layout["local_devices"],
+      process_index=layout["process_index"],
+      process_count=layout["process_count"],
+      seed=config.seed + PRECISE_STATS_SEED_OFFSET,
+      augment=config.dataset.augment,
+      pad=config.dataset.crop_padding,
+    )
   except ValueError as e:
-    raise ValueError(f"config.precise_stats_batch_size={config.precise_stats_batch_size} per "
-                     f"device: {e} Use a smaller precise_stats_batch_size.") from None
+    raise ValueError(
+      f"config.precise_stats_batch_size={config.precise_stats_batch_size} per "
+      f"device: {e} Use a smaller precise_stats_batch_size."
+    ) from None
   passes = -(-config.precise_stats_batches // stream.steps_per_epoch)
   for i in range(config.precise_stats_batches):
     rep, index = divmod(i, stream.steps_per_epoch)
@@ -57,8 +71,10 @@ def precise_stats_stream(config, data, layout, epoch: int):
 @functools.lru_cache(maxsize=8)
 def _estimation_fn(model):
   """``train_fn`` of :func:`mbn_jax.precise_batch_stats` for ``model`` (cached: one compilation)."""
+
   def run(variables, batch):
     return model.apply(variables, batch["image"], train=True, step=0, mutable=["batch_stats"])
+
   return run
 
 
@@ -70,5 +86,9 @@ def precise_stats(model, params, mean_stats, batches, *, axis_name: str):
   ``batch_stats`` to evaluate or deploy with (replicated on every device).
   One estimation function per model, so repeated estimations compile once.
   """
-  return mbn_jax.precise_batch_stats(_estimation_fn(model), {"params": params, "batch_stats": mean_stats},
-                                     batches, axis_name=axis_name)
+  return mbn_jax.precise_batch_stats(
+    _estimation_fn(model),
+    {"params": params, "batch_stats": mean_stats},
+    batches,
+    axis_name=axis_name,
+  )

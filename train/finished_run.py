@@ -52,17 +52,28 @@ class FinishedRun:
     """λ of the last step (Eq. 11) for MBN; 0 for every other norm."""
     if self.config.norm != "mbn":
       return 0.0
-    return float(schedules.train_momentum(
-        self.final_step, batch_size=self.config.per_device_batch_size,
-        total_epochs=self.config.mbn_total_epochs, steps_per_epoch=self.steps_per_epoch,
-        ideal_batch_size=self.config.ideal_batch_size))
+    return float(
+      schedules.train_momentum(
+        self.final_step,
+        batch_size=self.config.per_device_batch_size,
+        total_epochs=self.config.mbn_total_epochs,
+        steps_per_epoch=self.steps_per_epoch,
+        ideal_batch_size=self.config.ideal_batch_size,
+      )
+    )
 
   def train_batches(self, batch_size: int, seed: int) -> input_pipeline.TrainBatches:
     """One-device training batches of ``batch_size`` with the run's augmentation."""
     return input_pipeline.TrainBatches(
-        self.data, per_device_batch_size=batch_size, local_devices=1, process_index=0,
-        process_count=1, seed=seed, augment=self.config.dataset.augment,
-        pad=self.config.dataset.crop_padding)
+      self.data,
+      per_device_batch_size=batch_size,
+      local_devices=1,
+      process_index=0,
+      process_count=1,
+      seed=seed,
+      augment=self.config.dataset.augment,
+      pad=self.config.dataset.crop_padding,
+    )
 
   def train_images(self, batch_size: int, seed: int, num_batches: int):
     """The images of the first ``num_batches`` batches of epoch 0 of that stream."""
@@ -75,7 +86,8 @@ class FinishedRun:
     """Population statistics (:func:`mbn_jax.precise_batch_stats`) at the frozen weights."""
     images = self.train_images(batch, self.config.seed if seed is None else seed, num_batches)
     return mbn_jax.precise_batch_stats(
-        self._estimation_fn, {"params": self.params, "batch_stats": self.batch_stats}, images)
+      self._estimation_fn, {"params": self.params, "batch_stats": self.batch_stats}, images
+    )
 
   def _estimation_fn(self, variables, images):
     return self.model.apply(variables, images, train=True, step=0, mutable=["batch_stats"])
@@ -83,10 +95,12 @@ class FinishedRun:
   def accuracy(self, batch_stats, batch: int = 250) -> float:
     """Validation accuracy with ``batch_stats`` as the inference statistics."""
     hits = n = 0
-    for b in input_pipeline.eval_batches(self.data, per_device_batch_size=batch, local_devices=1,
-                                         process_index=0, process_count=1):
-      hits += float(_correct(self.model, self.params, batch_stats, b["image"][0], b["label"][0],
-                             b["mask"][0]))
+    for b in input_pipeline.eval_batches(
+      self.data, per_device_batch_size=batch, local_devices=1, process_index=0, process_count=1
+    ):
+      hits += float(
+        _correct(self.model, self.params, batch_stats, b["image"][0], b["label"][0], b["mask"][0])
+      )
       n += int(b["mask"].sum())
     return hits / n
 
@@ -106,7 +120,12 @@ def load_run(workdir: str) -> FinishedRun:
   model = train_lib.build_model(config, num_classes=data.num_classes, steps_per_epoch=spe)
   restored = ckpt_lib.restore_latest(workdir)
   return FinishedRun(
-      workdir=str(workdir), config=config, data=data, model=model,
-      params=jax.tree.map(jnp.asarray, restored["params"]),
-      batch_stats=jax.tree.map(jnp.asarray, restored["batch_stats"]),
-      step=int(restored["step"]), steps_per_epoch=spe)
+    workdir=str(workdir),
+    config=config,
+    data=data,
+    model=model,
+    params=jax.tree.map(jnp.asarray, restored["params"]),
+    batch_stats=jax.tree.map(jnp.asarray, restored["batch_stats"]),
+    step=int(restored["step"]),
+    steps_per_epoch=spe,
+  )

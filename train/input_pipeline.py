@@ -49,8 +49,13 @@ from collections.abc import Iterator
 import numpy as np
 
 __all__ = [
-    "Dataset", "DatasetUnavailableError", "load_dataset", "TrainBatches",
-    "eval_batches", "validate_dataset_config", "SOURCES",
+  "Dataset",
+  "DatasetUnavailableError",
+  "load_dataset",
+  "TrainBatches",
+  "eval_batches",
+  "validate_dataset_config",
+  "SOURCES",
 ]
 
 SOURCES = ("tfds", "image_folder", "digits")
@@ -79,6 +84,7 @@ class Dataset:
 
 def _tf():
   import tensorflow as tf
+
   try:
     tf.config.set_visible_devices([], "GPU")
     tf.config.set_visible_devices([], "TPU")
@@ -98,9 +104,10 @@ def validate_dataset_config(dc) -> None:
       raise ValueError("config.dataset.root must point at an image folder root/split/label/image.")
     if not os.path.isdir(os.path.expanduser(dc.root)):
       raise DatasetUnavailableError(
-          f"Image folder config.dataset.root={dc.root!r} does not exist "
-          f"(resolved from the current directory {os.getcwd()!r}). Point "
-          "--config.dataset.root at a folder laid out as root/split/label/image.")
+        f"Image folder config.dataset.root={dc.root!r} does not exist "
+        f"(resolved from the current directory {os.getcwd()!r}). Point "
+        "--config.dataset.root at a folder laid out as root/split/label/image."
+      )
   if dc.augment not in AUGMENTATIONS:
     raise ValueError(f"config.dataset.augment={dc.augment!r} is not one of {AUGMENTATIONS}.")
   if dc.holdout_per_class < 0:
@@ -150,14 +157,17 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 def _slice_split(spec: str, n: int):
   """'name', 'name[a:b]' or 'name[a%:b%]' (TFDS split syntax, read by TFDS) → (name, slice)."""
   import tensorflow_datasets as tfds
+
   name = spec.split("[", 1)[0].strip()
   try:
     instruction = tfds.core.ReadInstruction.from_spec(spec)
     parts = instruction.to_absolute(
-        {name: tfds.core.SplitInfo(name=name, shard_lengths=[n], num_bytes=0)})
+      {name: tfds.core.SplitInfo(name=name, shard_lengths=[n], num_bytes=0)}
+    )
   except (ValueError, KeyError, AssertionError) as e:
-    raise ValueError(f"Cannot parse split {spec!r} ({e}): use 'train', 'train[:4500]' or "
-                     "'train[90%:]'.") from None
+    raise ValueError(
+      f"Cannot parse split {spec!r} ({e}): use 'train', 'train[:4500]' or 'train[90%:]'."
+    ) from None
   if len(parts) != 1:
     raise ValueError(f"Split {spec!r} names {len(parts)} splits; use one, e.g. 'train[90%:]'.")
   return name, slice(parts[0].from_, parts[0].to)
@@ -173,20 +183,23 @@ def _image_folder_files(root: str, split_name: str):
   if not os.path.isdir(split_dir):
     splits = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
     raise DatasetUnavailableError(
-        f"Image folder {root!r} has no split {split_name!r}; it has {splits} "
-        "(layout: root/split/label/image).")
+      f"Image folder {root!r} has no split {split_name!r}; it has {splits} "
+      "(layout: root/split/label/image)."
+    )
   names = sorted(d for d in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d)))
   if not names:
-    raise DatasetUnavailableError(f"{split_dir!r} holds no class folders (layout: "
-                                  "root/split/label/image).")
+    raise DatasetUnavailableError(
+      f"{split_dir!r} holds no class folders (layout: root/split/label/image)."
+    )
   paths, labels = [], []
   for label, name in enumerate(names):
     folder = os.path.join(split_dir, name)
     files = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
     if not files:
       raise DatasetUnavailableError(
-          f"Class folder {folder!r} holds no images ({', '.join(IMAGE_EXTENSIONS)}): remove it "
-          "or add its images (every class folder must hold at least one).")
+        f"Class folder {folder!r} holds no images ({', '.join(IMAGE_EXTENSIONS)}): remove it "
+        "or add its images (every class folder must hold at least one)."
+      )
     paths += [os.path.join(folder, f) for f in files]
     labels += [label] * len(files)
   return paths, labels, names
@@ -205,14 +218,18 @@ def _read_image_folder(dc, split_spec):
     return image, label
 
   ds = tf.data.Dataset.from_tensor_slices((paths, labels)).map(
-      load, num_parallel_calls=tf.data.AUTOTUNE)
+    load, num_parallel_calls=tf.data.AUTOTUNE
+  )
   if dc.image_size is None:
     # Batching needs one shape: take the first image's.
     first = next(iter(ds.take(1)))[0].shape
+
     def check(image, label):
-      tf.debugging.assert_equal(tf.shape(image), first,
-                                message="Images differ in size: set config.dataset.image_size.")
+      tf.debugging.assert_equal(
+        tf.shape(image), first, message="Images differ in size: set config.dataset.image_size."
+      )
       return tf.ensure_shape(image, first), label
+
     ds = ds.map(check)
   images, labels = _to_numpy(ds, dc.image_size, 3)
   return images, labels, len(names)
@@ -222,6 +239,7 @@ def _unreachable_download_host(builder, timeout=5.0):
   """'host: error' if the dataset's first download URL's host can't be reached."""
   import socket
   import urllib.parse
+
   try:
     urls = list((builder.url_infos or {}).keys())
   except Exception:
@@ -242,23 +260,26 @@ def _unreachable_download_host(builder, timeout=5.0):
 def _read_tfds(dc, split_spec):
   _tf()
   import tensorflow_datasets as tfds
+
   data_dir = os.path.expanduser(dc.data_dir) if dc.data_dir else None
   try:
     builder = tfds.builder(dc.name, data_dir=data_dir)
   except Exception as e:  # DatasetNotFoundError and friends.
     raise ValueError(
-        f"Unknown TFDS dataset {dc.name!r}: {e}\nFor a folder of images use "
-        "--config.dataset.source=image_folder --config.dataset.root=DIR.") from None
+      f"Unknown TFDS dataset {dc.name!r}: {e}\nFor a folder of images use "
+      "--config.dataset.source=image_folder --config.dataset.root=DIR."
+    ) from None
   if not builder.is_prepared():
     msg = (
-        f"Dataset {dc.name!r} is not prepared in data_dir={str(builder.data_dir_root)!r}"
-        f"{' and could not be downloaded' if dc.download else ' (download disabled)'}.\n"
-        "Ways out:\n"
-        f"  * --config.dataset.data_dir=DIR where DIR holds a prepared {dc.name} "
-        "(e.g. made with `tfds build` on a machine with internet), or\n"
-        "  * an image folder root/split/label/image: --config.dataset.source=image_folder "
-        "--config.dataset.root=DIR (e.g. ../shared/data/cifar10-jpeg with "
-        "--config.dataset.holdout_per_class=500).")
+      f"Dataset {dc.name!r} is not prepared in data_dir={str(builder.data_dir_root)!r}"
+      f"{' and could not be downloaded' if dc.download else ' (download disabled)'}.\n"
+      "Ways out:\n"
+      f"  * --config.dataset.data_dir=DIR where DIR holds a prepared {dc.name} "
+      "(e.g. made with `tfds build` on a machine with internet), or\n"
+      "  * an image folder root/split/label/image: --config.dataset.source=image_folder "
+      "--config.dataset.root=DIR (e.g. ../shared/data/cifar10-jpeg with "
+      "--config.dataset.holdout_per_class=500)."
+    )
     if not dc.download:
       raise DatasetUnavailableError(msg)
     unreachable = _unreachable_download_host(builder) if dc.get("check_download_host", True) else ""
@@ -267,7 +288,9 @@ def _read_tfds(dc, split_spec):
     try:
       builder.download_and_prepare()
     except Exception as e:  # Any network or extraction failure.
-      raise DatasetUnavailableError(f"{msg}\nThe download failed with: {type(e).__name__}: {e}") from None
+      raise DatasetUnavailableError(
+        f"{msg}\nThe download failed with: {type(e).__name__}: {e}"
+      ) from None
   if "label" not in builder.info.features or "image" not in builder.info.features:
     raise ValueError(f"TFDS dataset {dc.name!r} has no 'image' and 'label' features.")
   num_classes = builder.info.features["label"].num_classes
@@ -279,6 +302,7 @@ def _read_tfds(dc, split_spec):
 
 def _read_digits(dc, split_spec):
   from sklearn.datasets import load_digits
+
   digits = load_digits()
   images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
   labels = digits.target.astype(np.int32)
@@ -289,16 +313,28 @@ def _read_digits(dc, split_spec):
 
 
 def _read(dc, split_spec):
-  reader = {"tfds": _read_tfds, "image_folder": _read_image_folder, "digits": _read_digits}[dc.source]
+  reader = {"tfds": _read_tfds, "image_folder": _read_image_folder, "digits": _read_digits}[
+    dc.source
+  ]
   cache_dir = dc.get("cache_dir")
   if not cache_dir or dc.source == "digits":
     return reader(dc, split_spec)
   # Decoded arrays cached as .npy files, keyed by what determines them.
   import hashlib
   import json
+
   root = os.path.abspath(os.path.expanduser(dc.root)) if dc.source == "image_folder" else None
-  key = json.dumps([dc.source, dc.name if dc.source == "tfds" else None, root,
-                    dc.data_dir, split_spec, dc.image_size], sort_keys=True)
+  key = json.dumps(
+    [
+      dc.source,
+      dc.name if dc.source == "tfds" else None,
+      root,
+      dc.data_dir,
+      split_spec,
+      dc.image_size,
+    ],
+    sort_keys=True,
+  )
   path = os.path.join(os.path.expanduser(cache_dir), hashlib.sha1(key.encode()).hexdigest()[:16])
   try:
     with open(path + ".json") as f:
@@ -345,11 +381,11 @@ def _channel_stats(images):
   s = np.zeros(c)
   s2 = np.zeros(c)
   for start in range(0, len(flat), 1 << 22):
-    chunk = flat[start:start + (1 << 22)].astype(np.float64) / 255.0
+    chunk = flat[start : start + (1 << 22)].astype(np.float64) / 255.0
     s += chunk.sum(0)
-    s2 += (chunk ** 2).sum(0)
+    s2 += (chunk**2).sum(0)
   mean = s / len(flat)
-  std = np.sqrt(np.maximum(s2 / len(flat) - mean ** 2, 1e-12))
+  std = np.sqrt(np.maximum(s2 / len(flat) - mean**2, 1e-12))
   return mean.astype(np.float32), std.astype(np.float32)
 
 
@@ -369,9 +405,12 @@ def load_dataset(dc) -> Dataset:
     keep = _first_per_class(labels, dc.train_per_class)
     images, labels = images[keep], labels[keep]
   if dc.max_train_examples:
-    images, labels = images[:dc.max_train_examples], labels[:dc.max_train_examples]
+    images, labels = images[: dc.max_train_examples], labels[: dc.max_train_examples]
   if dc.max_eval_examples:
-    eval_images, eval_labels = eval_images[:dc.max_eval_examples], eval_labels[:dc.max_eval_examples]
+    eval_images, eval_labels = (
+      eval_images[: dc.max_eval_examples],
+      eval_labels[: dc.max_eval_examples],
+    )
   if dc.mean is not None and dc.std is not None:
     mean = np.asarray(dc.mean, np.float32)
     std = np.asarray(dc.std, np.float32)
@@ -379,10 +418,19 @@ def load_dataset(dc) -> Dataset:
     mean, std = _channel_stats(images)
   name = dc.name if dc.source == "tfds" else (dc.root if dc.source == "image_folder" else "digits")
   return Dataset(
-      images, labels, eval_images, eval_labels, int(num_classes), mean, std,
-      description=(f"{dc.source}:{name} train {dc.train_split!r} ({len(labels)} images "
-                   f"{images.shape[1:]}), eval {eval_desc} ({len(eval_labels)} images), "
-                   f"{num_classes} classes"))
+    images,
+    labels,
+    eval_images,
+    eval_labels,
+    int(num_classes),
+    mean,
+    std,
+    description=(
+      f"{dc.source}:{name} train {dc.train_split!r} ({len(labels)} images "
+      f"{images.shape[1:]}), eval {eval_desc} ({len(eval_labels)} images), "
+      f"{num_classes} classes"
+    ),
+  )
 
 
 # ----------------------------------------------------------------------------
@@ -397,7 +445,7 @@ def _apply_augment(images, flips, offsets, pad):
   n, h, w, _ = images.shape
   if offsets is not None:
     padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    images = np.stack([padded[i, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets)])
+    images = np.stack([padded[i, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets)])
   if flips is not None:
     images = np.where(flips[:, None, None, None], images[:, :, ::-1], images)
   return images
@@ -406,8 +454,18 @@ def _apply_augment(images, flips, offsets, pad):
 class TrainBatches:
   """Deterministic training batches for one process; see the module docstring."""
 
-  def __init__(self, dataset: Dataset, *, per_device_batch_size: int, local_devices: int,
-               process_index: int, process_count: int, seed: int, augment: str, pad: int):
+  def __init__(
+    self,
+    dataset: Dataset,
+    *,
+    per_device_batch_size: int,
+    local_devices: int,
+    process_index: int,
+    process_count: int,
+    seed: int,
+    augment: str,
+    pad: int,
+  ):
     self.ds = dataset
     self.m = per_device_batch_size
     self.local_devices = local_devices
@@ -420,8 +478,9 @@ class TrainBatches:
     self.steps_per_epoch = len(dataset.train_labels) // self.global_batch
     if self.steps_per_epoch == 0:
       raise ValueError(
-          f"The global batch ({self.global_batch}) is larger than the training set "
-          f"({len(dataset.train_labels)} images).")
+        f"The global batch ({self.global_batch}) is larger than the training set "
+        f"({len(dataset.train_labels)} images)."
+      )
 
   def order(self, epoch: int) -> np.ndarray:
     return np.random.default_rng([self.seed, epoch]).permutation(len(self.ds.train_labels))
@@ -430,7 +489,7 @@ class TrainBatches:
     """Batch ``index`` of ``epoch`` for this process: [local_devices, m, ...]."""
     if order is None:
       order = self.order(epoch)
-    g = order[index * self.global_batch:(index + 1) * self.global_batch]
+    g = order[index * self.global_batch : (index + 1) * self.global_batch]
     rng = np.random.default_rng([self.seed, epoch, index, 1])
     flips, offsets = self._draw(rng) if self.augment != "none" else (None, None)
     lo = self.process_index * self.local_batch
@@ -438,12 +497,15 @@ class TrainBatches:
     idx = g[lo:hi]
     images = self.ds.train_images[idx]
     if self.augment != "none":
-      images = _apply_augment(images, flips[lo:hi],
-                              None if offsets is None else offsets[lo:hi], self.pad)
+      images = _apply_augment(
+        images, flips[lo:hi], None if offsets is None else offsets[lo:hi], self.pad
+      )
     images = _normalize(images, self.ds.mean, self.ds.std)
     shape = (self.local_devices, self.m)
-    return {"image": images.reshape(shape + images.shape[1:]),
-            "label": self.ds.train_labels[idx].reshape(shape)}
+    return {
+      "image": images.reshape(shape + images.shape[1:]),
+      "label": self.ds.train_labels[idx].reshape(shape),
+    }
 
   def _draw(self, rng):
     n = self.global_batch
@@ -492,18 +554,26 @@ class TrainBatches:
           thread.join(0.01)
 
 
-def eval_batches(dataset: Dataset, *, per_device_batch_size: int, local_devices: int,
-                 process_index: int, process_count: int) -> Iterator[dict]:
+def eval_batches(
+  dataset: Dataset,
+  *,
+  per_device_batch_size: int,
+  local_devices: int,
+  process_index: int,
+  process_count: int,
+) -> Iterator[dict]:
   """The whole evaluation set in global batches, padded; ``mask`` marks real rows."""
   local = per_device_batch_size * local_devices
   g = local * process_count
   n = len(dataset.eval_labels)
   for start in range(0, n, g):
-    idx = np.arange(start, start + g)[process_index * local:(process_index + 1) * local]
+    idx = np.arange(start, start + g)[process_index * local : (process_index + 1) * local]
     mask = idx < n
     idx = np.where(mask, idx, 0)
     images = _normalize(dataset.eval_images[idx], dataset.mean, dataset.std)
     shape = (local_devices, per_device_batch_size)
-    yield {"image": images.reshape(shape + images.shape[1:]),
-           "label": dataset.eval_labels[idx].reshape(shape),
-           "mask": mask.reshape(shape)}
+    yield {
+      "image": images.reshape(shape + images.shape[1:]),
+      "label": dataset.eval_labels[idx].reshape(shape),
+      "mask": mask.reshape(shape),
+    }

@@ -22,6 +22,7 @@ _PAPER_MODELS = ("resnet18", "resnet34", "resnet50", "vgg11", "vgg16", "resnet20
 
 def norm_names() -> tuple[str, ...]:
   from mbn_jax import norms
+
   return tuple(norms.NORM_NAMES)
 
 
@@ -38,6 +39,7 @@ def model_names() -> tuple[str, ...]:
 
 class TinyCNN(nn.Module):
   """conv3x3(16)-norm-relu, conv3x3(32, stride 2)-norm-relu, mean pool, dense."""
+
   num_classes: int
   norm: Callable[..., nn.Module]
   dtype: Any = jnp.float32
@@ -47,8 +49,15 @@ class TinyCNN(nn.Module):
   def __call__(self, x, train: bool = False, step=None):
     x = x.astype(self.dtype)
     for i, (features, stride) in enumerate(((16, 1), (32, 2))):
-      x = nn.Conv(features, (3, 3), strides=stride, use_bias=False, dtype=self.dtype,
-                  conv_general_dilated=self.conv_general_dilated, name=f"conv{i}")(x)
+      x = nn.Conv(
+        features,
+        (3, 3),
+        strides=stride,
+        use_bias=False,
+        dtype=self.dtype,
+        conv_general_dilated=self.conv_general_dilated,
+        name=f"conv{i}",
+      )(x)
       x = self.norm(name=f"norm{i}")(x, not train, step=step)
       x = nn.relu(x)
     x = jnp.mean(x, axis=(1, 2))
@@ -57,6 +66,7 @@ class TinyCNN(nn.Module):
 
 class MLP(nn.Module):
   """flatten, dense(64)-norm-relu, dense."""
+
   num_classes: int
   norm: Callable[..., nn.Module]
   dtype: Any = jnp.float32
@@ -69,9 +79,16 @@ class MLP(nn.Module):
     return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x).astype(jnp.float32)
 
 
-def create_model(name: str, *, num_classes: int, norm: str, input_variant: str = "cifar",
-                 dtype=jnp.float32, conv_general_dilated: Callable | None = None,
-                 **norm_options) -> nn.Module:
+def create_model(
+  name: str,
+  *,
+  num_classes: int,
+  norm: str,
+  input_variant: str = "cifar",
+  dtype=jnp.float32,
+  conv_general_dilated: Callable | None = None,
+  **norm_options,
+) -> nn.Module:
   """``mbn_jax.models.create_model`` plus the tiny models above.
 
   ``conv_general_dilated`` is the convolution of every conv layer (None:
@@ -79,11 +96,24 @@ def create_model(name: str, *, num_classes: int, norm: str, input_variant: str =
   """
   if name in TINY_MODELS:
     from mbn_jax.norms import make_norm
+
     norm_factory = make_norm(norm, dtype=dtype, **norm_options)
     if name == "tiny_cnn":
-      return TinyCNN(num_classes=num_classes, norm=norm_factory, dtype=dtype,
-                     conv_general_dilated=conv_general_dilated)
+      return TinyCNN(
+        num_classes=num_classes,
+        norm=norm_factory,
+        dtype=dtype,
+        conv_general_dilated=conv_general_dilated,
+      )
     return MLP(num_classes=num_classes, norm=norm_factory, dtype=dtype)
   from mbn_jax.models import create_model as paper_model
-  return paper_model(name, num_classes=num_classes, norm=norm, input_variant=input_variant,
-                     dtype=dtype, conv_general_dilated=conv_general_dilated, **norm_options)
+
+  return paper_model(
+    name,
+    num_classes=num_classes,
+    norm=norm,
+    input_variant=input_variant,
+    dtype=dtype,
+    conv_general_dilated=conv_general_dilated,
+    **norm_options,
+  )

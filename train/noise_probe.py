@@ -38,12 +38,17 @@ FLAGS = flags.FLAGS
 
 def define_flags():
   flags.DEFINE_list("workdirs", None, "Finished bn/mbn training workdirs.", required=True)
-  flags.DEFINE_string("out", None, "Output directory (noise.md, noise.png, fig1_*.png).",
-                      required=True)
+  flags.DEFINE_string(
+    "out", None, "Output directory (noise.md, noise.png, fig1_*.png).", required=True
+  )
   flags.DEFINE_integer("steps", 1000, "Training batches to replay per run.")
   flags.DEFINE_integer("skip", 100, "Leading replayed steps to drop (MBN's EMA warm-up).")
-  flags.DEFINE_string("fig1_layer", "", "Norm layer path for Fig. 1 (default: the stem's norm, "
-                      "i.e. the first norm of the network, else the first in sorted order).")
+  flags.DEFINE_string(
+    "fig1_layer",
+    "",
+    "Norm layer path for Fig. 1 (default: the stem's norm, "
+    "i.e. the first norm of the network, else the first in sorted order).",
+  )
 
 
 def probe_run(workdir: str, steps: int, skip: int, fig1_layer: str = ""):
@@ -53,17 +58,22 @@ def probe_run(workdir: str, steps: int, skip: int, fig1_layer: str = ""):
   if config.norm not in ("bn", "mbn"):
     raise ValueError(f"{workdir}: noise probe supports norm bn or mbn, not {config.norm!r}.")
   if config.sync_batch_stats:
-    raise ValueError(f"{workdir}: the probe replays one device; runs with sync_batch_stats "
-                     "are not supported.")
+    raise ValueError(
+      f"{workdir}: the probe replays one device; runs with sync_batch_stats are not supported."
+    )
   m = config.per_device_batch_size
   lam = run.final_lambda
 
   @jax.jit
   def replay(batch_stats, images):
     with analysis.capture_norm_statistics():
-      _, upd = run.model.apply({"params": run.params, "batch_stats": batch_stats}, images,
-                               train=True, step=jnp.int32(run.final_step),
-                               mutable=["batch_stats", analysis.NORM_STATS])
+      _, upd = run.model.apply(
+        {"params": run.params, "batch_stats": batch_stats},
+        images,
+        train=True,
+        step=jnp.int32(run.final_step),
+        mutable=["batch_stats", analysis.NORM_STATS],
+      )
     return upd["batch_stats"], upd[analysis.NORM_STATS]
 
   records = []
@@ -86,17 +96,32 @@ def probe_run(workdir: str, steps: int, skip: int, fig1_layer: str = ""):
   for path in records[0]:
     bm, bv, nm, nv = (np.stack([r[path][k] for r in records]) for k in range(4))
     skip_ = min(skip, n - 2)
-    rows.append(analysis.measure_noise(f"{name}:{path}", bm, bv, batch_size=m, momentum=lam,
-                                       norm_means=nm, norm_vars=nv, skip=skip_))
+    rows.append(
+      analysis.measure_noise(
+        f"{name}:{path}",
+        bm,
+        bv,
+        batch_size=m,
+        momentum=lam,
+        norm_means=nm,
+        norm_vars=nv,
+        skip=skip_,
+      )
+    )
     if config.norm == "mbn":  # the same layer's raw batch statistics (what BN would use)
-      rows.append(analysis.measure_noise(f"{name}:{path} [batch stats]", bm, bv, batch_size=m,
-                                         skip=skip_))
+      rows.append(
+        analysis.measure_noise(f"{name}:{path} [batch stats]", bm, bv, batch_size=m, skip=skip_)
+      )
   paths = list(records[0])
   if fig1_layer and fig1_layer not in paths:
     raise ValueError(f"--fig1_layer={fig1_layer!r} is not a norm layer of {workdir}: {paths}")
   first = fig1_layer or next((p for p in paths if "stem" in p), paths[0])
-  fig1 = (np.stack([r[first][0] for r in records]), np.stack([r[first][1] for r in records]),
-          m, f"{name}: {first}")
+  fig1 = (
+    np.stack([r[first][0] for r in records]),
+    np.stack([r[first][1] for r in records]),
+    m,
+    f"{name}: {first}",
+  )
   return rows, fig1
 
 
@@ -110,8 +135,9 @@ def main(argv):
     all_rows += rows
     main_rows = [r for r in rows if not r.layer.endswith("]")]
     shown += [main_rows[0], main_rows[len(main_rows) // 2], main_rows[-1]]  # first/middle/last
-    plots.plot_batch_statistics(bm, bv, batch_size=m, title=title,
-                                path=out / f"fig1_{pathlib.Path(wd).name}.png")
+    plots.plot_batch_statistics(
+      bm, bv, batch_size=m, title=title, path=out / f"fig1_{pathlib.Path(wd).name}.png"
+    )
     print(analysis.noise_table(rows), flush=True)
   (out / "noise.md").write_text(analysis.noise_table(all_rows) + "\n")
   plots.plot_noise(shown, path=out / "noise.png")

@@ -31,8 +31,15 @@ import mbn_jax
 from train.sweep import parse_run_name
 
 NORM_ORDER = ["bn", "mbn", "brn", "gn", "ln", "in", "none"]
-NORM_LABEL = {"bn": "BN", "mbn": "MBN", "brn": "BReN", "gn": "GN", "ln": "LN", "in": "IN",
-              "none": "none"}
+NORM_LABEL = {
+  "bn": "BN",
+  "mbn": "MBN",
+  "brn": "BReN",
+  "gn": "GN",
+  "ln": "LN",
+  "in": "IN",
+  "none": "none",
+}
 
 
 def load_runs(root: pathlib.Path) -> list[dict]:
@@ -48,20 +55,31 @@ def load_runs(root: pathlib.Path) -> list[dict]:
     summary = json.loads((wd / "summary.json").read_text())
     records = []
     if (wd / "metrics.jsonl").exists():
-      records = [json.loads(line) for line in (wd / "metrics.jsonl").read_text().splitlines()
-                 if line.strip()]
+      records = [
+        json.loads(line) for line in (wd / "metrics.jsonl").read_text().splitlines() if line.strip()
+      ]
     sweep = json.loads((wd / "sweep.json").read_text()) if (wd / "sweep.json").exists() else {}
-    runs.append({"norm": norm, "m": m, "seed": seed, "summary": summary, "records": records,
-                 "wall": sweep.get("wall_seconds", summary.get("wall_time_s", float("nan"))),
-                 "status": summary.get("status", "?")})
+    runs.append(
+      {
+        "norm": norm,
+        "m": m,
+        "seed": seed,
+        "summary": summary,
+        "records": records,
+        "wall": sweep.get("wall_seconds", summary.get("wall_time_s", float("nan"))),
+        "status": summary.get("status", "?"),
+      }
+    )
   return runs
 
 
 def _plt():
   """matplotlib's pyplot on the Agg backend (imported only when a plot is drawn)."""
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   return plt
 
 
@@ -89,8 +107,12 @@ def aggregate(runs, key: str = "final_eval_accuracy"):
   out = {}
   for k, rs in groups.items():
     acc = np.array([r["summary"][key] for r in rs], float)
-    out[k] = (acc.mean(), acc.std(ddof=1) if len(acc) > 1 else 0.0, len(acc),
-              float(np.mean([r["wall"] for r in rs])))
+    out[k] = (
+      acc.mean(),
+      acc.std(ddof=1) if len(acc) > 1 else 0.0,
+      len(acc),
+      float(np.mean([r["wall"] for r in rs])),
+    )
   return out
 
 
@@ -102,9 +124,15 @@ def paired_differences(runs, key: str = "final_eval_accuracy", baseline: str = "
   """
   by = {(r["norm"], r["m"], r["seed"]): r["summary"].get(key) for r in _completed(runs)}
   out = {}
-  for (norm, m) in {(n, m) for n, m, _ in by if n != baseline}:
-    seeds = sorted(s for n, mm, s in by if n == norm and mm == m
-                   and by.get((baseline, m, s)) is not None and by[(norm, m, s)] is not None)
+  for norm, m in {(n, m) for n, m, _ in by if n != baseline}:
+    seeds = sorted(
+      s
+      for n, mm, s in by
+      if n == norm
+      and mm == m
+      and by.get((baseline, m, s)) is not None
+      and by[(norm, m, s)] is not None
+    )
     if seeds:
       out[(norm, m)] = {s: by[(norm, m, s)] - by[(baseline, m, s)] for s in seeds}
   return out
@@ -118,8 +146,12 @@ def _mean_std(values) -> str:
 def _accuracy_table(agg, title: str) -> list[str]:
   norms = _order({n for n, _ in agg})
   sizes = sorted({m for _, m in agg})
-  lines = [title, "", "| norm | " + " | ".join(f"m = {m}" for m in sizes) + " |",
-           "|---|" + "---|" * len(sizes)]
+  lines = [
+    title,
+    "",
+    "| norm | " + " | ".join(f"m = {m}" for m in sizes) + " |",
+    "|---|" + "---|" * len(sizes),
+  ]
   for n in norms:
     cells = []
     for m in sizes:
@@ -137,19 +169,33 @@ def _paired_table(runs) -> list[str]:
   precise = paired_differences(runs, PRECISE)
   if not reported:
     return []
-  lines = ["", "Paired difference to BN, same seed (percentage points): mean ± std over seeds, "
-           "and how many seeds favour each.", "",
-           "| norm − BN | m | seeds | as reported | favour norm / BN | precise statistics "
-           "| favour norm / BN |", "|---|---:|---:|---:|---:|---:|---:|"]
+  lines = [
+    "",
+    "Paired difference to BN, same seed (percentage points): mean ± std over seeds, "
+    "and how many seeds favour each.",
+    "",
+    "| norm − BN | m | seeds | as reported | favour norm / BN | precise statistics "
+    "| favour norm / BN |",
+    "|---|---:|---:|---:|---:|---:|---:|",
+  ]
   for norm, m in sorted(reported, key=lambda k: (k[1], _rank(k[0]))):
     d = reported[(norm, m)]
-    cells = [_mean_std(d.values()), f"{sum(v > 0 for v in d.values())} / "
-             f"{sum(v < 0 for v in d.values())}"]
+    cells = [
+      _mean_std(d.values()),
+      f"{sum(v > 0 for v in d.values())} / {sum(v < 0 for v in d.values())}",
+    ]
     p = precise.get((norm, m))
-    cells += ([_mean_std(p.values()), f"{sum(v > 0 for v in p.values())} / "
-               f"{sum(v < 0 for v in p.values())}"] if p else ["—", "—"])
-    lines.append(f"| {NORM_LABEL.get(norm, norm)} − BN | {m} | {len(d)} | " + " | ".join(cells)
-                 + " |")
+    cells += (
+      [
+        _mean_std(p.values()),
+        f"{sum(v > 0 for v in p.values())} / {sum(v < 0 for v in p.values())}",
+      ]
+      if p
+      else ["—", "—"]
+    )
+    lines.append(
+      f"| {NORM_LABEL.get(norm, norm)} − BN | {m} | {len(d)} | " + " | ".join(cells) + " |"
+    )
   return lines
 
 
@@ -157,16 +203,25 @@ def _gap_table(runs) -> list[str]:
   groups = collections.defaultdict(list)
   for r in _completed(runs):
     if r["summary"].get(PRECISE) is not None:
-      groups[(r["norm"], r["m"])].append(r["summary"][PRECISE] - r["summary"]["final_eval_accuracy"])
+      groups[(r["norm"], r["m"])].append(
+        r["summary"][PRECISE] - r["summary"]["final_eval_accuracy"]
+      )
   if not groups:
     return []
-  lines = ["", "Precise − as trained (percentage points; > 0: the moving-average inference "
-           "statistics cost accuracy), mean ± std over seeds [min, max]:", "",
-           "| norm | m | seeds | precise − as trained |", "|---|---:|---:|---:|"]
+  lines = [
+    "",
+    "Precise − as trained (percentage points; > 0: the moving-average inference "
+    "statistics cost accuracy), mean ± std over seeds [min, max]:",
+    "",
+    "| norm | m | seeds | precise − as trained |",
+    "|---|---:|---:|---:|",
+  ]
   for (n, m), gaps in sorted(groups.items(), key=lambda kv: (kv[0][1], _rank(kv[0][0]))):
     g = 100 * np.asarray(gaps)
-    lines.append(f"| {NORM_LABEL.get(n, n)} | {m} | {len(g)} | {_mean_std(gaps)} "
-                 f"[{g.min():+.2f}, {g.max():+.2f}] |")
+    lines.append(
+      f"| {NORM_LABEL.get(n, n)} | {m} | {len(g)} | {_mean_std(gaps)} "
+      f"[{g.min():+.2f}, {g.max():+.2f}] |"
+    )
   return lines
 
 
@@ -185,29 +240,52 @@ def comparison_table(summaries: dict[str, dict]) -> str:
   rows = [("norm", "eval acc", "best eval acc", "train acc", "epochs", "time (s)")]
   fmt = lambda v: "—" if v is None or not np.isfinite(v) else f"{v:.4f}"
   for norm, s in summaries.items():
-    rows.append((norm, fmt(s.get("final_eval_accuracy")), fmt(s.get("best_eval_accuracy")),
-                 fmt(s.get("final_train_accuracy")), str(s.get("epochs_completed")),
-                 f"{s.get('wall_time_s', float('nan')):.0f}"))
+    rows.append(
+      (
+        norm,
+        fmt(s.get("final_eval_accuracy")),
+        fmt(s.get("best_eval_accuracy")),
+        fmt(s.get("final_train_accuracy")),
+        str(s.get("epochs_completed")),
+        f"{s.get('wall_time_s', float('nan')):.0f}",
+      )
+    )
   widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
   return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows)
 
 
 def results_markdown(runs) -> str:
-  lines = _accuracy_table(aggregate(runs), "Final validation accuracy (%), mean ± std over "
-                          "seeds (n = number of seeds), as the runs reported it.")
+  lines = _accuracy_table(
+    aggregate(runs),
+    "Final validation accuracy (%), mean ± std over "
+    "seeds (n = number of seeds), as the runs reported it.",
+  )
   precise = aggregate(runs, PRECISE)
   if precise:
-    lines += [""] + _accuracy_table(precise, "The same networks evaluated with population "
-                                    "(\"precise\") statistics (%), mean ± std over seeds.")
+    lines += [""] + _accuracy_table(
+      precise,
+      "The same networks evaluated with population "
+      '("precise") statistics (%), mean ± std over seeds.',
+    )
   lines += _paired_table(runs) + _gap_table(runs)
-  lines += ["", "Every run:", "", "| run | status | epochs | final val acc | precise val acc | "
-            "best val acc | final train acc | wall time (s) |", "|---|---|---|---|---|---|---|---|"]
+  lines += [
+    "",
+    "Every run:",
+    "",
+    "| run | status | epochs | final val acc | precise val acc | "
+    "best val acc | final train acc | wall time (s) |",
+    "|---|---|---|---|---|---|---|---|",
+  ]
   for r in sorted(runs, key=lambda r: (_rank(r["norm"]), r["m"], r["seed"])):
     s = r["summary"]
-    cells = [_percent(s.get(k)) for k in ("final_eval_accuracy", PRECISE, "best_eval_accuracy",
-                                          "final_train_accuracy")]
-    lines.append(f"| {r['norm']}-m{r['m']}-s{r['seed']} | {r['status']} | "
-                 f"{s.get('epochs_completed')} | " + " | ".join(cells) + f" | {r['wall']:.0f} |")
+    cells = [
+      _percent(s.get(k))
+      for k in ("final_eval_accuracy", PRECISE, "best_eval_accuracy", "final_train_accuracy")
+    ]
+    lines.append(
+      f"| {r['norm']}-m{r['m']}-s{r['seed']} | {r['status']} | "
+      f"{s.get('epochs_completed')} | " + " | ".join(cells) + f" | {r['wall']:.0f} |"
+    )
   return "\n".join(lines) + "\n"
 
 
@@ -247,8 +325,9 @@ def plot_curves(runs, m, path):
   panels = [("eval_accuracy", "as trained (moving-average statistics)")]
   if _curves(runs, m, "eval_accuracy_precise"):
     panels.append(("eval_accuracy_precise", "population (precise) statistics"))
-  fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), sharey=True,
-                           squeeze=False)
+  fig, axes = plt.subplots(
+    1, len(panels), figsize=(5.5 * len(panels), 4), sharey=True, squeeze=False
+  )
   for ax, (key, title) in zip(axes[0], panels):
     by_norm = _curves(runs, m, key)
     for i, n in enumerate(_order(by_norm)):
@@ -259,8 +338,14 @@ def plot_curves(runs, m, path):
       acc = 100 * np.array([[a for _, a in c[:length]] for c in curves])
       for row in acc:
         ax.plot(epochs, row, color=color, alpha=0.35, linewidth=0.8)
-      ax.plot(epochs, acc.mean(0), color=color, marker=".", linewidth=2,
-              label=f"{NORM_LABEL.get(n, n)} (mean of {len(curves)})")
+      ax.plot(
+        epochs,
+        acc.mean(0),
+        color=color,
+        marker=".",
+        linewidth=2,
+        label=f"{NORM_LABEL.get(n, n)} (mean of {len(curves)})",
+      )
     ax.set_xlabel("epoch")
     ax.set_title(f"m = {m}: {title}", fontsize=10)
     ax.grid(alpha=0.3)
@@ -289,8 +374,11 @@ def plot_schedules(runs, path):
   cfg = next((r["summary"].get("config", {}) for r in runs if r["norm"] == "mbn"), {})
   m0, tau0 = cfg.get("ideal_batch_size", 32), cfg.get("tau0", 0.85)
   sizes = np.array(sorted({r["m"] for r in runs} | {1, 64}))
-  a2.plot(sizes, [mbn_jax.inference_momentum(int(m), ideal_batch_size=m0, tau0=tau0) for m in sizes],
-          marker="o")
+  a2.plot(
+    sizes,
+    [mbn_jax.inference_momentum(int(m), ideal_batch_size=m0, tau0=tau0) for m in sizes],
+    marker="o",
+  )
   a2.set_xscale("log", base=2)
   a2.set_xlabel("per-device batch size m")
   a2.set_ylabel(f"inference momentum τ (Eq. 12, τ0={tau0}, m0={m0})")

@@ -28,8 +28,15 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
-__all__ = ["AXIS", "TrainState", "create_train_state", "eval_step", "learning_rate_fn",
-           "make_optimizer", "train_step"]
+__all__ = [
+  "AXIS",
+  "TrainState",
+  "create_train_state",
+  "eval_step",
+  "learning_rate_fn",
+  "make_optimizer",
+  "train_step",
+]
 
 AXIS = "batch"  # the pmap axis of the loop
 
@@ -52,24 +59,33 @@ def learning_rate_fn(config, per_device_batch: int, global_batch: int, steps_per
   m = per_device_batch if config.lr_batch_size == "per_device" else global_batch
   base = config.base_learning_rate * m / config.lr_reference_batch_size
   return optax.exponential_decay(
-      init_value=base, transition_steps=config.lr_decay_epochs * steps_per_epoch,
-      decay_rate=config.lr_decay_factor, staircase=True)
+    init_value=base,
+    transition_steps=config.lr_decay_epochs * steps_per_epoch,
+    decay_rate=config.lr_decay_factor,
+    staircase=True,
+  )
 
 
 def make_optimizer(config, lr_fn: Callable) -> optax.GradientTransformation:
   """SGD (momentum ``config.momentum``, Nesterov optional) with weight decay ``config.weight_decay``."""
   return optax.chain(
-      optax.add_decayed_weights(config.weight_decay),
-      optax.sgd(lr_fn, momentum=config.momentum or None, nesterov=config.nesterov))
+    optax.add_decayed_weights(config.weight_decay),
+    optax.sgd(lr_fn, momentum=config.momentum or None, nesterov=config.nesterov),
+  )
 
 
-def create_train_state(model, tx, image_shape: tuple[int, ...], *, batch_size: int,
-                       seed: int) -> TrainState:
+def create_train_state(
+  model, tx, image_shape: tuple[int, ...], *, batch_size: int, seed: int
+) -> TrainState:
   """Initial parameters and ``batch_stats`` (``model.init`` in inference mode) and the optimizer."""
   dummy = jnp.zeros((batch_size,) + tuple(image_shape), jnp.float32)
   variables = jax.jit(functools.partial(model.init, train=False))(jax.random.key(seed), dummy)
-  state = TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
-                            batch_stats=variables.get("batch_stats", {}))
+  state = TrainState.create(
+    apply_fn=model.apply,
+    params=variables["params"],
+    tx=tx,
+    batch_stats=variables.get("batch_stats", {}),
+  )
   # A strongly typed int32 step, as train_step returns it: one trace of the step.
   return state.replace(step=jnp.zeros((), jnp.int32))
 
@@ -79,8 +95,9 @@ def _all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
-def train_step(state: TrainState, batch: dict, stop, *, learning_rate_fn: Callable,
-               momentum_fn: Callable) -> tuple[TrainState, dict]:
+def train_step(
+  state: TrainState, batch: dict, stop, *, learning_rate_fn: Callable, momentum_fn: Callable
+) -> tuple[TrainState, dict]:
   """One data-parallel SGD step; call it under ``jax.pmap(..., axis_name=AXIS)``.
 
   Args:
@@ -100,8 +117,12 @@ def train_step(state: TrainState, batch: dict, stop, *, learning_rate_fn: Callab
 
   def loss_fn(params):
     logits, updates = state.apply_fn(
-        {"params": params, "batch_stats": state.batch_stats}, batch["image"], train=True,
-        step=state.step, mutable=["batch_stats"])
+      {"params": params, "batch_stats": state.batch_stats},
+      batch["image"],
+      train=True,
+      step=state.step,
+      mutable=["batch_stats"],
+    )
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
     return loss, (logits, updates)
 
@@ -110,8 +131,9 @@ def train_step(state: TrainState, batch: dict, stop, *, learning_rate_fn: Callab
   finite = jax.lax.pmin(_all_finite((loss, grads)).astype(jnp.int32), AXIS) > 0
   updated = state.apply_gradients(grads=grads, batch_stats=updates.get("batch_stats", {}))
   # A non-finite loss or gradient on any device: keep everything but the step counter.
-  new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated,
-                           state.replace(step=updated.step))
+  new_state = jax.tree.map(
+    lambda new, old: jnp.where(finite, new, old), updated, state.replace(step=updated.step)
+  )
   accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
   metrics = jax.lax.pmean({"loss": loss, "accuracy": accuracy}, AXIS)
   metrics["lr"] = learning_rate_fn(state.step)
@@ -130,5 +152,6 @@ def eval_step(variables: dict, batch: dict, *, apply_fn: Callable) -> dict:
   mask = batch["mask"].astype(jnp.float32)
   loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
   correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
-  return jax.lax.psum({"loss": jnp.sum(loss * mask), "correct": jnp.sum(correct * mask),
-                       "count": jnp.sum(mask)}, AXIS)
+  return jax.lax.psum(
+    {"loss": jnp.sum(loss * mask), "correct": jnp.sum(correct * mask), "count": jnp.sum(mask)}, AXIS
+  )

@@ -56,11 +56,19 @@ def is_finished(workdir: pathlib.Path) -> bool:
   return path.exists() and json.loads(path.read_text()).get("status") == "completed"
 
 
-def command(config: str, workdir: pathlib.Path, norm: str, batch_size: int, seed: int,
-            overrides: list[str]) -> list[str]:
-  cmd = [sys.executable, "-m", "train", f"--config={config}", f"--workdir={workdir}",
-         f"--config.norm={norm}", f"--config.per_device_batch_size={batch_size}",
-         f"--config.seed={seed}"]
+def command(
+  config: str, workdir: pathlib.Path, norm: str, batch_size: int, seed: int, overrides: list[str]
+) -> list[str]:
+  cmd = [
+    sys.executable,
+    "-m",
+    "train",
+    f"--config={config}",
+    f"--workdir={workdir}",
+    f"--config.norm={norm}",
+    f"--config.per_device_batch_size={batch_size}",
+    f"--config.seed={seed}",
+  ]
   return cmd + [f"--config.{o}" for o in overrides]
 
 
@@ -72,8 +80,12 @@ def main(argv):
   root.mkdir(exist_ok=True)
   # Smallest batch first, then seed, then norm: the m = 2 comparison of every
   # norm finishes before anything else, and a partial sweep is still a result.
-  runs = [(norm, m, seed) for m, seed, norm in itertools.product(
-      sorted(int(b) for b in FLAGS.batch_sizes), [int(s) for s in FLAGS.seeds], FLAGS.norms)]
+  runs = [
+    (norm, m, seed)
+    for m, seed, norm in itertools.product(
+      sorted(int(b) for b in FLAGS.batch_sizes), [int(s) for s in FLAGS.seeds], FLAGS.norms
+    )
+  ]
   env = dict(os.environ)
   env.setdefault("JAX_COMPILATION_CACHE_DIR", str(root / ".jax_cache"))
   for i, (norm, m, seed) in enumerate(runs, 1):
@@ -94,8 +106,11 @@ def main(argv):
     previous = {}
     if (workdir / "sweep.json").exists():
       previous = json.loads((workdir / "sweep.json").read_text())
-    record = {"command": cmd, "returncode": rc,
-              "wall_seconds": previous.get("wall_seconds", 0.0) + wall}
+    record = {
+      "command": cmd,
+      "returncode": rc,
+      "wall_seconds": previous.get("wall_seconds", 0.0) + wall,
+    }
     (workdir / "sweep.json").write_text(json.dumps(record, indent=1))
     print(f"{tag}: rc={rc} in {wall:.0f} s", flush=True)
     if rc != 0:

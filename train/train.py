@@ -43,19 +43,28 @@ from train import devices, evaluation, input_pipeline, models, steps
 from train.evaluation import precise_stats_stream
 from train.steps import AXIS, TrainState, learning_rate_fn
 from train.validation import (
-    CONVS,
-    DTYPES,
-    RESUME_MAY_CHANGE,
-    ConfigMismatchError,
-    check_resume_compatible,
-    config_json,
-    validate_config,
+  CONVS,
+  DTYPES,
+  RESUME_MAY_CHANGE,
+  ConfigMismatchError,
+  check_resume_compatible,
+  config_json,
+  validate_config,
 )
 from train.writer import MetricWriter, save_json
 
-__all__ = ["RESUME_MAY_CHANGE", "ConfigMismatchError", "TrainState", "build_model",
-           "check_resume_compatible", "conv_function", "learning_rate_fn",
-           "precise_stats_stream", "train_and_evaluate", "validate_config"]
+__all__ = [
+  "RESUME_MAY_CHANGE",
+  "ConfigMismatchError",
+  "TrainState",
+  "build_model",
+  "check_resume_compatible",
+  "conv_function",
+  "learning_rate_fn",
+  "precise_stats_stream",
+  "train_and_evaluate",
+  "validate_config",
+]
 
 _config_json = config_json  # the name older callers use
 
@@ -80,8 +89,9 @@ def conv_function(conv: str, per_device_batch: int):
   raise ValueError(f"config.conv must be one of {CONVS}, got {conv!r}.")
 
 
-def build_model(config, *, num_classes: int, steps_per_epoch: int,
-                per_device_batch: int | None = None):
+def build_model(
+  config, *, num_classes: int, steps_per_epoch: int, per_device_batch: int | None = None
+):
   """The configured network, its norms built from the config's norm options.
 
   ``axis_name='batch'`` (the pmap axis) when ``sync_batch_stats``; the
@@ -91,17 +101,26 @@ def build_model(config, *, num_classes: int, steps_per_epoch: int,
   before that field existed used XLA's).
   """
   norm_options = dict(
-      axis_name=AXIS if config.sync_batch_stats else None,
-      total_epochs=config.mbn_total_epochs,
-      steps_per_epoch=steps_per_epoch, ideal_batch_size=config.ideal_batch_size,
-      tau0=config.tau0, r_max=config.r_max, d_max=config.d_max,
-      warmup_steps=config.brn_warmup_steps, bn_momentum=config.bn_momentum)
-  conv = conv_function(config.get("conv", "xla"),
-                       per_device_batch or config.per_device_batch_size)
+    axis_name=AXIS if config.sync_batch_stats else None,
+    total_epochs=config.mbn_total_epochs,
+    steps_per_epoch=steps_per_epoch,
+    ideal_batch_size=config.ideal_batch_size,
+    tau0=config.tau0,
+    r_max=config.r_max,
+    d_max=config.d_max,
+    warmup_steps=config.brn_warmup_steps,
+    bn_momentum=config.bn_momentum,
+  )
+  conv = conv_function(config.get("conv", "xla"), per_device_batch or config.per_device_batch_size)
   return models.create_model(
-      config.model, num_classes=num_classes, norm=config.norm,
-      input_variant=config.input_variant, dtype=DTYPES[config.dtype],
-      conv_general_dilated=conv, **norm_options)
+    config.model,
+    num_classes=num_classes,
+    norm=config.norm,
+    input_variant=config.input_variant,
+    dtype=DTYPES[config.dtype],
+    conv_general_dilated=conv,
+    **norm_options,
+  )
 
 
 class PmappedSteps:
@@ -114,8 +133,7 @@ class PmappedSteps:
     self.model = model
     self.train_traces = 0
     self.p_train = jax.pmap(self._counted_train_step, axis_name=AXIS, donate_argnums=(0,))
-    self.p_eval = jax.pmap(functools.partial(steps.eval_step, apply_fn=model.apply),
-                           axis_name=AXIS)
+    self.p_eval = jax.pmap(functools.partial(steps.eval_step, apply_fn=model.apply), axis_name=AXIS)
     self._p_mean = jax.pmap(lambda t: jax.lax.pmean(t, AXIS), axis_name=AXIS)
     self._step = functools.partial(steps.train_step, learning_rate_fn=lr_fn, momentum_fn=lam_fn)
 
@@ -147,23 +165,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def _compare(config, workdir, norms):
   """One run per norm into ``workdir/<norm>``, then :func:`train.report.comparison_table`."""
   from train import report
+
   os.makedirs(workdir, exist_ok=True)
   results = {}
   for norm in norms:
     sub = ml_collections.ConfigDict(config.to_dict())
     sub.norm = norm
     sub.norms = ""
-    results[norm] = TrainingRun(sub, os.path.join(workdir, norm),
-                                validate_config(sub, workdir)).run()
+    results[norm] = TrainingRun(
+      sub, os.path.join(workdir, norm), validate_config(sub, workdir)
+    ).run()
     if results[norm]["status"] != "completed":  # Preempted or diverged: stop; rerun resumes.
-      return {"per_device_batch_size": config.per_device_batch_size, "runs": results,
-              "status": results[norm]["status"]}
+      return {
+        "per_device_batch_size": config.per_device_batch_size,
+        "runs": results,
+        "status": results[norm]["status"],
+      }
   table = report.comparison_table(results)
   m = config.per_device_batch_size
-  header = (f"{config.model} on {config.dataset.source}:{config.dataset.name}, "
-            f"per-device batch {m}, {jax.device_count()} device(s):")
-  comparison = {"per_device_batch_size": m, "runs": results, "table": table,
-                "status": "completed"}
+  header = (
+    f"{config.model} on {config.dataset.source}:{config.dataset.name}, "
+    f"per-device batch {m}, {jax.device_count()} device(s):"
+  )
+  comparison = {"per_device_batch_size": m, "runs": results, "table": table, "status": "completed"}
   if jax.process_index() == 0:
     print("\n" + header + "\n" + table, flush=True)
     save_json(os.path.join(workdir, "comparison.json"), comparison)
@@ -185,9 +209,11 @@ class EpochSums:
 
   def record(self) -> dict:
     n = max(self.count, 1)
-    return {"train_loss": self.loss / n if self.count else None,
-            "train_accuracy": self.accuracy / n if self.count else None,
-            "nonfinite_steps": self.nonfinite}
+    return {
+      "train_loss": self.loss / n if self.count else None,
+      "train_accuracy": self.accuracy / n if self.count else None,
+      "nonfinite_steps": self.nonfinite,
+    }
 
 
 class TrainingRun:
@@ -208,23 +234,37 @@ class TrainingRun:
     m = layout["per_device_batch_size"]
     self.data = input_pipeline.load_dataset(config.dataset)
     self.batches = input_pipeline.TrainBatches(
-        self.data, per_device_batch_size=m, local_devices=layout["local_devices"],
-        process_index=layout["process_index"], process_count=layout["process_count"],
-        seed=config.seed, augment=config.dataset.augment, pad=config.dataset.crop_padding)
+      self.data,
+      per_device_batch_size=m,
+      local_devices=layout["local_devices"],
+      process_index=layout["process_index"],
+      process_count=layout["process_count"],
+      seed=config.seed,
+      augment=config.dataset.augment,
+      pad=config.dataset.crop_padding,
+    )
     self.spe = spe = self.batches.steps_per_epoch
-    self.model = build_model(config, num_classes=self.data.num_classes, steps_per_epoch=spe,
-                             per_device_batch=m)
+    self.model = build_model(
+      config, num_classes=self.data.num_classes, steps_per_epoch=spe, per_device_batch=m
+    )
     self.lr_fn = learning_rate_fn(config, m, layout["global_batch_size"], spe)
     self.lam_fn = functools.partial(
-        schedules.train_momentum,
-        batch_size=m * layout["devices"] if config.sync_batch_stats else m,
-        total_epochs=config.mbn_total_epochs, steps_per_epoch=spe,
-        ideal_batch_size=config.ideal_batch_size)
-    self.run_info = {"devices": layout["devices"], "processes": layout["process_count"],
-                     "steps_per_epoch": spe, "per_device_batch_size": m,
-                     "global_batch_size": layout["global_batch_size"]}
-    self.manager = ckpt_lib.CheckpointManager(os.path.join(self.workdir, "checkpoints"),
-                                              max_to_keep=config.keep_checkpoints)
+      schedules.train_momentum,
+      batch_size=m * layout["devices"] if config.sync_batch_stats else m,
+      total_epochs=config.mbn_total_epochs,
+      steps_per_epoch=spe,
+      ideal_batch_size=config.ideal_batch_size,
+    )
+    self.run_info = {
+      "devices": layout["devices"],
+      "processes": layout["process_count"],
+      "steps_per_epoch": spe,
+      "per_device_batch_size": m,
+      "global_batch_size": layout["global_batch_size"],
+    }
+    self.manager = ckpt_lib.CheckpointManager(
+      os.path.join(self.workdir, "checkpoints"), max_to_keep=config.keep_checkpoints
+    )
     self.steps = PmappedSteps(self.model, self.lr_fn, self.lam_fn)
     self.sums = EpochSums()
     self.lam = 0.0  # λ of the last consumed step (progress bar)
@@ -241,8 +281,13 @@ class TrainingRun:
     """The replicated state on the devices: from the latest checkpoint, or fresh."""
     config, layout = self.config, self.layout
     tx = steps.make_optimizer(config, self.lr_fn)
-    state = steps.create_train_state(self.model, tx, self.data.image_shape,
-                                     batch_size=layout["per_device_batch_size"], seed=config.seed)
+    state = steps.create_train_state(
+      self.model,
+      tx,
+      self.data.image_shape,
+      batch_size=layout["per_device_batch_size"],
+      seed=config.seed,
+    )
     host = jax.device_get(state)
     per_device_stats = None
     latest = self.manager.latest_step()
@@ -250,23 +295,35 @@ class TrainingRun:
       meta = self.manager.restore_meta(latest)
       if meta["run_info"] != self.run_info:
         raise ConfigMismatchError(
-            f"Refusing to resume: the checkpoint was written with {meta['run_info']}, this run "
-            f"has {self.run_info} (a different device count changes the global batch and the "
-            "data order).")
-      target = {"step": np.asarray(host.step), "params": host.params,
-                "opt_state": host.opt_state, "batch_stats": host.batch_stats,
-                "batch_stats_per_device": devices.replicate(host.batch_stats, layout["devices"])}
+          f"Refusing to resume: the checkpoint was written with {meta['run_info']}, this run "
+          f"has {self.run_info} (a different device count changes the global batch and the "
+          "data order)."
+        )
+      target = {
+        "step": np.asarray(host.step),
+        "params": host.params,
+        "opt_state": host.opt_state,
+        "batch_stats": host.batch_stats,
+        "batch_stats_per_device": devices.replicate(host.batch_stats, layout["devices"]),
+      }
       restored, meta = self.manager.restore(latest, target)
-      host = host.replace(step=restored["step"], params=restored["params"],
-                          opt_state=restored["opt_state"], batch_stats=restored["batch_stats"])
+      host = host.replace(
+        step=restored["step"],
+        params=restored["params"],
+        opt_state=restored["opt_state"],
+        batch_stats=restored["batch_stats"],
+      )
       lo = layout["process_index"] * layout["local_devices"]
       rows = slice(lo, lo + layout["local_devices"])
-      per_device_stats = jax.tree.map(lambda x: np.asarray(x)[rows],
-                                      restored["batch_stats_per_device"])
+      per_device_stats = jax.tree.map(
+        lambda x: np.asarray(x)[rows], restored["batch_stats_per_device"]
+      )
       self.sums = EpochSums(**meta["accum"])
       if self.is_main:
-        print(f"Resuming from step {latest} (epoch {latest // self.spe + 1}) in {self.workdir}",
-              flush=True)
+        print(
+          f"Resuming from step {latest} (epoch {latest // self.spe + 1}) in {self.workdir}",
+          flush=True,
+        )
     elif self.is_main:
       save_json(config_path, {"config": config_json(config), "run_info": self.run_info})
     rstate = devices.replicate(host, layout["local_devices"])
@@ -278,23 +335,39 @@ class TrainingRun:
 
   def checkpoint(self, mean_stats, precise_stats=None):
     """Saves the state at ``self.step`` (device-averaged and per-device statistics)."""
-    host = jax.device_get(devices.first({"params": self.rstate.params,
-                                         "opt_state": self.rstate.opt_state}))
-    item = {"step": np.asarray(self.step), **host, "batch_stats": devices.first(mean_stats),
-            "batch_stats_per_device": devices.all_rows(self.rstate.batch_stats)}
+    host = jax.device_get(
+      devices.first({"params": self.rstate.params, "opt_state": self.rstate.opt_state})
+    )
+    item = {
+      "step": np.asarray(self.step),
+      **host,
+      "batch_stats": devices.first(mean_stats),
+      "batch_stats_per_device": devices.all_rows(self.rstate.batch_stats),
+    }
     extra = None
     if precise_stats is not None:  # the deployable alternative to item["batch_stats"]
       extra = {ckpt_lib.PRECISE_STATS: jax.device_get(devices.first(precise_stats))}
-    self.manager.save(self.step, item, {"accum": dataclasses.asdict(self.sums),
-                                        "run_info": self.run_info, "epoch": self.step // self.spe},
-                      extra=extra)
+    self.manager.save(
+      self.step,
+      item,
+      {
+        "accum": dataclasses.asdict(self.sums),
+        "run_info": self.run_info,
+        "epoch": self.step // self.spe,
+      },
+      extra=extra,
+    )
 
   # -- evaluation --------------------------------------------------------------
 
   def evaluate(self, batch_stats) -> dict:
     return evaluation.evaluate(
-        self.steps.p_eval, {"params": self.rstate.params, "batch_stats": batch_stats}, self.data,
-        batch_size=self.config.eval_per_device_batch_size, layout=self.layout)
+      self.steps.p_eval,
+      {"params": self.rstate.params, "batch_stats": batch_stats},
+      self.data,
+      batch_size=self.config.eval_per_device_batch_size,
+      layout=self.layout,
+    )
 
   def evaluate_epoch(self, record: dict, last_epoch: bool):
     """Evaluates (moving and, if configured, precise statistics) into ``record``.
@@ -306,11 +379,15 @@ class TrainingRun:
     record.update(self.evaluate(mean_stats))
     precise = None
     if config.get("precise_stats_batches", 0) and (
-        last_epoch or config.get("precise_stats_every_eval", False)):
+      last_epoch or config.get("precise_stats_every_eval", False)
+    ):
       precise = evaluation.precise_stats(
-          self.model, self.rstate.params, mean_stats,
-          precise_stats_stream(config, self.data, self.layout, record["epoch"] - 1),
-          axis_name=AXIS)
+        self.model,
+        self.rstate.params,
+        mean_stats,
+        precise_stats_stream(config, self.data, self.layout, record["epoch"] - 1),
+        axis_name=AXIS,
+      )
       record.update({f"{k}_precise": v for k, v in self.evaluate(precise).items()})
     return mean_stats, precise
 
@@ -320,8 +397,14 @@ class TrainingRun:
     """Trains ``epoch`` from the current step; returns None, ``'interrupted'`` or ``'diverged'``."""
     config, spe = self.config, self.spe
     first = self.step - epoch * spe
-    bar = tqdm(total=spe, initial=first, desc=f"epoch {epoch + 1}/{config.num_epochs}",
-               disable=not (config.progress_bar and self.is_main), dynamic_ncols=True, leave=True)
+    bar = tqdm(
+      total=spe,
+      initial=first,
+      desc=f"epoch {epoch + 1}/{config.num_epochs}",
+      disable=not (config.progress_bar and self.is_main),
+      dynamic_ncols=True,
+      leave=True,
+    )
     stop_flag = np.zeros((self.layout["local_devices"],), np.int32)
     t_epoch, done_here, pending, outcome = time.time(), 0, [], None
     for batch in self.batches.epoch(epoch, first):
@@ -369,8 +452,11 @@ class TrainingRun:
 
   def _progress(self, bar, done_here: int, t_epoch: float):
     n = max(self.sums.count, 1)
-    post = {"loss": f"{self.sums.loss / n:.4f}", "acc": f"{self.sums.accuracy / n:.4f}",
-            "img/s": f"{done_here * self.layout['global_batch_size'] / (time.time() - t_epoch):.0f}"}
+    post = {
+      "loss": f"{self.sums.loss / n:.4f}",
+      "acc": f"{self.sums.accuracy / n:.4f}",
+      "img/s": f"{done_here * self.layout['global_batch_size'] / (time.time() - t_epoch):.0f}",
+    }
     if self.sums.nonfinite:
       post["skipped"] = self.sums.nonfinite
     if self.config.norm == "mbn":
@@ -384,10 +470,13 @@ class TrainingRun:
     history, outcome, last_eval = [], None, {}
     if self.is_main:
       lay = self.layout
-      print(f"{config.model}/{config.norm}: {self.data.description}; {lay['devices']} device(s) "
-            f"on {lay['process_count']} process(es), per-device batch "
-            f"m={lay['per_device_batch_size']}, global batch {lay['global_batch_size']}, {spe} "
-            f"steps/epoch, {config.num_epochs} epochs, seed {config.seed}", flush=True)
+      print(
+        f"{config.model}/{config.norm}: {self.data.description}; {lay['devices']} device(s) "
+        f"on {lay['process_count']} process(es), per-device batch "
+        f"m={lay['per_device_batch_size']}, global batch {lay['global_batch_size']}, {spe} "
+        f"steps/epoch, {config.num_epochs} epochs, seed {config.seed}",
+        flush=True,
+      )
     try:
       for epoch in range(self.step // spe, config.num_epochs):
         outcome = self.train_epoch(epoch, stop)
@@ -396,10 +485,14 @@ class TrainingRun:
         if self.step % spe != 0:  # stopped mid-epoch: checkpoint the partial epoch
           self.checkpoint(self.steps.p_mean(self.rstate.batch_stats))
           break
-        record = {"step": self.step, "epoch": epoch + 1, **self.sums.record(),
-                  "learning_rate": float(self.lr_fn(self.step - 1)),
-                  "lambda": float(self.lam_fn(self.step - 1)) if config.norm == "mbn" else None,
-                  "images_per_sec": self.images_per_sec}
+        record = {
+          "step": self.step,
+          "epoch": epoch + 1,
+          **self.sums.record(),
+          "learning_rate": float(self.lr_fn(self.step - 1)),
+          "lambda": float(self.lam_fn(self.step - 1)) if config.norm == "mbn" else None,
+          "images_per_sec": self.images_per_sec,
+        }
         last_epoch = epoch + 1 == config.num_epochs
         mean_stats = precise = None
         if (epoch + 1) % config.eval_every_epochs == 0 or last_epoch or outcome:
@@ -410,8 +503,10 @@ class TrainingRun:
         self._report_epoch(record)
         self.sums = EpochSums()
         if (epoch + 1) % config.checkpoint_every_epochs == 0 or last_epoch or outcome:
-          self.checkpoint(mean_stats if mean_stats is not None
-                          else self.steps.p_mean(self.rstate.batch_stats), precise)
+          self.checkpoint(
+            mean_stats if mean_stats is not None else self.steps.p_mean(self.rstate.batch_stats),
+            precise,
+          )
         if outcome:
           break
     finally:
@@ -424,13 +519,18 @@ class TrainingRun:
     if not self.config.progress_bar:
       print(json.dumps(MetricWriter.strict(record)), flush=True)
     elif "eval_accuracy" in record:
-      precise_note = (f" (precise statistics: {record['eval_accuracy_precise']:.4f})"
-                      if "eval_accuracy_precise" in record else "")
+      precise_note = (
+        f" (precise statistics: {record['eval_accuracy_precise']:.4f})"
+        if "eval_accuracy_precise" in record
+        else ""
+      )
       loss = record["train_loss"]
-      tqdm.write(f"epoch {record['epoch']}: train loss "
-                 f"{'n/a' if loss is None else f'{loss:.4f}'} acc "
-                 f"{record['train_accuracy'] or 0.0:.4f}, eval loss {record['eval_loss']:.4f} acc "
-                 f"{record['eval_accuracy']:.4f}{precise_note}")
+      tqdm.write(
+        f"epoch {record['epoch']}: train loss "
+        f"{'n/a' if loss is None else f'{loss:.4f}'} acc "
+        f"{record['train_accuracy'] or 0.0:.4f}, eval loss {record['eval_loss']:.4f} acc "
+        f"{record['eval_accuracy']:.4f}{precise_note}"
+      )
 
   def summarize(self, history: list[dict], outcome: str | None, last_eval: dict) -> dict:
     """Writes ``summary.json`` (the whole run, resumed parts included) and prints the result."""
@@ -448,19 +548,25 @@ class TrainingRun:
     final = all_records[-1] if all_records else {}
     status = {None: "completed", "interrupted": "interrupted", "diverged": "diverged"}[outcome]
     summary = {
-        "status": status,
-        "step": self.step, "epochs_completed": self.step // self.spe,
-        "num_epochs": config.num_epochs,
-        "final_eval_accuracy": last_eval.get("eval_accuracy", evals[-1] if evals else None),
-        "best_eval_accuracy": max(evals) if evals else None,
-        "final_eval_loss": last_eval.get("eval_loss", final.get("eval_loss")),
-        "final_eval_accuracy_precise": last_eval.get("eval_accuracy_precise"),
-        "final_train_accuracy": final.get("train_accuracy"),
-        "final_train_loss": final.get("train_loss"),
-        "seed": config.seed, "data_order_seed": config.seed, "init_seed": config.seed,
-        "model": config.model, "norm": config.norm, "dataset": self.data.description,
-        "train_step_traces": self.steps.train_traces, "wall_time_s": time.time() - self.t_start,
-        **self.run_info,
+      "status": status,
+      "step": self.step,
+      "epochs_completed": self.step // self.spe,
+      "num_epochs": config.num_epochs,
+      "final_eval_accuracy": last_eval.get("eval_accuracy", evals[-1] if evals else None),
+      "best_eval_accuracy": max(evals) if evals else None,
+      "final_eval_loss": last_eval.get("eval_loss", final.get("eval_loss")),
+      "final_eval_accuracy_precise": last_eval.get("eval_accuracy_precise"),
+      "final_train_accuracy": final.get("train_accuracy"),
+      "final_train_loss": final.get("train_loss"),
+      "seed": config.seed,
+      "data_order_seed": config.seed,
+      "init_seed": config.seed,
+      "model": config.model,
+      "norm": config.norm,
+      "dataset": self.data.description,
+      "train_step_traces": self.steps.train_traces,
+      "wall_time_s": time.time() - self.t_start,
+      **self.run_info,
     }
     if outcome == "interrupted":
       summary["resume_hint"] = "Rerun the same command with the same --workdir to resume."
@@ -468,36 +574,50 @@ class TrainingRun:
       summary["diverged_at_step"] = self.last_nonfinite_step
       summary["error"] = self.divergence_message()
     if self.is_main:
-      save_json(os.path.join(self.workdir, "summary.json"),
-                MetricWriter.strict({**summary, "config": config_json(config)}))
+      save_json(
+        os.path.join(self.workdir, "summary.json"),
+        MetricWriter.strict({**summary, "config": config_json(config)}),
+      )
       print(self._final_line(summary), flush=True)
     else:
       acc = summary["final_eval_accuracy"]
-      print(f"process {self.layout['process_index']}/{self.layout['process_count']} {status} at "
-            f"step {self.step}: final eval accuracy "
-            f"{'n/a' if acc is None else f'{acc:.6f}'}", flush=True)
+      print(
+        f"process {self.layout['process_index']}/{self.layout['process_count']} {status} at "
+        f"step {self.step}: final eval accuracy "
+        f"{'n/a' if acc is None else f'{acc:.6f}'}",
+        flush=True,
+      )
     self.manager.close()
     return summary
 
   def divergence_message(self) -> str:
     config = self.config
-    return (f"training diverged: {self.consecutive_nonfinite} consecutive steps up to step "
-            f"{self.last_nonfinite_step} had a non-finite loss or gradient "
-            f"(config.max_nonfinite_steps={config.get('max_nonfinite_steps', 20)}); every one was "
-            "skipped, so the parameters and the last checkpoint hold the last finite state. Likely "
-            f"cause: a learning rate too high for this batch (base_learning_rate="
-            f"{config.base_learning_rate}, lr at the last step {float(self.lr_fn(self.step - 1)):.3g}) "
-            "or non-finite input data.")
+    return (
+      f"training diverged: {self.consecutive_nonfinite} consecutive steps up to step "
+      f"{self.last_nonfinite_step} had a non-finite loss or gradient "
+      f"(config.max_nonfinite_steps={config.get('max_nonfinite_steps', 20)}); every one was "
+      "skipped, so the parameters and the last checkpoint hold the last finite state. Likely "
+      f"cause: a learning rate too high for this batch (base_learning_rate="
+      f"{config.base_learning_rate}, lr at the last step {float(self.lr_fn(self.step - 1)):.3g}) "
+      "or non-finite input data."
+    )
 
   def _final_line(self, summary: dict) -> str:
     config = self.config
     if summary["status"] == "diverged":
       return f"{config.model}/{config.norm}: {summary['error']}"
-    verb = (f"Interrupted (signal); checkpoint saved at step {self.step}. Rerun the same command "
-            "to resume.") if summary["status"] == "interrupted" else "Done."
+    verb = (
+      (
+        f"Interrupted (signal); checkpoint saved at step {self.step}. Rerun the same command "
+        "to resume."
+      )
+      if summary["status"] == "interrupted"
+      else "Done."
+    )
     acc, best = summary["final_eval_accuracy"], summary["best_eval_accuracy"]
     fmt = lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
-    return (f"{verb} {config.model}/{config.norm}: final eval accuracy {fmt(acc)} (best "
-            f"{fmt(best)}) after {summary['epochs_completed']} epochs; summary in "
-            f"{self.workdir}/summary.json")
-
+    return (
+      f"{verb} {config.model}/{config.norm}: final eval accuracy {fmt(acc)} (best "
+      f"{fmt(best)}) after {summary['epochs_completed']} epochs; summary in "
+      f"{self.workdir}/summary.json"
+    )

@@ -15,16 +15,38 @@ import jax.numpy as jnp
 
 from train import input_pipeline, models
 
-__all__ = ["CONVS", "DTYPES", "RESUME_MAY_CHANGE", "ConfigMismatchError",
-           "check_resume_compatible", "config_json", "validate_config"]
+__all__ = [
+  "CONVS",
+  "DTYPES",
+  "RESUME_MAY_CHANGE",
+  "ConfigMismatchError",
+  "check_resume_compatible",
+  "config_json",
+  "validate_config",
+]
 
 # Config fields a resumed run may change (dotted names; prefixes end with '.').
 RESUME_MAY_CHANGE = (
-    "num_epochs", "log_every_steps", "eval_every_epochs", "checkpoint_every_epochs",
-    "keep_checkpoints", "progress_bar", "tensorboard", "eval_per_device_batch_size",
-    "dataset.data_dir", "dataset.root", "dataset.download", "dataset.cache_dir", "distributed.", "norms",
-    "simulate_preemption_at_step", "conv", "precise_stats_batches", "precise_stats_batch_size",
-    "precise_stats_every_eval", "max_nonfinite_steps",
+  "num_epochs",
+  "log_every_steps",
+  "eval_every_epochs",
+  "checkpoint_every_epochs",
+  "keep_checkpoints",
+  "progress_bar",
+  "tensorboard",
+  "eval_per_device_batch_size",
+  "dataset.data_dir",
+  "dataset.root",
+  "dataset.download",
+  "dataset.cache_dir",
+  "distributed.",
+  "norms",
+  "simulate_preemption_at_step",
+  "conv",
+  "precise_stats_batches",
+  "precise_stats_batch_size",
+  "precise_stats_every_eval",
+  "max_nonfinite_steps",
 )
 CONVS = ("auto", "xla", "fast")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -48,8 +70,9 @@ def validate_config(config, workdir: str | None = None) -> dict:
     parent = os.path.dirname(os.path.abspath(os.path.expanduser(workdir)))
     if not os.path.isdir(parent):
       raise FileNotFoundError(
-          f"The parent directory of --workdir={workdir!r} does not exist ({parent!r}). "
-          "Create it first (mkdir -p), or pick another workdir.")
+        f"The parent directory of --workdir={workdir!r} does not exist ({parent!r}). "
+        "Create it first (mkdir -p), or pick another workdir."
+      )
   if config.get("norms"):
     norms = [n.strip() for n in config.norms.split(",") if n.strip()]
     if not norms:
@@ -64,18 +87,34 @@ def validate_config(config, workdir: str | None = None) -> dict:
   if config.model not in valid_models:
     raise ValueError(f"Unknown model {config.model!r}: choose one of {', '.join(valid_models)}.")
   if config.input_variant not in ("cifar", "mini_imagenet"):
-    raise ValueError(f"config.input_variant must be 'cifar' or 'mini_imagenet', got {config.input_variant!r}.")
+    raise ValueError(
+      f"config.input_variant must be 'cifar' or 'mini_imagenet', got {config.input_variant!r}."
+    )
   if config.get("conv", "xla") not in CONVS:
-    raise ValueError(f"config.conv must be one of {CONVS} ('auto': mbn_jax.fast_conv on CPU, "
-                     f"XLA's conv elsewhere), got {config.conv!r}.")
+    raise ValueError(
+      f"config.conv must be one of {CONVS} ('auto': mbn_jax.fast_conv on CPU, "
+      f"XLA's conv elsewhere), got {config.conv!r}."
+    )
   if config.dtype not in DTYPES:
     raise ValueError(f"config.dtype must be one of {sorted(DTYPES)}, got {config.dtype!r}.")
   if config.lr_batch_size not in ("per_device", "global"):
-    raise ValueError(f"config.lr_batch_size must be 'per_device' or 'global', got {config.lr_batch_size!r}.")
-  for name in ("per_device_batch_size", "eval_per_device_batch_size", "num_epochs",
-               "mbn_total_epochs", "ideal_batch_size", "lr_reference_batch_size",
-               "lr_decay_epochs", "log_every_steps", "eval_every_epochs",
-               "checkpoint_every_epochs", "keep_checkpoints", "precise_stats_batch_size"):
+    raise ValueError(
+      f"config.lr_batch_size must be 'per_device' or 'global', got {config.lr_batch_size!r}."
+    )
+  for name in (
+    "per_device_batch_size",
+    "eval_per_device_batch_size",
+    "num_epochs",
+    "mbn_total_epochs",
+    "ideal_batch_size",
+    "lr_reference_batch_size",
+    "lr_decay_epochs",
+    "log_every_steps",
+    "eval_every_epochs",
+    "checkpoint_every_epochs",
+    "keep_checkpoints",
+    "precise_stats_batch_size",
+  ):
     _positive(config, name)
   k = config.get("max_nonfinite_steps", 20)
   if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
@@ -83,8 +122,14 @@ def validate_config(config, workdir: str | None = None) -> dict:
   k = config.precise_stats_batches
   if isinstance(k, bool) or not isinstance(k, int) or k < 0:
     raise ValueError(f"config.precise_stats_batches must be an int >= 0 (0: off), got {k!r}.")
-  for name in ("per_device_batch_size", "eval_per_device_batch_size", "num_epochs",
-               "mbn_total_epochs", "ideal_batch_size", "precise_stats_batch_size"):
+  for name in (
+    "per_device_batch_size",
+    "eval_per_device_batch_size",
+    "num_epochs",
+    "mbn_total_epochs",
+    "ideal_batch_size",
+    "precise_stats_batch_size",
+  ):
     if not isinstance(config[name], int):
       raise TypeError(f"config.{name} must be an int, got {config[name]!r}.")
   if not 0.0 < config.tau0 < 1.0:
@@ -100,12 +145,19 @@ def validate_config(config, workdir: str | None = None) -> dict:
       raise ValueError(f"config.global_batch_size must be a positive int (or -1), got {g!r}.")
     if g % devices:
       raise ValueError(
-          f"config.global_batch_size={g} is not divisible among the {devices} devices; "
-          f"use a multiple of {devices}, or set per_device_batch_size instead.")
+        f"config.global_batch_size={g} is not divisible among the {devices} devices; "
+        f"use a multiple of {devices}, or set per_device_batch_size instead."
+      )
     m = g // devices
-  return {"per_device_batch_size": m, "devices": devices, "global_batch_size": m * devices,
-          "local_devices": jax.local_device_count(), "process_count": jax.process_count(),
-          "process_index": jax.process_index(), "norms": norms}
+  return {
+    "per_device_batch_size": m,
+    "devices": devices,
+    "global_batch_size": m * devices,
+    "local_devices": jax.local_device_count(),
+    "process_count": jax.process_count(),
+    "process_index": jax.process_index(),
+    "norms": norms,
+  }
 
 
 def _flatten(d, prefix=""):
@@ -130,6 +182,7 @@ def check_resume_compatible(saved: dict, config) -> None:
   the run started without it, i.e. with the default behaviour.
   """
   from configs import default
+
   a, b = _flatten(saved), _flatten(config_json(config))
   defaults = _flatten(config_json(default.get_config()))
   bad = []
@@ -139,9 +192,13 @@ def check_resume_compatible(saved: dict, config) -> None:
     if key not in a and key in defaults and b.get(key) == defaults[key]:
       continue
     if a.get(key, "<missing>") != b.get(key, "<missing>"):
-      bad.append(f"  {key}: workdir has {a.get(key, '<missing>')!r}, now {b.get(key, '<missing>')!r}")
+      bad.append(
+        f"  {key}: workdir has {a.get(key, '<missing>')!r}, now {b.get(key, '<missing>')!r}"
+      )
   if bad:
     raise ConfigMismatchError(
-        "Refusing to resume: the workdir's config.json differs in fields that change the run:\n"
-        + "\n".join(bad) + "\nUse a new --workdir, or restore those values. Only these may "
-        f"change on resume: {', '.join(RESUME_MAY_CHANGE)}.")
+      "Refusing to resume: the workdir's config.json differs in fields that change the run:\n"
+      + "\n".join(bad)
+      + "\nUse a new --workdir, or restore those values. Only these may "
+      f"change on resume: {', '.join(RESUME_MAY_CHANGE)}."
+    )

@@ -25,6 +25,7 @@ class MetricWriter:
         f.writelines(lines)
     if tensorboard:
       from tensorboardX import SummaryWriter
+
       self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   @staticmethod
@@ -46,8 +47,12 @@ class MetricWriter:
       f.write(json.dumps(self.strict(record), allow_nan=False) + "\n")
     if self.tb is not None:
       for k, v in record.items():
-        if (k not in ("step", "epoch") and isinstance(v, (int, float)) and not isinstance(v, bool)
-            and math.isfinite(v)):
+        if (
+          k not in ("step", "epoch")
+          and isinstance(v, (int, float))
+          and not isinstance(v, bool)
+          and math.isfinite(v)
+        ):
           self.tb.add_scalar(k, float(v), global_step=record["step"])
       self.tb.flush()
 

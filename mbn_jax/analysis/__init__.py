@@ -11,5 +11,11 @@
 from mbn_jax.analysis.capture import NORM_STATS, capture_norm_statistics, collect
 from mbn_jax.analysis.noise_measure import LayerNoise, measure_noise, noise_table
 
-__all__ = ["NORM_STATS", "capture_norm_statistics", "collect", "LayerNoise",
-           "measure_noise", "noise_table"]
+__all__ = [
+  "NORM_STATS",
+  "capture_norm_statistics",
+  "collect",
+  "LayerNoise",
+  "measure_noise",
+  "noise_table",
+]

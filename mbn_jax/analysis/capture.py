@@ -47,8 +47,7 @@ def capture_norm_statistics(is_norm=is_batch_norm):
 
   def interceptor(next_fun, args, kwargs, context):
     module = context.module
-    if (context.method_name != "__call__" or not is_norm(module) or not args
-        or id(module) in active):
+    if context.method_name != "__call__" or not is_norm(module) or not args or id(module) in active:
       return next_fun(*args, **kwargs)
     active.append(id(module))
     try:
@@ -76,8 +75,9 @@ def collect(norm_stats) -> dict[str, dict[str, jnp.ndarray]]:
 
   def walk(tree, path):
     if isinstance(tree, dict) and any(isinstance(v, tuple) for v in tree.values()):
-      out["/".join(path)] = {k: (v[0] if isinstance(v, tuple) and len(v) == 1 else v)
-                             for k, v in tree.items()}
+      out["/".join(path)] = {
+        k: (v[0] if isinstance(v, tuple) and len(v) == 1 else v) for k, v in tree.items()
+      }
       return
     for k, v in tree.items():
       walk(v, path + [k])

@@ -51,8 +51,17 @@ class LayerNoise:
     return (1 - lam) / ((1 + lam) * self.var_xi_mu) if self.var_xi_mu > 0 else float("inf")
 
 
-def measure_noise(layer: str, batch_means, batch_vars, *, batch_size: int, momentum: float = 0.0,
-                  norm_means=None, norm_vars=None, skip: int = 0) -> LayerNoise:
+def measure_noise(
+  layer: str,
+  batch_means,
+  batch_vars,
+  *,
+  batch_size: int,
+  momentum: float = 0.0,
+  norm_means=None,
+  norm_vars=None,
+  skip: int = 0,
+) -> LayerNoise:
   """Measures ξ_μ, ξ_σ of one layer from per-step statistics.
 
   Args:
@@ -70,8 +79,9 @@ def measure_noise(layer: str, batch_means, batch_vars, *, batch_size: int, momen
   nv = bv if norm_vars is None else np.asarray(norm_vars, np.float64)[skip:]
   if bm.ndim != 2 or bm.shape != bv.shape or nm.shape != bm.shape or nv.shape != bm.shape:
     raise ValueError(
-        f"statistics must all have shape (steps, channels); got {bm.shape}, {bv.shape}, "
-        f"{nm.shape}, {nv.shape}.")
+      f"statistics must all have shape (steps, channels); got {bm.shape}, {bv.shape}, "
+      f"{nm.shape}, {nv.shape}."
+    )
   if bm.shape[0] < 2:
     raise ValueError(f"need at least 2 steps after skip={skip}, got {bm.shape[0]}.")
   pooled = precise.pool_moments(bm, bv)  # law of total variance over the steps
@@ -83,24 +93,30 @@ def measure_noise(layer: str, batch_means, batch_vars, *, batch_size: int, momen
   xi_mu = (pop_mean - nm) / np.sqrt(np.where(keep, pop_var, 1.0))
   xi_sigma = nv / np.where(keep, pop_var, 1.0)
   return LayerNoise(
-      layer=layer, batch_size=int(batch_size), momentum=float(momentum), steps=int(bm.shape[0]),
-      var_xi_mu=float(xi_mu.var(0)[keep].mean()),
-      mean_xi_sigma=float(xi_sigma.mean(0)[keep].mean()),
-      var_xi_sigma=float(xi_sigma.var(0)[keep].mean()),
-      predicted_var_xi_mu=float(noise.mean_noise_variance(batch_size, momentum)),
-      predicted_mean_xi_sigma=float(noise.variance_noise_mean(batch_size)),
-      predicted_var_xi_sigma=float(noise.variance_noise_variance(batch_size, momentum)),
+    layer=layer,
+    batch_size=int(batch_size),
+    momentum=float(momentum),
+    steps=int(bm.shape[0]),
+    var_xi_mu=float(xi_mu.var(0)[keep].mean()),
+    mean_xi_sigma=float(xi_sigma.mean(0)[keep].mean()),
+    var_xi_sigma=float(xi_sigma.var(0)[keep].mean()),
+    predicted_var_xi_mu=float(noise.mean_noise_variance(batch_size, momentum)),
+    predicted_mean_xi_sigma=float(noise.variance_noise_mean(batch_size)),
+    predicted_var_xi_sigma=float(noise.variance_noise_variance(batch_size, momentum)),
   )
 
 
 def noise_table(rows: list[LayerNoise]) -> str:
   """A markdown table of measured vs predicted noise."""
-  head = ("| layer | m | λ | Var ξ_μ measured | predicted | E ξ_σ measured | predicted "
-          "| Var ξ_σ measured | predicted | effective m |\n|" + "---|" * 10)
+  head = (
+    "| layer | m | λ | Var ξ_μ measured | predicted | E ξ_σ measured | predicted "
+    "| Var ξ_σ measured | predicted | effective m |\n|" + "---|" * 10
+  )
   lines = [head]
   for r in rows:
     lines.append(
-        f"| {r.layer} | {r.batch_size} | {r.momentum:.3f} | {r.var_xi_mu:.4f} | "
-        f"{r.predicted_var_xi_mu:.4f} | {r.mean_xi_sigma:.3f} | {r.predicted_mean_xi_sigma:.3f} | "
-        f"{r.var_xi_sigma:.4f} | {r.predicted_var_xi_sigma:.4f} | {r.effective_batch_size:.1f} |")
+      f"| {r.layer} | {r.batch_size} | {r.momentum:.3f} | {r.var_xi_mu:.4f} | "
+      f"{r.predicted_var_xi_mu:.4f} | {r.mean_xi_sigma:.3f} | {r.predicted_mean_xi_sigma:.3f} | "
+      f"{r.var_xi_sigma:.4f} | {r.predicted_var_xi_sigma:.4f} | {r.effective_batch_size:.1f} |"
+    )
   return "\n".join(lines)

@@ -11,14 +11,16 @@ try:
   import matplotlib.pyplot as plt
   from scipy import stats
 except ImportError as e:  # the optional extra
-  raise ImportError("mbn_jax.analysis.plots needs matplotlib and scipy: "
-                    "pip install 'mbn-jax[train]'.") from e
+  raise ImportError(
+    "mbn_jax.analysis.plots needs matplotlib and scipy: pip install 'mbn-jax[train]'."
+  ) from e
 
 __all__ = ["plot_batch_statistics", "plot_noise"]
 
 
-def plot_batch_statistics(batch_means, batch_vars, *, batch_size: int, channel: int = 0,
-                          title: str = "", path=None):
+def plot_batch_statistics(
+  batch_means, batch_vars, *, batch_size: int, channel: int = 0, title: str = "", path=None
+):
   """Fig. 1: one channel's batch means and variances over iterations, with histograms.
 
   The mean histogram is overlaid with the fitted Gaussian; the variance
@@ -51,8 +53,9 @@ def plot_batch_statistics(batch_means, batch_vars, *, batch_size: int, channel: 
   pop_var = var.mean() + mu.var()
   if m > 1:
     scale = pop_var / m  # σ²_B ~ σ²/m · χ²(m − 1)
-    axes[2].plot(grid, stats.chi2.pdf(grid / scale, m - 1) / scale, "k--",
-                 label=f"σ²/m·χ²({m - 1}) (Eq. 2)")
+    axes[2].plot(
+      grid, stats.chi2.pdf(grid / scale, m - 1) / scale, "k--", label=f"σ²/m·χ²({m - 1}) (Eq. 2)"
+    )
   k = 2 * var.mean() ** 2 / max(var.var(), 1e-30)
   s = var.var() / (2 * var.mean())
   axes[2].plot(grid, stats.chi2.pdf(grid / s, k) / s, "r-", label=f"χ² fit, dof = {k:.1f}")
@@ -74,8 +77,9 @@ def plot_noise(rows, *, path=None, title: str = "measured vs predicted noise"):
   labels = [f"{r.layer}\nm={r.batch_size} λ={r.momentum:.2f}" for r in rows]
   x = np.arange(len(rows))
   for ax, measured, predicted, name in (
-      (axes[0], [r.var_xi_mu for r in rows], [r.predicted_var_xi_mu for r in rows], "Var ξ_μ"),
-      (axes[1], [r.var_xi_sigma for r in rows], [r.predicted_var_xi_sigma for r in rows], "Var ξ_σ")):
+    (axes[0], [r.var_xi_mu for r in rows], [r.predicted_var_xi_mu for r in rows], "Var ξ_μ"),
+    (axes[1], [r.var_xi_sigma for r in rows], [r.predicted_var_xi_sigma for r in rows], "Var ξ_σ"),
+  ):
     ax.bar(x, measured, color="tab:blue", alpha=0.7, label="measured")
     ax.scatter(x, predicted, color="k", marker="_", s=400, label="predicted (i.i.d. model)")
     ax.set_xticks(x, labels, rotation=60, ha="right", fontsize=7)

@@ -23,20 +23,26 @@ from mbn_jax.norms import make_norm
 __all__ = ["MODEL_NAMES", "INPUT_VARIANTS", "ResNet", "VGG", "create_model"]
 
 _BUILDERS = {
-    "resnet18": resnet.ResNet18,
-    "resnet20": resnet.ResNet20,
-    "resnet34": resnet.ResNet34,
-    "resnet50": resnet.ResNet50,
-    "vgg11": lambda **kw: VGG(config=VGG_CONFIGS["vgg11"], **kw),
-    "vgg16": lambda **kw: VGG(config=VGG_CONFIGS["vgg16"], **kw),
+  "resnet18": resnet.ResNet18,
+  "resnet20": resnet.ResNet20,
+  "resnet34": resnet.ResNet34,
+  "resnet50": resnet.ResNet50,
+  "vgg11": lambda **kw: VGG(config=VGG_CONFIGS["vgg11"], **kw),
+  "vgg16": lambda **kw: VGG(config=VGG_CONFIGS["vgg16"], **kw),
 }
 MODEL_NAMES = tuple(sorted(_BUILDERS))
 
 
-def create_model(name: str, *, num_classes: int, norm: str,
-                 input_variant: str = "cifar", dtype: Any = jnp.float32,
-                 conv_general_dilated: Callable | None = None,
-                 **norm_options) -> nn.Module:
+def create_model(
+  name: str,
+  *,
+  num_classes: int,
+  norm: str,
+  input_variant: str = "cifar",
+  dtype: Any = jnp.float32,
+  conv_general_dilated: Callable | None = None,
+  **norm_options,
+) -> nn.Module:
   """Builds one of the paper's networks with the norm named ``norm``.
 
   Args:
@@ -62,19 +68,29 @@ def create_model(name: str, *, num_classes: int, norm: str,
     A ``flax.linen`` module; ``__call__(x, train=True, step=None)`` on NHWC x.
   """
   if not isinstance(name, str) or name.lower() not in _BUILDERS:
-    raise ValueError(f"Unknown model name {name!r}: create_model(name=...) takes "
-                     f"one of {', '.join(map(repr, MODEL_NAMES))}.")
-  if (isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral)
-      or num_classes <= 0):
+    raise ValueError(
+      f"Unknown model name {name!r}: create_model(name=...) takes "
+      f"one of {', '.join(map(repr, MODEL_NAMES))}."
+    )
+  if (
+    isinstance(num_classes, bool)
+    or not isinstance(num_classes, numbers.Integral)
+    or num_classes <= 0
+  ):
     raise ValueError(f"num_classes must be a positive int, got {num_classes!r}.")
   if input_variant not in INPUT_VARIANTS:
-    raise ValueError(f"input_variant must be one of {INPUT_VARIANTS}, got "
-                     f"{input_variant!r}.")
+    raise ValueError(f"input_variant must be one of {INPUT_VARIANTS}, got {input_variant!r}.")
   if conv_general_dilated is not None and not callable(conv_general_dilated):
-    raise ValueError("conv_general_dilated must be a function with "
-                     "jax.lax.conv_general_dilated's signature (or None for XLA's), got "
-                     f"{conv_general_dilated!r}.")
+    raise ValueError(
+      "conv_general_dilated must be a function with "
+      "jax.lax.conv_general_dilated's signature (or None for XLA's), got "
+      f"{conv_general_dilated!r}."
+    )
   norm_factory = make_norm(norm, dtype=dtype, **norm_options)
-  return _BUILDERS[name.lower()](num_classes=int(num_classes), norm=norm_factory,
-                                 input_variant=input_variant, dtype=dtype,
-                                 conv_general_dilated=conv_general_dilated)
+  return _BUILDERS[name.lower()](
+    num_classes=int(num_classes),
+    norm=norm_factory,
+    input_variant=input_variant,
+    dtype=dtype,
+    conv_general_dilated=conv_general_dilated,
+  )

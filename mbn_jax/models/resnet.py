@@ -44,7 +44,6 @@ __all__ = ["BasicBlock", "Bottleneck", "ResNet", "INPUT_VARIANTS"]
 INPUT_VARIANTS = ("cifar", "mini_imagenet")
 
 
-
 def check_images(x, input_variant: str, model: str):
   """Raises a ValueError for an unknown ``input_variant`` or non-NHWC ``x``."""
   if input_variant not in INPUT_VARIANTS:
@@ -60,9 +59,17 @@ conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 def _conv(features, kernel, strides=1, *, dtype, name, conv_general_dilated=None):
   """A bias-free k×k conv, padding k // 2, He init; ``conv_general_dilated`` as nn.Conv's."""
   pad = kernel // 2
-  return nn.Conv(features, (kernel, kernel), (strides, strides),
-                 padding=((pad, pad), (pad, pad)), use_bias=False, dtype=dtype,
-                 kernel_init=conv_init, conv_general_dilated=conv_general_dilated, name=name)
+  return nn.Conv(
+    features,
+    (kernel, kernel),
+    (strides, strides),
+    padding=((pad, pad), (pad, pad)),
+    use_bias=False,
+    dtype=dtype,
+    kernel_init=conv_init,
+    conv_general_dilated=conv_general_dilated,
+    name=name,
+  )
 
 
 class BasicBlock(nn.Module):
@@ -77,8 +84,9 @@ class BasicBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool, step=None):
-    conv = functools.partial(_conv, dtype=self.dtype,
-                             conv_general_dilated=self.conv_general_dilated)
+    conv = functools.partial(
+      _conv, dtype=self.dtype, conv_general_dilated=self.conv_general_dilated
+    )
     y = conv(self.filters, 3, self.strides, name="conv1")(x)
     y = nn.relu(self.norm(name="norm1")(y, not train, step=step))
     y = conv(self.filters, 3, name="conv2")(y)
@@ -101,8 +109,9 @@ class Bottleneck(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool, step=None):
-    conv = functools.partial(_conv, dtype=self.dtype,
-                             conv_general_dilated=self.conv_general_dilated)
+    conv = functools.partial(
+      _conv, dtype=self.dtype, conv_general_dilated=self.conv_general_dilated
+    )
     out = self.filters * self.expansion
     y = conv(self.filters, 1, name="conv1")(x)
     y = nn.relu(self.norm(name="norm1")(y, not train, step=step))
@@ -145,8 +154,9 @@ class ResNet(nn.Module):
   def __call__(self, x, train: bool = True, step=None):
     check_images(x, self.input_variant, "ResNet")
     x = jnp.asarray(x, self.dtype)
-    conv = functools.partial(_conv, dtype=self.dtype,
-                             conv_general_dilated=self.conv_general_dilated)
+    conv = functools.partial(
+      _conv, dtype=self.dtype, conv_general_dilated=self.conv_general_dilated
+    )
     if self.input_variant == "cifar":
       x = conv(self.stage_filters[0], 3, 1, name="stem_conv")(x)
       x = nn.relu(self.norm(name="stem_norm")(x, not train, step=step))
@@ -157,10 +167,14 @@ class ResNet(nn.Module):
     for i, (blocks, filters) in enumerate(zip(self.stage_sizes, self.stage_filters)):
       for j in range(blocks):
         strides = 2 if i > 0 and j == 0 else 1
-        x = self.block_cls(filters=filters, strides=strides, norm=self.norm,
-                           dtype=self.dtype, conv_general_dilated=self.conv_general_dilated,
-                           name=f"stage{i + 1}_block{j + 1}")(
-                               x, train, step)
+        x = self.block_cls(
+          filters=filters,
+          strides=strides,
+          norm=self.norm,
+          dtype=self.dtype,
+          conv_general_dilated=self.conv_general_dilated,
+          name=f"stage{i + 1}_block{j + 1}",
+        )(x, train, step)
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x)
     return jnp.asarray(x, jnp.float32)
@@ -169,5 +183,6 @@ class ResNet(nn.Module):
 ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block_cls=BasicBlock)
 ResNet34 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block_cls=BasicBlock)
 ResNet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block_cls=Bottleneck)
-ResNet20 = functools.partial(ResNet, stage_sizes=(3, 3, 3), block_cls=BasicBlock,
-                             stage_filters=(16, 32, 64))
+ResNet20 = functools.partial(
+  ResNet, stage_sizes=(3, 3, 3), block_cls=BasicBlock, stage_filters=(16, 32, 64)
+)

@@ -24,9 +24,8 @@ from mbn_jax.models.resnet import check_images, conv_init
 __all__ = ["VGG", "VGG_CONFIGS"]
 
 VGG_CONFIGS = {
-    "vgg11": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
-    "vgg16": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
-              512, 512, 512, "M"),
+  "vgg11": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+  "vgg16": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
 }
 
 
@@ -60,9 +59,15 @@ class VGG(nn.Module):
         x = nn.max_pool(x, (2, 2), (2, 2))
         continue
       i += 1
-      x = nn.Conv(v, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
-                  kernel_init=conv_init, conv_general_dilated=self.conv_general_dilated,
-                  name=f"conv{i}")(x)
+      x = nn.Conv(
+        v,
+        (3, 3),
+        padding=((1, 1), (1, 1)),
+        dtype=self.dtype,
+        kernel_init=conv_init,
+        conv_general_dilated=self.conv_general_dilated,
+        name=f"conv{i}",
+      )(x)
       x = nn.relu(self.norm(name=f"norm{i}")(x, not train, step=step))
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x)
