@@ -7,6 +7,8 @@ training loop, showing that the step travels as data (one compilation).
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 
@@ -48,7 +50,7 @@ def main(batch_size: int = 2, total_epochs: int = 10, steps_per_epoch: int = 20)
   for step in range(T * steps_per_epoch):
     x = jax.random.normal(jax.random.fold_in(key, step), (m, 8, 8, 4)) * 3 + 2
     variables, y = train_step(variables, x, jnp.int32(step))
-  stats = variables["batch_stats"]
+  stats: dict[str, Any] = dict(variables["batch_stats"])
   print(f"\nafter {T * steps_per_epoch} jitted steps ({len(compilations)} compilation):")
   print(f"  inference mean {jnp.round(stats['mean'], 2)} (population mean 2.0)")
   print(f"  inference var  {jnp.round(stats['var'], 2)} (population var 9.0)")
@@ -57,7 +59,7 @@ def main(batch_size: int = 2, total_epochs: int = 10, steps_per_epoch: int = 20)
     f"  (still converging: τ^{T * steps_per_epoch} = {left:.2f} of the initial mean 0 / var 1"
     " remains; that is what a large τ at small m means)"
   )
-  y_eval = layer.apply(variables, x, use_running_average=True)
+  y_eval: jax.Array = layer.apply(variables, x, use_running_average=True)  # pyright: ignore[reportAssignmentType]
   print(f"  eval output mean {float(y_eval.mean()):+.3f}, std {float(y_eval.std()):.3f}")
 
 

@@ -114,6 +114,7 @@ def _weight_grad_chunked(x, g, w_shape, w_dtype, conv, lhs_b, out_b, chunk, impl
       gc = lax.slice_in_dim(g, b0, min(b0 + chunk, n), axis=out_b)
       d = _weight_grad_lax(xc, gc, w_shape, w_dtype, conv).astype(jnp.float32)
       acc = d if acc is None else acc + d
+    assert acc is not None  # n > 0
     return acc.astype(w_dtype)
   k, rem = divmod(n, chunk)
   acc = jnp.zeros(w_shape, jnp.float32)
@@ -157,7 +158,7 @@ def _canonical(x, g, dnums):
 def _to_rhs_layout(dw_oi_sp, rhs_perm):
   """dW given as O,I,spatial... -> the rhs layout described by rhs_perm."""
   # rhs_perm[j] = position in rhs of the j-th canonical dim (O, I, sp...).
-  inv = np.argsort(rhs_perm)
+  inv = tuple(int(i) for i in np.argsort(rhs_perm))
   return jnp.transpose(dw_oi_sp, inv)
 
 
@@ -192,10 +193,11 @@ def _weight_grad_taps(x, g, w_shape, w_dtype, dnums, strides, pads, precision):
       + [x_cl.shape[-1]]
     )
     win = lax.slice(x_cl, start, limit, [1] + list(strides) + [1])
+    contract = (0,) + tuple(range(1, nsp + 1))
     d = lax.dot_general(
       win,
       g_cl,
-      (((0,) + tuple(range(1, nsp + 1)),) * 2, ((), ())),
+      ((contract, contract), ((), ())),
       precision=precision,
       preferred_element_type=acc_dtype,
     )  # (C, O)
@@ -240,6 +242,7 @@ def _weight_grad_stack(x, g, w_shape, w_dtype, dnums, strides, pads, precision, 
       preferred_element_type=jnp.float32,
     )
     acc = d if acc is None else acc + d
+  assert acc is not None  # at least one tap
   dw = acc.reshape(tuple(k_sp) + (cin, cout))  # sp..., I, O
   dw = jnp.transpose(dw, (nsp + 1, nsp) + tuple(range(nsp)))  # O, I, sp...
   return _to_rhs_layout(dw, rhs_perm).astype(w_dtype)
@@ -505,5 +508,5 @@ def matmul_conv(lhs, rhs, window_strides, padding, *, dimension_numbers=None, pr
     patches, w.reshape(-1, w.shape[-1]), (((nsp + 1,), (0,)), ((), ())), precision=precision
   )
   # y: N, sp..., O -> the output layout.
-  inv = np.argsort((out_perm[0],) + tuple(out_perm[2:]) + (out_perm[1],))
+  inv = tuple(int(i) for i in np.argsort((out_perm[0],) + tuple(out_perm[2:]) + (out_perm[1],)))
   return jnp.transpose(y, inv)

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from mbn_jax import schedules
 
@@ -52,7 +53,7 @@ def feature_and_reduction_axes(ndim: int, axis) -> tuple[tuple[int, ...], tuple[
   if not axes:
     raise ValueError("axis must name at least one feature axis, got ().")
   for a in axes:
-    if not isinstance(a, numbers.Integral) or not -ndim <= a < ndim:
+    if not isinstance(a, numbers.Integral) or not -ndim <= int(a) < ndim:
       raise ValueError(
         f"axis={axis!r} is out of range for an input of rank {ndim}: each "
         f"feature axis must lie in [{-ndim}, {ndim - 1}] (use axis=-1 for "
@@ -114,7 +115,7 @@ class Moments(NamedTuple):
 
 
 def batch_moments(
-  x,
+  x: ArrayLike,
   reduction_axes: Sequence[int],
   *,
   dtype=None,
@@ -185,13 +186,15 @@ def batch_moments(
   return Moments(mean, var, count)
 
 
-def batch_statistics(x, reduction_axes: Sequence[int], **kwargs):
+def batch_statistics(
+  x: ArrayLike, reduction_axes: Sequence[int], **kwargs
+) -> tuple[jax.Array, jax.Array]:
   """``(μ_B, σ²_B)`` of :func:`batch_moments` (same arguments)."""
   moments = batch_moments(x, reduction_axes, **kwargs)
   return moments.mean, moments.var
 
 
-def updatable(moments: Moments, guard_nonfinite: bool = True):
+def updatable(moments: Moments, guard_nonfinite: bool = True) -> jax.Array:
   """Per feature: may these batch statistics update moving statistics?
 
   False where no entry was valid (n = 0) and, with ``guard_nonfinite``,
@@ -205,7 +208,7 @@ def updatable(moments: Moments, guard_nonfinite: bool = True):
   return ok
 
 
-def moving_average(old, new, momentum):
+def moving_average(old: ArrayLike, new: ArrayLike, momentum: ArrayLike) -> ArrayLike:
   """Exponential moving average: ``momentum * old + (1 - momentum) * new``.
 
   ``momentum`` weights the *old* value (Flax convention). Used with τ for the
@@ -214,7 +217,13 @@ def moving_average(old, new, momentum):
   return momentum * old + (1.0 - momentum) * new
 
 
-def momentum_normalizer_statistics(batch_mean, batch_var, train_mean, train_var, momentum):
+def momentum_normalizer_statistics(
+  batch_mean: ArrayLike,
+  batch_var: ArrayLike,
+  train_mean: ArrayLike,
+  train_var: ArrayLike,
+  momentum: ArrayLike,
+) -> tuple[jax.Array, jax.Array]:
   r"""Eq. 8 / Algorithm 1: the statistics MBN normalizes with during training.
 
   μ ← λ μ + (1 − λ) μ_B,   σ² ← λ σ² + (1 − λ) σ²_B.
@@ -230,7 +239,7 @@ def momentum_normalizer_statistics(batch_mean, batch_var, train_mean, train_var,
   lam = jnp.asarray(momentum, jnp.result_type(batch_mean))
   mean = moving_average(jax.lax.stop_gradient(train_mean), batch_mean, lam)
   var = moving_average(jax.lax.stop_gradient(train_var), batch_var, lam)
-  return mean, var
+  return jnp.asarray(mean), jnp.asarray(var)
 
 
 def guarded_moving_average(batch: Moments, mean, var, momentum, ok):
@@ -397,7 +406,16 @@ def bn_layer(
   return y, {"mean": mean, "var": var}
 
 
-def normalize(x, mean, var, scale, bias, feature_axes, epsilon, dtype=None):
+def normalize(
+  x: ArrayLike,
+  mean: ArrayLike,
+  var: ArrayLike,
+  scale: ArrayLike | None,
+  bias: ArrayLike | None,
+  feature_axes: Sequence[int],
+  epsilon: float,
+  dtype: Any = None,
+) -> jax.Array:
   """y = (x − mean) · rsqrt(var + ε) · scale + bias, broadcast per feature.
 
   ``mean``/``var``/``scale``/``bias`` have the feature shape; ``scale`` or
@@ -405,6 +423,9 @@ def normalize(x, mean, var, scale, bias, feature_axes, epsilon, dtype=None):
   so MBN at λ = 0 reproduces ``flax.linen.BatchNorm`` bit for bit; the result
   has ``dtype`` or, if None, the promoted dtype of x and the parameters.
   """
+  x, mean, var = jnp.asarray(x), jnp.asarray(mean), jnp.asarray(var)
+  scale = None if scale is None else jnp.asarray(scale)
+  bias = None if bias is None else jnp.asarray(bias)
   feature_shape = [1] * x.ndim
   for ax in feature_axes:
     feature_shape[ax] = x.shape[ax]

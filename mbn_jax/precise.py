@@ -18,7 +18,7 @@ between-batch term Σ_b n_b (μ_b − μ)²/N and underestimates σ².
 * :func:`precise_batch_stats` runs a ``flax.linen`` model over batches and
   returns a new ``batch_stats`` tree;
 * :func:`precise_batch_stats_nnx` does the same in place for ``flax.nnx``;
-* :func:`layer_moments` / :class:`PreciseStatsAccumulator` are the pure,
+* :class:`PreciseStatsAccumulator` holds the pure,
   jit-able pieces, for use inside your own ``pmap``/``shard_map``.
 
 **The estimation pass.** Every ``flax.linen.BatchNorm``,
@@ -40,7 +40,7 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -52,9 +52,7 @@ from mbn_jax import functional as F
 from mbn_jax.layers import MomentumBatchNorm
 
 __all__ = [
-  "LayerMoments",
   "PreciseStatsAccumulator",
-  "layer_moments",
   "pool_moments",
   "precise_batch_stats",
   "precise_batch_stats_nnx",
@@ -63,17 +61,9 @@ __all__ = [
 ]
 
 
-class LayerMoments(NamedTuple):
-  """Per-feature count of valid entries, mean and *biased* variance."""
-
-  count: jax.Array
-  mean: jax.Array
-  var: jax.Array
-
-
 def pool_moments(
   means, variances, counts=None, *, axis: int | None = 0, axis_name: str | None = None
-) -> LayerMoments:
+) -> F.Moments:
   r"""Pools per-group moments by the law of total variance.
 
       N = Σ_b n_b,   μ = Σ_b n_b μ_b / N,   σ² = Σ_b n_b (σ²_b + (μ_b − μ)²) / N
@@ -92,7 +82,7 @@ def pool_moments(
     axis_name: a mapped axis to pool over as well.
 
   Returns:
-    :class:`LayerMoments` ``(N, μ, σ²)`` with the group axis reduced.
+    :class:`mbn_jax.functional.Moments` ``(μ, σ², N)`` with the group axis reduced.
   """
   means = jnp.asarray(means)
   variances = jnp.asarray(variances)
@@ -112,31 +102,10 @@ def pool_moments(
   mean = total(counts * means) / safe_n
   centred = means - (jnp.expand_dims(mean, axis) if axis is not None else mean)
   var = total(counts * (variances + centred**2)) / safe_n
-  return LayerMoments(n, mean, var)
+  return F.Moments(mean, var, n)
 
 
-def layer_moments(x, reduction_axes, mask=None) -> LayerMoments:
-  """Two-pass per-feature moments of ``x`` over ``reduction_axes`` (float32 or wider).
-
-  ``mask`` (broadcastable to ``x``) selects the valid entries; a feature
-  with no valid entry gets count 0, mean 0 and variance 0.
-  """
-  x = jnp.asarray(x)
-  x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-  w = (
-    jnp.ones(x.shape, x.dtype)
-    if mask is None
-    else jnp.broadcast_to(jnp.asarray(mask), x.shape).astype(x.dtype)
-  )
-  n = jnp.sum(w, axis=reduction_axes)
-  safe_n = jnp.where(n > 0, n, 1)
-  mean = jnp.sum(w * x, axis=reduction_axes) / safe_n
-  mean_b = jnp.expand_dims(mean, reduction_axes)
-  var = jnp.sum(w * (x - mean_b) ** 2, axis=reduction_axes) / safe_n
-  return LayerMoments(n, mean, var)
-
-
-def _merge(a: LayerMoments, b: LayerMoments) -> LayerMoments:
+def _merge(a: F.Moments, b: F.Moments) -> F.Moments:
   """Pools two sets of moments (:func:`pool_moments` over a pair)."""
   return pool_moments(
     jnp.stack([a.mean, b.mean]), jnp.stack([a.var, b.var]), jnp.stack([a.count, b.count])
@@ -187,16 +156,14 @@ def _estimation_forward(layer, x, mask, scale, bias, axis_name):
     mask=mask,
   )
   y = F.normalize(x, batch_mean, batch_var, scale, bias, feature_axes, layer.epsilon, layer.dtype)
-  local = layer_moments(x, reduction_axes, mask)
-  moments = (
-    local
-    if axis_name is None
-    else pool_moments(local.mean, local.var, local.count, axis=None, axis_name=axis_name)
+  # Two-pass moments of the input, exact over the estimation's devices (float32 or wider).
+  moments = F.batch_moments(
+    x, reduction_axes, axis_name=axis_name, use_fast_variance=False, mask=mask
   )
   return y, moments
 
 
-def _record(records: dict, path: str, moments: LayerMoments) -> None:
+def _record(records: dict, path: str, moments: F.Moments) -> None:
   """Adds a call's moments to ``records[path]`` (a layer called twice pools both calls)."""
   records[path] = moments if path not in records else _merge(records[path], moments)
 
@@ -230,6 +197,7 @@ def _recording_interceptor(records: dict, axis_name: str | None):
     scale = module.get_variable("params", "scale") if module.use_scale else None
     bias = module.get_variable("params", "bias") if module.use_bias else None
     y, moments = _estimation_forward(module, args[0], kwargs.get("mask"), scale, bias, axis_name)
+    assert module.scope is not None  # bound: apply is running
     _record(records, "/".join(module.scope.path), moments)
     return y
 
@@ -255,21 +223,21 @@ class PreciseStatsAccumulator:
       new_stats = acc.finalize(state, variables["batch_stats"])
 
   ``state`` maps each layer path ``"a/b/BatchNorm_0"`` to
-  :class:`LayerMoments`; every device holds the same pooled values.
+  :class:`F.Moments`; every device holds the same pooled values.
   """
 
   def __init__(self, train_fn: Callable[[Any, Any], Any], *, axis_name: str | None = None):
     self.train_fn = train_fn
     self.axis_name = axis_name
 
-  def batch_moments(self, variables, batch) -> dict[str, LayerMoments]:
+  def batch_moments(self, variables, batch) -> dict[str, F.Moments]:
     """Runs ``train_fn`` once in the estimation pass; the moments of every norm input."""
-    records: dict[str, LayerMoments] = {}
+    records: dict[str, F.Moments] = {}
     with nn.intercept_methods(_recording_interceptor(records, self.axis_name)):
       self.train_fn(variables, batch)
     return records
 
-  def init(self, variables, batch, *, mapped=None) -> dict[str, LayerMoments]:
+  def init(self, variables, batch, *, mapped=None) -> dict[str, F.Moments]:
     """Zero moments shaped like one batch's (traces ``train_fn`` abstractly, runs nothing).
 
     ``mapped``: the ``jax.pmap``-ed :meth:`batch_moments` when ``variables``
@@ -284,19 +252,19 @@ class PreciseStatsAccumulator:
       )
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
-  def update(self, state: dict[str, LayerMoments], variables, batch) -> dict[str, LayerMoments]:
+  def update(self, state: dict[str, F.Moments], variables, batch) -> dict[str, F.Moments]:
     """Pools one batch's moments into ``state``."""
     batch_state = self.batch_moments(variables, batch)
     return {p: _merge(state[p], batch_state[p]) for p in state}
 
   @staticmethod
-  def finalize(state: dict[str, LayerMoments], batch_stats) -> Any:
+  def finalize(state: dict[str, F.Moments], batch_stats) -> Any:
     """``batch_stats`` with every estimated layer's ``mean``/``var`` replaced.
 
     Features that saw no valid entry keep their old values; leaves keep
     their dtypes; every other leaf (e.g. MBN's ``train_mean``) is unchanged.
     """
-    flat = traverse_util.flatten_dict(jax.tree.map(lambda t: t, batch_stats), sep="/")
+    flat: dict[str, Any] = dict(traverse_util.flatten_dict(batch_stats, sep="/"))
     for path, moments in state.items():
       for name, value in (("mean", moments.mean), ("var", moments.var)):
         key = f"{path}/{name}"
@@ -532,7 +500,7 @@ def precise_batch_stats_nnx(
 
   def batch_moments(state, batch):
     clone = nnx.merge(graphdef, state)
-    records: dict[str, LayerMoments] = {}
+    records: dict[str, F.Moments] = {}
     for path, layer in _nnx_norm_layers(clone):
       object.__setattr__(layer, "__class__", _recording_class(type(layer)))
       object.__setattr__(layer, "_precise_path", path)

@@ -21,6 +21,7 @@ Cost: zero when not used. The interceptor is only installed inside the
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -71,7 +72,7 @@ def collect(norm_stats) -> dict[str, dict[str, jnp.ndarray]]:
   ``sow`` stores tuples (one entry per call); a layer called once per step
   gives one entry, which is unwrapped.
   """
-  out: dict[str, dict[str, jnp.ndarray]] = {}
+  out: dict[str, dict[str, Any]] = {}
 
   def walk(tree, path):
     if isinstance(tree, dict) and any(isinstance(v, tuple) for v in tree.values()):

@@ -163,7 +163,7 @@ class ResNet(nn.Module):
     else:
       x = conv(self.stage_filters[0], 7, 2, name="stem_conv")(x)
       x = nn.relu(self.norm(name="stem_norm")(x, not train, step=step))
-      x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+      x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))  # pyright: ignore[reportArgumentType]
     for i, (blocks, filters) in enumerate(zip(self.stage_sizes, self.stage_filters)):
       for j in range(blocks):
         strides = 2 if i > 0 and j == 0 else 1
