@@ -1,4 +1,4 @@
-"""A faster convolution backward pass for XLA:CPU (opt-in).
+"""A faster convolution backward pass for XLA:CPU: mbn_jax's one custom VJP.
 
 XLA:CPU computes the *weight* gradient of a convolution (the "backward
 filter" convolution, where the batch axis becomes the contraction axis) well
@@ -41,8 +41,14 @@ All give the gradients of ``lax.conv_general_dilated`` up to float rounding
 
 or let :func:`auto_conv` decide (the fast path on CPU backends only).
 
-Nothing in mbn_jax uses it by default; ``docs/performance.md`` has the
-measurements behind these choices.
+Where it is used: the training program's default ``config.conv='auto'``
+calls :func:`auto_conv`, i.e. this module on CPU and XLA's own convolution on
+GPU/TPU. The library's layers never use it (their backward passes are
+``jax.grad`` of plain JAX; the norms have no custom VJP), and
+:func:`mbn_jax.models.create_model` uses XLA's convolution unless you pass
+``conv_general_dilated=``. It lives in the library, not in ``train/``,
+because any CPU user of Flax convolutions can use it. ``docs/performance.md``
+has the measurements behind these choices.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ a momentum weights the *old* value, ``running <- momentum * running +
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from collections.abc import Callable
 from typing import Any
@@ -501,51 +502,6 @@ class Identity(nn.Module):
 
 NORM_NAMES = ("bn", "mbn", "brn", "gn", "ln", "in", "none")
 
-# Which options each norm uses (option name -> the module field it sets).
-# ``bn_momentum`` is an alias of ``momentum`` (the running-statistics
-# momentum of 'bn' and 'brn').
-_ROUTES: dict[str, dict[str, str]] = {
-  "bn": {
-    "axis_name": "axis_name",
-    "axis_index_groups": "axis_index_groups",
-    "dtype": "dtype",
-    "param_dtype": "param_dtype",
-    "epsilon": "epsilon",
-    "momentum": "momentum",
-  },
-  "mbn": {
-    "axis_name": "axis_name",
-    "axis_index_groups": "axis_index_groups",
-    "dtype": "dtype",
-    "param_dtype": "param_dtype",
-    "epsilon": "epsilon",
-    "total_epochs": "total_epochs",
-    "steps_per_epoch": "steps_per_epoch",
-    "ideal_batch_size": "ideal_batch_size",
-    "tau0": "tau0",
-    "batch_size": "batch_size",
-  },
-  "brn": {
-    "axis_name": "axis_name",
-    "axis_index_groups": "axis_index_groups",
-    "dtype": "dtype",
-    "param_dtype": "param_dtype",
-    "epsilon": "epsilon",
-    "momentum": "momentum",
-    "r_max": "r_max",
-    "d_max": "d_max",
-    "warmup_steps": "warmup_steps",
-  },
-  "gn": {
-    "dtype": "dtype",
-    "param_dtype": "param_dtype",
-    "epsilon": "epsilon",
-    "num_groups": "num_groups",
-  },
-  "ln": {"dtype": "dtype", "param_dtype": "param_dtype", "epsilon": "epsilon"},
-  "in": {"dtype": "dtype", "param_dtype": "param_dtype", "epsilon": "epsilon"},
-  "none": {},
-}
 _CLASSES: dict[str, Callable[..., nn.Module]] = {
   "bn": BatchNorm,
   "mbn": MomentumBatchNorm,
@@ -559,7 +515,44 @@ _CLASSES: dict[str, Callable[..., nn.Module]] = {
 # momentum 0.1, the paper's framework, is 0.9 in Flax's convention).
 _DEFAULTS = {"bn": {"momentum": 0.9}, "brn": {"momentum": 0.9}}
 
-NORM_OPTIONS = tuple(sorted({o for r in _ROUTES.values() for o in r} | {"bn_momentum"}))
+# The options make_norm takes (every norm accepts all and ignores those it does
+# not use). Each routes to the module field of the same name where the norm's
+# class has one; ``bn_momentum`` is an alias of ``momentum`` (bn and brn).
+NORM_OPTIONS = (
+  "axis_name",
+  "axis_index_groups",
+  "batch_size",
+  "bn_momentum",
+  "d_max",
+  "dtype",
+  "epsilon",
+  "guard_nonfinite",
+  "ideal_batch_size",
+  "momentum",
+  "num_groups",
+  "param_dtype",
+  "r_max",
+  "steps_per_epoch",
+  "tau0",
+  "total_epochs",
+  "warmup_steps",
+)
+
+
+def _fields(cls) -> set[str]:
+  """The dataclass fields of a linen norm class."""
+  return {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+
+
+# Per-example norms never synchronize over devices, although Flax's
+# InstanceNorm has the fields (it would average per-example statistics).
+_NOT_ROUTED = {"in": {"axis_name", "axis_index_groups"}}
+
+# Which options each norm uses, derived from its fields (option name == field name).
+_ROUTES: dict[str, tuple[str, ...]] = {
+  name: tuple(o for o in NORM_OPTIONS if o in _fields(cls) and o not in _NOT_ROUTED.get(name, ()))
+  for name, cls in _CLASSES.items()
+}
 
 
 def make_norm(name: str, **options) -> Callable[..., nn.Module]:
@@ -613,7 +606,7 @@ def make_norm(name: str, **options) -> Callable[..., nn.Module]:
       )
     options["momentum"] = alias
   fields = dict(_DEFAULTS.get(name, {}))
-  fields.update({field: options[opt] for opt, field in _ROUTES[name].items() if opt in options})
+  fields.update({opt: options[opt] for opt in _ROUTES[name] if opt in options})
   if name == "brn":
     _check_renorm_config(
       fields.get("r_max", 3.0),
