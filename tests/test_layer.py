@@ -1,5 +1,6 @@
 """MomentumBatchNorm (flax.linen): Eq. 8, Eq. 13, Algorithm 1's updates, edges."""
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -373,3 +374,39 @@ def test_bad_mask_shape_and_momentum():
     )
   with pytest.raises(ValueError, match="momentum"):
     layer.apply(v, x, use_running_average=False, momentum=1.0, mutable=["batch_stats"])
+
+
+class AlgorithmOneUnderTransformsTest(chex.TestCase):
+  """Algorithm 1's update by hand, checked with and without jit (chex.variants)."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_update_matches_hand_computation(self):
+    x = np.asarray(rand((5, 3)), np.float64)
+    layer = MomentumBatchNorm(tau0=0.8, ideal_batch_size=10)
+    v = init(layer, jnp.asarray(x, jnp.float32))
+    old = {
+      "mean": np.full(3, 0.5),
+      "var": np.full(3, 2.0),
+      "train_mean": np.full(3, -1.0),
+      "train_var": np.full(3, 3.0),
+    }
+    v = {**v, "batch_stats": jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), old)}
+    lam = 0.6
+    apply = self.variant(
+      lambda v, x: layer.apply(
+        v, x, use_running_average=False, momentum=lam, mutable=["batch_stats"]
+      )
+    )
+    y, upd = apply(v, jnp.asarray(x, jnp.float32))
+    tau = 0.8 ** (5 / 10)
+    mu, var = x.mean(0), x.var(0)
+    want = {
+      "train_mean": lam * old["train_mean"] + (1 - lam) * mu,
+      "train_var": lam * old["train_var"] + (1 - lam) * var,
+      "mean": tau * old["mean"] + (1 - tau) * mu,
+      "var": tau * old["var"] + (1 - tau) * var,
+    }
+    chex.assert_trees_all_close(dict(upd["batch_stats"]), want, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(
+      y, (x - want["train_mean"]) / np.sqrt(want["train_var"] + 1e-5), rtol=1e-4, atol=1e-5
+    )
