@@ -40,6 +40,7 @@ __all__ = [
   "resolve_train_momentum",
   "feature_and_reduction_axes",
   "check_mask",
+  "check_training_batch",
   "check_layer_config",
 ]
 
@@ -49,6 +50,15 @@ def feature_and_reduction_axes(ndim: int, axis) -> tuple[tuple[int, ...], tuple[
 
   Raises a ValueError naming ``axis`` when it is out of range.
   """
+  if (
+    not isinstance(axis, numbers.Integral)
+    and not (isinstance(axis, (tuple, list)) and all(isinstance(a, numbers.Integral) for a in axis))
+    or isinstance(axis, bool)
+  ):
+    raise TypeError(
+      f"axis must be an int or a tuple of ints (the feature axes; -1 for channels-last), "
+      f"got {axis!r}."
+    )
   axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
   if not axes:
     raise ValueError("axis must name at least one feature axis, got ().")
@@ -317,6 +327,8 @@ def mbn_layer(
       x, stats["mean"], stats["var"], scale, bias, feature_axes, cfg.epsilon, cfg.dtype
     ), stats
   axis_name = None if initializing else cfg.axis_name
+  if not initializing:
+    check_training_batch(x, reduction_axes, axis_name, cfg.axis_index_groups)
   batch = batch_moments(
     x,
     reduction_axes,
@@ -387,6 +399,8 @@ def bn_layer(
     return normalize(
       x, stats["mean"], stats["var"], scale, bias, feature_axes, cfg.epsilon, cfg.dtype
     ), stats
+  if not initializing:
+    check_training_batch(x, reduction_axes, cfg.axis_name, cfg.axis_index_groups)
   batch = batch_moments(
     x,
     reduction_axes,
@@ -446,6 +460,31 @@ def normalize(
   return jnp.asarray(y, dtype)
 
 
+def check_training_batch(
+  x, reduction_axes: Sequence[int], axis_name=None, axis_index_groups: Any = None
+) -> None:
+  """Raises a ValueError when training statistics would pool a single value per feature.
+
+  With one value the batch variance is 0 and the output is 0 whatever the
+  input (PyTorch: "Expected more than 1 value per channel when training");
+  with λ > 0 MBN's training variance would then decay towards 0 and the
+  activations blow up. Checked on static shapes (and the device count).
+  """
+  n = int(np.prod([x.shape[a] for a in reduction_axes]))
+  if axis_name is not None:
+    n *= (
+      len(axis_index_groups[0])
+      if axis_index_groups is not None
+      else int(jax.lax.axis_size(axis_name))
+    )
+  if n <= 1:
+    raise ValueError(
+      f"Expected more than 1 value per feature when training, got an input of shape "
+      f"{tuple(x.shape)} (reducing over axes {tuple(reduction_axes)}): batch statistics of one "
+      "value are meaningless. Use a batch of at least 2, or use_running_average=True."
+    )
+
+
 def statistics_batch_size(
   x, *, axis_name=None, axis_index_groups=None, batch_size=None, batch_axis: int = 0
 ) -> int:
@@ -479,17 +518,32 @@ def resolve_train_momentum(
 ):
   """λ for this training step: ``momentum`` if given, else Eq. 11 at ``step``.
 
-  Raises a ValueError that says what to pass when neither is available.
+  A concrete ``momentum`` outside [0, 1) or NaN raises a ValueError. A
+  *traced* ``momentum`` cannot be checked without ``checkify``; it is made
+  safe instead: NaN becomes 0 (plain BN for that step) and other values are
+  clipped to [0, 1 − 2⁻²³] (the largest float32 below 1), so the moving
+  statistics stay finite. ``step`` must be a scalar. Raises a ValueError that
+  says what to pass when neither is available.
   """
   if momentum is not None:
     lam = jnp.asarray(momentum, jnp.result_type(float))
+    if lam.ndim:
+      raise ValueError(f"momentum must be a scalar λ in [0, 1), got shape {lam.shape}.")
     try:
-      bad = bool(jnp.any((lam < 0) | (lam >= 1)))
-    except jax.errors.ConcretizationTypeError:
-      bad = False  # traced momentum: [0, 1) is the caller's contract.
+      bad = not bool((lam >= 0) & (lam < 1))  # NaN compares False: rejected too
+    except jax.errors.ConcretizationTypeError:  # traced: sanitize (documented above)
+      return jnp.where(jnp.isnan(lam), 0.0, jnp.clip(lam, 0.0, 1.0 - 2.0**-23)).astype(lam.dtype)
     if bad:
-      raise ValueError(f"momentum must lie in [0, 1) (weight on the old value), got {momentum}.")
+      raise ValueError(
+        f"momentum must lie in [0, 1) (weight on the old value; NaN is not allowed), got "
+        f"{momentum}."
+      )
     return lam
+  if step is not None and jnp.ndim(step) != 0:
+    raise ValueError(
+      f"step must be a scalar (the 0-based global step, e.g. state.step), got an array of "
+      f"shape {jnp.shape(step)}."
+    )
   if step is None:
     raise ValueError(
       f"{layer} in training mode needs the training step: call it with "

@@ -169,6 +169,8 @@ def renorm_layer(
     return F.normalize(
       x, stats["mean"], stats["var"], scale, bias, feature_axes, cfg.epsilon, cfg.dtype
     ), stats
+  if not initializing:
+    F.check_training_batch(x, reduction_axes, cfg.axis_name, cfg.axis_index_groups)
   batch = F.batch_moments(
     x,
     reduction_axes,

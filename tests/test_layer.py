@@ -410,3 +410,41 @@ class AlgorithmOneUnderTransformsTest(chex.TestCase):
     chex.assert_trees_all_close(
       y, (x - want["train_mean"]) / np.sqrt(want["train_var"] + 1e-5), rtol=1e-4, atol=1e-5
     )
+
+
+def test_bad_arguments_are_named():
+  x = jnp.asarray(rand((4, 3)))
+  layer = MomentumBatchNorm()
+  v = init(layer, x)
+  for bad in (float("nan"), -0.1, 1.0, 1.5):
+    with pytest.raises(ValueError, match="momentum must lie in"):
+      layer.apply(v, x, use_running_average=False, momentum=bad, mutable=["batch_stats"])
+  with pytest.raises(ValueError, match="step must be a scalar"):
+    MomentumBatchNorm(total_epochs=2, steps_per_epoch=3).apply(
+      v, x, use_running_average=False, step=jnp.arange(2), mutable=["batch_stats"]
+    )
+  with pytest.raises(TypeError, match="axis must be an int or a tuple of ints"):
+    MomentumBatchNorm(axis=1.5).init(KEY, x, use_running_average=False)
+  # One value per channel in training (PyTorch raises too); fine in inference.
+  one = jnp.ones((1, 3))
+  with pytest.raises(ValueError, match="more than 1 value per feature"):
+    layer.apply(v, one, use_running_average=False, momentum=0.5, mutable=["batch_stats"])
+  layer.apply(v, one, use_running_average=True)
+
+
+def test_traced_momentum_is_sanitized_as_documented():
+  x = jnp.asarray(rand((4, 3)))
+  layer = MomentumBatchNorm()
+  v = init(layer, x)
+  run = jax.jit(
+    lambda lam: layer.apply(v, x, use_running_average=False, momentum=lam, mutable=["batch_stats"])[
+      1
+    ]["batch_stats"]
+  )
+  jax.tree.map(np.testing.assert_array_equal, run(jnp.float32(np.nan)), run(jnp.float32(0.0)))
+  clipped = run(jnp.float32(1.7))  # → just below 1: the training statistics barely move
+  np.testing.assert_allclose(clipped["train_mean"], v["batch_stats"]["train_mean"], atol=1e-6)
+  np.testing.assert_array_equal(
+    run(jnp.float32(-3.0))["train_mean"], run(jnp.float32(0.0))["train_mean"]
+  )
+  assert all(np.isfinite(t).all() for t in jax.tree.leaves(clipped))

@@ -122,6 +122,8 @@ def test_synchronized_statistics_and_other_norms(tmp_path):
     ({"num_epochs": -1}, ValueError, "num_epochs must be a positive"),
     ({"dataset.source": "ftp"}, ValueError, "dataset.source"),
     ({"conv": "cudnn"}, ValueError, "config.conv must be one of"),
+    ({"bn_momentum": 1.5}, ValueError, "bn_momentum must lie in"),
+    ({"bn_momentum": float("nan")}, ValueError, "bn_momentum must lie in"),
   ],
 )
 def test_bad_input_fails_before_compiling(tmp_path, overrides, error, match):

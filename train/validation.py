@@ -134,6 +134,11 @@ def validate_config(config, workdir: str | None = None) -> dict:
       raise TypeError(f"config.{name} must be an int, got {config[name]!r}.")
   if not 0.0 < config.tau0 < 1.0:
     raise ValueError(f"config.tau0 must lie in (0, 1), got {config.tau0}.")
+  if not 0.0 <= config.bn_momentum < 1.0:  # NaN fails too
+    raise ValueError(
+      f"config.bn_momentum must lie in [0, 1) (the weight on the OLD running value, Flax "
+      f"convention; PyTorch's momentum=0.1 is 0.9 here), got {config.bn_momentum}."
+    )
   if config.base_learning_rate <= 0 or config.weight_decay < 0 or not 0 <= config.momentum < 1:
     raise ValueError("Need base_learning_rate > 0, weight_decay >= 0 and 0 <= momentum < 1.")
   input_pipeline.validate_dataset_config(config.dataset)
