@@ -52,10 +52,14 @@ def main(argv):
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO.
   _initialize_distributed(FLAGS.config)
-  from train import input_pipeline
+  from train import checkpoints, input_pipeline
   from train import train as train_lib
 
-  expected = (train_lib.ConfigMismatchError, input_pipeline.DatasetUnavailableError)
+  expected = (
+    train_lib.ConfigMismatchError,
+    input_pipeline.DatasetUnavailableError,
+    checkpoints.CheckpointError,
+  )
   try:  # Bad input: a clear message, before anything is read or compiled.
     train_lib.validate_config(FLAGS.config, FLAGS.workdir)
   except (ValueError, TypeError, FileNotFoundError, input_pipeline.DatasetUnavailableError) as e:

@@ -10,21 +10,53 @@ A checkpoint holds (as host NumPy arrays, saved by the primary process):
 * ``precise_batch_stats`` (only where the run estimated them, see
   ``config.precise_stats_batches``): ``batch_stats`` with population
   ("precise") inference statistics, the alternative to deploy;
+* ``checksums`` (JSON): a SHA-256 checksum of every saved item (over the
+  host arrays that are saved anyway), verified when a run resumes;
 * ``meta`` (JSON): the epoch, the running sums of the current epoch's
   training metrics, and the device layout.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import threading
+import time
 
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
-__all__ = ["CheckpointManager", "PRECISE_STATS", "StopSignal", "restore_latest"]
+__all__ = [
+  "CheckpointError",
+  "CheckpointManager",
+  "PRECISE_STATS",
+  "StopSignal",
+  "checksum",
+  "restore_latest",
+]
+
+
+class CheckpointError(ValueError):
+  """No checkpoint of the workdir can be restored (each damaged one was moved aside)."""
+
+
+def checksum(tree) -> str:
+  """SHA-256 over the sorted SHA-256s of every leaf (its dtype, shape and bytes).
+
+  Independent of the containers' order: a tree restored into a target
+  (optax's named tuples) and the dicts saved from it give the same value.
+  """
+  digests = []
+  for leaf in jax.tree.leaves(tree):
+    a = np.ascontiguousarray(np.asarray(leaf))
+    digests.append(hashlib.sha256(f"{a.dtype.str}{a.shape}".encode() + a.tobytes()).hexdigest())
+  return hashlib.sha256("".join(sorted(digests)).encode()).hexdigest()
+
 
 PRECISE_STATS = "precise_batch_stats"  # the optional checkpoint item
+CHECKSUMS = "checksums"  # the item holding every item's checksum
 
 
 class CheckpointManager:
@@ -49,11 +81,15 @@ class CheckpointManager:
     """Saves unless ``step`` is already saved; returns whether it saved.
 
     ``extra``: further named pytrees (e.g. :data:`PRECISE_STATS`) saved as
-    their own items, which :meth:`restore` does not need.
+    their own items, which :meth:`restore` does not need. The checksum of
+    every item (:func:`checksum`) is saved as the item ``checksums`` and
+    verified by :meth:`restore_newest_good`.
     """
     if step in self._manager.all_steps():
       return False
+    sums = {"state": checksum(state), **{name: checksum(t) for name, t in (extra or {}).items()}}
     items = {name: ocp.args.StandardSave(tree) for name, tree in (extra or {}).items()}
+    items[CHECKSUMS] = ocp.args.JsonSave(sums)
     self._manager.save(
       step,
       args=ocp.args.Composite(
@@ -79,11 +115,63 @@ class CheckpointManager:
       step, args=ocp.args.Composite(**{name: ocp.args.StandardRestore(None)})
     )[name]
 
+  def restore_newest_good(self, target, check_meta=None):
+    """``(step, state, meta)`` of the newest checkpoint that restores and verifies, or None.
+
+    A checkpoint that cannot be read, or whose contents do not match the
+    checksum written at save time, is reported in one line naming its step
+    and moved aside to ``<checkpoints>_damaged/`` (never deleted); the next
+    newest is tried. ``check_meta(meta)`` may raise to refuse a readable
+    checkpoint (e.g. a different device layout) without moving it.
+    """
+    for step in sorted(self.all_steps(), reverse=True):
+      try:
+        meta = self.restore_meta(step)
+      except Exception as e:
+        self._move_aside(step, f"its metadata cannot be read ({type(e).__name__})")
+        continue
+      if check_meta is not None:
+        check_meta(meta)
+      try:
+        state, meta = self.restore(step, target)
+      except Exception as e:
+        self._move_aside(step, f"it cannot be restored ({type(e).__name__}: {_first_line(e)})")
+        continue
+      expected = self._checksums(step).get("state")
+      if expected is not None and checksum(state) != expected:
+        self._move_aside(step, "its contents do not match the checksum written at save time")
+        continue
+      return step, state, meta
+    return None
+
+  def _checksums(self, step: int) -> dict:
+    """The checksums saved with ``step`` ({} for checkpoints from before they existed)."""
+    if not os.path.isdir(os.path.join(self.directory, str(step), CHECKSUMS)):
+      return {}
+    args = ocp.args.Composite(**{CHECKSUMS: ocp.args.JsonRestore()})
+    return self._manager.restore(step, args=args)[CHECKSUMS]
+
+  def _move_aside(self, step: int, reason: str) -> None:
+    aside = os.path.join(self.directory + "_damaged", f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.makedirs(os.path.dirname(aside), exist_ok=True)
+    os.rename(os.path.join(self.directory, str(step)), aside)
+    self._manager.reload()
+    print(
+      f"warning: checkpoint at step {step} is damaged: {reason}; moved it to {aside} and "
+      "trying the previous one.",
+      flush=True,
+    )
+
   def restore_meta(self, step: int):
     return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
   def close(self):
     self._manager.close()
+
+
+def _first_line(e: BaseException) -> str:
+  text = str(e).strip().splitlines()
+  return text[0][:200] if text else ""
 
 
 def restore_latest(workdir: str) -> dict:

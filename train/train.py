@@ -290,23 +290,17 @@ class TrainingRun:
     )
     host = jax.device_get(state)
     per_device_stats = None
-    latest = self.manager.latest_step()
-    if latest is not None:
-      meta = self.manager.restore_meta(latest)
-      if meta["run_info"] != self.run_info:
-        raise ConfigMismatchError(
-          f"Refusing to resume: the checkpoint was written with {meta['run_info']}, this run "
-          f"has {self.run_info} (a different device count changes the global batch and the "
-          "data order)."
-        )
-      target = {
-        "step": np.asarray(host.step),
-        "params": host.params,
-        "opt_state": host.opt_state,
-        "batch_stats": host.batch_stats,
-        "batch_stats_per_device": devices.replicate(host.batch_stats, layout["devices"]),
-      }
-      restored, meta = self.manager.restore(latest, target)
+    target = {
+      "step": np.asarray(host.step),
+      "params": host.params,
+      "opt_state": host.opt_state,
+      "batch_stats": host.batch_stats,
+      "batch_stats_per_device": devices.replicate(host.batch_stats, layout["devices"]),
+    }
+    had_checkpoints = bool(self.manager.all_steps())
+    found = self.manager.restore_newest_good(target, check_meta=self._check_checkpoint_meta)
+    if found is not None:
+      latest, restored, meta = found
       host = host.replace(
         step=restored["step"],
         params=restored["params"],
@@ -324,7 +318,13 @@ class TrainingRun:
           f"Resuming from step {latest} (epoch {latest // self.spe + 1}) in {self.workdir}",
           flush=True,
         )
-    elif self.is_main:
+    elif had_checkpoints:
+      raise ckpt_lib.CheckpointError(
+        f"every checkpoint in {self.manager.directory} is damaged (each was moved to "
+        f"{self.manager.directory}_damaged/); nothing to resume from. Start over with a new "
+        "--workdir (or move the damaged ones back to inspect them)."
+      )
+    if found is None and self.is_main:
       save_json(config_path, {"config": config_json(config), "run_info": self.run_info})
     rstate = devices.replicate(host, layout["local_devices"])
     if per_device_stats is not None:
@@ -333,13 +333,24 @@ class TrainingRun:
     # step does not trace twice (NumPy inputs and device outputs differ).
     return jax.pmap(lambda t: t, axis_name=AXIS)(rstate)
 
+  def _check_checkpoint_meta(self, meta: dict) -> None:
+    """Refuses a readable checkpoint of a different layout or config (not damage)."""
+    if meta["run_info"] != self.run_info:
+      raise ConfigMismatchError(
+        f"Refusing to resume: the checkpoint was written with {meta['run_info']}, this run "
+        f"has {self.run_info} (a different device count changes the global batch and the "
+        "data order)."
+      )
+    if "config" in meta:  # config.json may be gone: the checkpoint's own copy decides
+      check_resume_compatible(meta["config"], self.config)
+
   def checkpoint(self, mean_stats, precise_stats=None):
     """Saves the state at ``self.step`` (device-averaged and per-device statistics)."""
     host = jax.device_get(
       devices.first({"params": self.rstate.params, "opt_state": self.rstate.opt_state})
     )
     item = {
-      "step": np.asarray(self.step),
+      "step": np.asarray(self.step, np.int32),  # the dtype of TrainState.step
       **host,
       "batch_stats": devices.first(mean_stats),
       "batch_stats_per_device": devices.all_rows(self.rstate.batch_stats),
@@ -354,6 +365,7 @@ class TrainingRun:
         "accum": dataclasses.asdict(self.sums),
         "run_info": self.run_info,
         "epoch": self.step // self.spe,
+        "config": config_json(self.config),
       },
       extra=extra,
     )
