@@ -58,11 +58,12 @@ def main(argv):
   expected = (
     train_lib.ConfigMismatchError,
     input_pipeline.DatasetUnavailableError,
+    input_pipeline.DataConfigError,
     checkpoints.CheckpointError,
   )
   try:  # Bad input: a clear message, before anything is read or compiled.
     train_lib.validate_config(FLAGS.config, FLAGS.workdir)
-  except (ValueError, TypeError, FileNotFoundError, input_pipeline.DatasetUnavailableError) as e:
+  except (ValueError, TypeError, OSError, input_pipeline.DatasetUnavailableError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   try:

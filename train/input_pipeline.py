@@ -66,6 +66,11 @@ class DatasetUnavailableError(RuntimeError):
   """A dataset is neither on disk nor downloadable."""
 
 
+class DataConfigError(ValueError):
+  """The data cannot be used as configured (an undecodable image, a batch larger than the
+  training set, a hold-out larger than a class): the message names the file or field."""
+
+
 @dataclasses.dataclass
 class Dataset:
   train_images: np.ndarray  # uint8 [N, H, W, C]
@@ -231,8 +236,27 @@ def _read_image_folder(dc, split_spec):
       return tf.ensure_shape(image, first), label
 
     ds = ds.map(check)
-  images, labels = _to_numpy(ds, dc.image_size, 3)
+  tf = _tf()
+  try:
+    images, labels = _to_numpy(ds, dc.image_size, 3)
+  except tf.errors.InvalidArgumentError as e:
+    raise DataConfigError(_first_bad_image(paths) or f"An image could not be read: {e}") from None
   return images, labels, len(names)
+
+
+def _first_bad_image(paths) -> str:
+  """A message naming the first file of ``paths`` that does not decode as an image ('' if none)."""
+  tf = _tf()
+  for path in paths:
+    try:
+      tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
+      reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+      return (
+        f"Cannot decode image {path!r} ({reason}): remove or replace the file "
+        "(truncated or not an image)."
+      )
+  return ""
 
 
 def _unreachable_download_host(builder, timeout=5.0):
@@ -361,7 +385,10 @@ def _holdout(labels, k):
   for c in np.unique(labels):
     idx = np.flatnonzero(labels == c)
     if len(idx) <= k:
-      raise ValueError(f"Class {c} has {len(idx)} examples: cannot hold out {k} of them.")
+      raise DataConfigError(
+        f"config.dataset.holdout_per_class={k} is too large: class {c} has {len(idx)} examples "
+        f"(hold out fewer than {len(idx)})."
+      )
     mask[idx[-k:]] = True
   return mask
 
@@ -477,8 +504,9 @@ class TrainBatches:
     self.pad = pad
     self.steps_per_epoch = len(dataset.train_labels) // self.global_batch
     if self.steps_per_epoch == 0:
-      raise ValueError(
-        f"The global batch ({self.global_batch}) is larger than the training set "
+      raise DataConfigError(
+        f"The global batch ({self.global_batch} = per_device_batch_size × devices) is larger "
+        "than the training set "
         f"({len(dataset.train_labels)} images)."
       )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -64,9 +65,30 @@ def _positive(config, name):
     raise ValueError(f"config.{name} must be a positive number, got {value!r}.")
 
 
+def _check_writable(directory: str, workdir: str) -> None:
+  """Raises PermissionError naming --workdir when ``directory`` does not take a new file."""
+  if not os.path.isdir(directory):
+    return  # a missing parent is reported below
+  try:
+    with tempfile.NamedTemporaryFile(dir=directory, prefix=".mbn_jax_write_check_"):
+      pass
+  except OSError as e:
+    raise PermissionError(
+      f"--workdir={workdir!r}: cannot write in {directory!r} ({e.strerror}); "
+      "pick a writable directory."
+    ) from None
+
+
 def validate_config(config, workdir: str | None = None) -> dict:
   """Checks names, sizes and the device split; returns the batch layout."""
   if workdir is not None:
+    path = os.path.abspath(os.path.expanduser(workdir))
+    if os.path.exists(path) and not os.path.isdir(path):
+      raise NotADirectoryError(
+        f"--workdir={workdir!r} is a file, not a directory: pick a "
+        "directory (new or one of an earlier run)."
+      )
+    _check_writable(path if os.path.isdir(path) else os.path.dirname(path), workdir)
     parent = os.path.dirname(os.path.abspath(os.path.expanduser(workdir)))
     if not os.path.isdir(parent):
       raise FileNotFoundError(
