@@ -9,6 +9,8 @@ compiled step (``--hlo``) to show what MBN adds.
 
   python benchmarks/bench_layer.py
   python benchmarks/bench_layer.py --dtypes float32 --shapes 8x32x32x64 --reps 51
+  python benchmarks/bench_layer.py --guard --out benchmarks/results/bench_layer_guard.json
+      # the non-finite guard: guard_nonfinite on / off (target: ≤ 1.01)
 """
 
 from __future__ import annotations
@@ -23,17 +25,27 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mbn_jax import MomentumBatchNorm
+from mbn_jax import MomentumBatchNorm, norms
 
 SHAPES = "2x32x32x64,8x32x32x64,32x16x16x128,32x32x32x64,64x16x16x256,128x8x8x512"
 
 
-def layers(dtype, channels):
-  groups = min(32, channels)
+def layers(dtype, channels, guard: bool = False):
+  """The layers timed together. ``guard``: the cost of the non-finite guard instead —
+  MBN and mbn_jax's BN with ``guard_nonfinite`` on and off, and Flax's BatchNorm."""
+  mbn = functools.partial(MomentumBatchNorm, dtype=dtype, total_epochs=200, steps_per_epoch=100)
+  if guard:
+    return {
+      "bn": nn.BatchNorm(momentum=0.9, dtype=dtype),
+      "bn-ours": norms.BatchNorm(momentum=0.9, dtype=dtype),
+      "bn-ours-noguard": norms.BatchNorm(momentum=0.9, dtype=dtype, guard_nonfinite=False),
+      "mbn": mbn(),
+      "mbn-noguard": mbn(guard_nonfinite=False),
+    }
   return {
     "bn": nn.BatchNorm(momentum=0.9, dtype=dtype),
-    "mbn": MomentumBatchNorm(dtype=dtype, total_epochs=200, steps_per_epoch=100),
-    "gn": nn.GroupNorm(num_groups=groups, dtype=dtype),
+    "mbn": mbn(),
+    "gn": nn.GroupNorm(num_groups=min(32, channels), dtype=dtype),
   }
 
 
@@ -54,7 +66,7 @@ def make(name, layer, x, step):
       new = stats
     else:
       v["batch_stats"] = stats
-      kw = {"step": step} if name == "mbn" else {}
+      kw = {"step": step} if name.startswith("mbn") else {}
       y, upd = layer.apply(v, x, use_running_average=False, mutable=["batch_stats"], **kw)
       new = upd["batch_stats"]
     return jnp.sum((y * w).astype(jnp.float32)), new
@@ -89,6 +101,11 @@ def main():
     "number for every layer) to last this long",
   )
   ap.add_argument("--hlo", action="store_true", help="print HLO op counts per layer")
+  ap.add_argument(
+    "--guard",
+    action="store_true",
+    help="time the non-finite guard (guard_nonfinite on/off) instead",
+  )
   ap.add_argument("--out", default="benchmarks/results/bench_layer.json")
   a = ap.parse_args()
   rows, records = [], []
@@ -99,7 +116,7 @@ def main():
       shape = tuple(int(s) for s in shp.split("x"))
       x = jax.random.normal(jax.random.PRNGKey(2), shape, jnp.float32).astype(dtype)
       fns, hlo = {}, {}
-      for name, layer in layers(dtype, shape[-1]).items():
+      for name, layer in layers(dtype, shape[-1], a.guard).items():
         fb, args = make(name, layer, x, step)
         jax.block_until_ready(fb(*args))
         fns[name] = functools.partial(fb, *args)
@@ -114,7 +131,15 @@ def main():
         dtype=dt,
         **{f"{n}_us": C.median(times[n]) * 1e6 for n in fns},
         mbn_over_bn=C.paired_ratio(times, "mbn", "bn"),
-        gn_over_bn=C.paired_ratio(times, "gn", "bn"),
+        **(
+          dict(
+            guard_mbn=C.paired_ratio(times, "mbn", "mbn-noguard"),
+            guard_bn=C.paired_ratio(times, "bn-ours", "bn-ours-noguard"),
+            ours_over_flax_bn=C.paired_ratio(times, "bn-ours", "bn"),
+          )
+          if a.guard
+          else dict(gn_over_bn=C.paired_ratio(times, "gn", "bn"))
+        ),
       )
       if a.hlo:
         r["hlo_ops"] = {n: dict(total=h[0], fusions=h[1]) for n, h in hlo.items()}
@@ -124,9 +149,31 @@ def main():
           flush=True,
         )
       records.append(r)
-      rows.append([shp, dt, r["bn_us"], r["mbn_us"], r["gn_us"], r["mbn_over_bn"], r["gn_over_bn"]])
-      print(f"{shp} {dt}: MBN/BN={r['mbn_over_bn']:.3f} GN/BN={r['gn_over_bn']:.3f}", flush=True)
-  C.print_table(["shape", "dtype", "BN us", "MBN us", "GN us", "MBN/BN", "GN/BN"], rows)
+      if a.guard:
+        rows.append(
+          [
+            shp,
+            dt,
+            r["mbn_us"],
+            r["mbn-noguard_us"],
+            r["guard_mbn"],
+            r["guard_bn"],
+            r["ours_over_flax_bn"],
+          ]
+        )
+        print(f"{shp} {dt}: guard MBN={r['guard_mbn']:.3f} BN={r['guard_bn']:.3f}", flush=True)
+      else:
+        rows.append(
+          [shp, dt, r["bn_us"], r["mbn_us"], r["gn_us"], r["mbn_over_bn"], r["gn_over_bn"]]
+        )
+        print(f"{shp} {dt}: MBN/BN={r['mbn_over_bn']:.3f} GN/BN={r['gn_over_bn']:.3f}", flush=True)
+  if a.guard:
+    C.print_table(
+      ["shape", "dtype", "MBN us", "MBN no-guard us", "guard MBN", "guard BN", "our BN / Flax BN"],
+      rows,
+    )
+  else:
+    C.print_table(["shape", "dtype", "BN us", "MBN us", "GN us", "MBN/BN", "GN/BN"], rows)
   C.write_json(a.out, dict(machine=C.machine_info(), args=vars(a), results=records))
 
 
