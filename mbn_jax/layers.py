@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 from flax import linen as nn
 from flax.linen import initializers
 from flax.linen.module import merge_param
+from jax.typing import ArrayLike
 
 from mbn_jax import functional as F
 
@@ -97,8 +99,14 @@ class MomentumBatchNorm(nn.Module):
 
   @nn.compact
   def __call__(
-    self, x, use_running_average: bool | None = None, *, step=None, momentum=None, mask=None
-  ):
+    self,
+    x: ArrayLike,
+    use_running_average: bool | None = None,
+    *,
+    step: ArrayLike | None = None,
+    momentum: ArrayLike | None = None,
+    mask: ArrayLike | None = None,
+  ) -> jax.Array:
     """Normalizes ``x``; see the class docstring for the equations.
 
     Args:

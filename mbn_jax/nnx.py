@@ -11,8 +11,10 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.typing import ArrayLike
 
 from mbn_jax import functional as F
 
@@ -203,8 +205,14 @@ class MomentumBatchNorm(nnx.Module):
     self.guard_nonfinite = guard_nonfinite
 
   def __call__(
-    self, x, use_running_average: bool | None = None, *, step=None, momentum=None, mask=None
-  ):
+    self,
+    x: ArrayLike,
+    use_running_average: bool | None = None,
+    *,
+    step: ArrayLike | None = None,
+    momentum: ArrayLike | None = None,
+    mask: ArrayLike | None = None,
+  ) -> jax.Array:
     """Normalizes ``x``; arguments as in :class:`mbn_jax.MomentumBatchNorm`."""
     return nnx_norm_front_end(
       self,

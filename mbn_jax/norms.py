@@ -26,6 +26,7 @@ from flax import linen as nn
 from flax import nnx
 from flax.linen import initializers
 from flax.linen.module import merge_param
+from jax.typing import ArrayLike
 
 from mbn_jax import functional as F
 from mbn_jax import nnx as mbn_nnx
@@ -252,7 +253,14 @@ class BatchRenorm(nn.Module):
   guard_nonfinite: bool = True
 
   @nn.compact
-  def __call__(self, x, use_running_average: bool | None = None, *, step=None, mask=None):
+  def __call__(
+    self,
+    x: ArrayLike,
+    use_running_average: bool | None = None,
+    *,
+    step: ArrayLike | None = None,
+    mask: ArrayLike | None = None,
+  ) -> jax.Array:
     """Normalizes ``x``.
 
     Args:
@@ -337,7 +345,14 @@ class BatchRenormNNX(nnx.Module):
     self.warmup_steps = warmup_steps
     self.guard_nonfinite = guard_nonfinite
 
-  def __call__(self, x, use_running_average: bool | None = None, *, step=None, mask=None):
+  def __call__(
+    self,
+    x: ArrayLike,
+    use_running_average: bool | None = None,
+    *,
+    step: ArrayLike | None = None,
+    mask: ArrayLike | None = None,
+  ) -> jax.Array:
     """Normalizes ``x``; arguments as in :class:`BatchRenorm`."""
     return mbn_nnx.nnx_norm_front_end(
       self,
@@ -377,7 +392,14 @@ class BatchNorm(nn.BatchNorm):
   guard_nonfinite: bool = True
 
   @nn.compact
-  def __call__(self, x, use_running_average: bool | None = None, *, step=None, mask=None):
+  def __call__(
+    self,
+    x: ArrayLike,
+    use_running_average: bool | None = None,
+    *,
+    step: ArrayLike | None = None,
+    mask: ArrayLike | None = None,
+  ) -> jax.Array:
     del step  # BatchNorm has no schedule.
     if not isinstance(self.momentum, numbers.Real) or not 0 <= self.momentum <= 1:
       raise ValueError(
@@ -423,8 +445,11 @@ class GroupNorm(nn.Module):
   scale_init: Any = initializers.ones
 
   @nn.compact
-  def __call__(self, x, use_running_average: bool | None = None, *, step=None):
+  def __call__(
+    self, x: ArrayLike, use_running_average: bool | None = None, *, step: ArrayLike | None = None
+  ) -> jax.Array:
     del use_running_average, step
+    x = jnp.asarray(x)
     groups = group_count(x.shape[-1], self.num_groups)
     norm = nn.GroupNorm(
       num_groups=groups,
@@ -459,8 +484,11 @@ class LayerNorm(nn.Module):
   scale_init: Any = initializers.ones
 
   @nn.compact
-  def __call__(self, x, use_running_average: bool | None = None, *, step=None):
+  def __call__(
+    self, x: ArrayLike, use_running_average: bool | None = None, *, step: ArrayLike | None = None
+  ) -> jax.Array:
     del use_running_average, step
+    x = jnp.asarray(x)
     norm = nn.LayerNorm(
       epsilon=self.epsilon,
       dtype=self.dtype,
@@ -484,18 +512,27 @@ class InstanceNorm(nn.InstanceNorm):
   accepted and ignored.
   """
 
-  def __call__(self, x, use_running_average: bool | None = None, *, step=None, mask=None):
+  def __call__(
+    self,
+    x: ArrayLike,
+    use_running_average: bool | None = None,
+    *,
+    step: ArrayLike | None = None,
+    mask: ArrayLike | None = None,
+  ) -> jax.Array:
     del use_running_average, step
-    return super().__call__(x, mask=mask)
+    return super().__call__(x, mask=None if mask is None else jnp.asarray(mask))
 
 
 class Identity(nn.Module):
   """No normalization (``'none'``): returns ``x``; every argument is ignored."""
 
   @nn.compact
-  def __call__(self, x, use_running_average: bool | None = None, *, step=None):
+  def __call__(
+    self, x: ArrayLike, use_running_average: bool | None = None, *, step: ArrayLike | None = None
+  ) -> jax.Array:
     del use_running_average, step
-    return x
+    return jnp.asarray(x)
 
 
 # --------------------------------------------------------------------------

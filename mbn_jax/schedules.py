@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import numbers
 
+import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 __all__ = ["train_momentum", "inference_momentum", "validate_positive_int"]
 
@@ -35,13 +37,13 @@ def validate_positive_int(value, name: str) -> int:
 
 
 def train_momentum(
-  step,
+  step: ArrayLike,
   *,
   batch_size: int,
   total_epochs: int,
   steps_per_epoch: int,
   ideal_batch_size: int = 32,
-):
+) -> jax.Array:
   r"""Training momentum λ(t) of MBN, Eq. 11 of the paper.
 
   .. math::
