@@ -30,6 +30,7 @@ __all__ = [
   "batch_statistics",
   "bn_layer",
   "guarded_moving_average",
+  "layer_batch_moments",
   "mbn_layer",
   "mbn_statistics",
   "updatable",
@@ -293,6 +294,27 @@ def mbn_statistics(
   return (norm_mean, norm_var), new_train, guarded_moving_average(batch, mean, var, tau, ok)
 
 
+def layer_batch_moments(cfg, x, reduction_axes, mask, initializing: bool) -> Moments:
+  """:func:`batch_moments` with a layer's fields (``cfg``): what every norm's training step reads.
+
+  During ``init`` no devices are synchronized; otherwise a single value per
+  feature is refused (:func:`check_training_batch`).
+  """
+  axis_name = None if initializing else cfg.axis_name
+  if not initializing:
+    check_training_batch(x, reduction_axes, axis_name, cfg.axis_index_groups)
+  return batch_moments(
+    x,
+    reduction_axes,
+    dtype=cfg.dtype,
+    axis_name=axis_name,
+    axis_index_groups=cfg.axis_index_groups,
+    use_fast_variance=cfg.use_fast_variance,
+    mask=mask,
+    force_float32_reductions=cfg.force_float32_reductions,
+  )
+
+
 def mbn_layer(
   cfg,
   x,
@@ -327,18 +349,7 @@ def mbn_layer(
       x, stats["mean"], stats["var"], scale, bias, feature_axes, cfg.epsilon, cfg.dtype
     ), stats
   axis_name = None if initializing else cfg.axis_name
-  if not initializing:
-    check_training_batch(x, reduction_axes, axis_name, cfg.axis_index_groups)
-  batch = batch_moments(
-    x,
-    reduction_axes,
-    dtype=cfg.dtype,
-    axis_name=axis_name,
-    axis_index_groups=cfg.axis_index_groups,
-    use_fast_variance=cfg.use_fast_variance,
-    mask=mask,
-    force_float32_reductions=cfg.force_float32_reductions,
-  )
+  batch = layer_batch_moments(cfg, x, reduction_axes, mask, initializing)
   m = statistics_batch_size(
     x, axis_name=axis_name, axis_index_groups=cfg.axis_index_groups, batch_size=cfg.batch_size
   )
@@ -399,18 +410,7 @@ def bn_layer(
     return normalize(
       x, stats["mean"], stats["var"], scale, bias, feature_axes, cfg.epsilon, cfg.dtype
     ), stats
-  if not initializing:
-    check_training_batch(x, reduction_axes, cfg.axis_name, cfg.axis_index_groups)
-  batch = batch_moments(
-    x,
-    reduction_axes,
-    dtype=cfg.dtype,
-    axis_name=None if initializing else cfg.axis_name,
-    axis_index_groups=cfg.axis_index_groups,
-    use_fast_variance=cfg.use_fast_variance,
-    mask=mask,
-    force_float32_reductions=cfg.force_float32_reductions,
-  )
+  batch = layer_batch_moments(cfg, x, reduction_axes, mask, initializing)
   y = normalize(x, batch.mean, batch.var, scale, bias, feature_axes, cfg.epsilon, cfg.dtype)
   if initializing:
     return y, stats

@@ -170,18 +170,7 @@ def renorm_layer(
     return F.normalize(
       x, stats["mean"], stats["var"], scale, bias, feature_axes, cfg.epsilon, cfg.dtype
     ), stats
-  if not initializing:
-    F.check_training_batch(x, reduction_axes, cfg.axis_name, cfg.axis_index_groups)
-  batch = F.batch_moments(
-    x,
-    reduction_axes,
-    dtype=cfg.dtype,
-    axis_name=None if initializing else cfg.axis_name,
-    axis_index_groups=cfg.axis_index_groups,
-    use_fast_variance=cfg.use_fast_variance,
-    mask=mask,
-    force_float32_reductions=cfg.force_float32_reductions,
-  )
+  batch = F.layer_batch_moments(cfg, x, reduction_axes, mask, initializing)
   r_lim, d_lim = renorm_limits(step, cfg.r_max, cfg.d_max, cfg.warmup_steps)
   r, d = renorm_correction(
     batch.mean, batch.var, stats["mean"], stats["var"], r_lim, d_lim, cfg.epsilon
