@@ -130,3 +130,6 @@ def test_report_pairs_seeds_and_tabulates_precise_statistics(tmp_path):
   assert f"| BN | 2 | 2 | {gap.mean():+.2f} ± {gap.std(ddof=1):.2f} [+2.00, +5.00] |" in md
   report.plot_curves(runs, 2, tmp_path / "c.png")
   assert (tmp_path / "c.png").stat().st_size > 100
+  assert report.plot_gap_curves(runs, 2, tmp_path / "g.png")
+  assert (tmp_path / "g.png").stat().st_size > 100
+  assert not report.plot_gap_curves(runs, 8, tmp_path / "none.png")  # no runs at m = 8

@@ -15,6 +15,7 @@ Reads every ``<norm>-m<m>-s<seed>`` workdir written by :mod:`train.sweep`
 * ``curves_m<m>.png`` — validation accuracy per epoch at the smallest batch
   size (Fig. 5 style): every seed (thin) and the mean (bold), as trained and,
   where recorded, with precise statistics;
+* ``gap_m<m>.png`` — precise − as-trained accuracy per epoch (where recorded);
 * ``momentum_schedules.png`` — the λ(t) that MBN runs used and τ(m).
 """
 
@@ -356,6 +357,52 @@ def plot_curves(runs, m, path):
   plt.close(fig)
 
 
+def plot_gap_curves(runs, m, path) -> bool:
+  """Precise − as-trained validation accuracy per epoch at batch size m (every seed thin, mean
+  bold): how much the moving-average inference statistics cost, epoch by epoch. Returns False
+  (and draws nothing) when the runs recorded no precise statistics."""
+  by_norm = collections.defaultdict(list)
+  for r in runs:
+    if r["m"] != m:
+      continue
+    gap = [
+      (rec["epoch"], rec["eval_accuracy_precise"] - rec["eval_accuracy"])
+      for rec in r["records"]
+      if rec.get("eval_accuracy_precise") is not None and rec.get("eval_accuracy") is not None
+    ]
+    if gap:
+      by_norm[r["norm"]].append(gap)
+  if not by_norm:
+    return False
+  plt = _plt()
+  fig, ax = plt.subplots(figsize=(5.5, 4))
+  for i, n in enumerate(_order(by_norm)):
+    curves = by_norm[n]
+    length = min(len(c) for c in curves)
+    epochs = [e for e, _ in curves[0][:length]]
+    gap = 100 * np.array([[g for _, g in c[:length]] for c in curves])
+    for row in gap:
+      ax.plot(epochs, row, color=f"C{i}", alpha=0.35, linewidth=0.8)
+    ax.plot(
+      epochs,
+      gap.mean(0),
+      color=f"C{i}",
+      marker=".",
+      linewidth=2,
+      label=f"{NORM_LABEL.get(n, n)} (mean of {len(curves)})",
+    )
+  ax.axhline(0, color="k", linewidth=0.8)
+  ax.set_xlabel("epoch")
+  ax.set_ylabel("precise − as trained (accuracy points)")
+  ax.set_title(f"m = {m}: cost of the moving-average inference statistics", fontsize=10)
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return True
+
+
 def plot_schedules(runs, path):
   plt = _plt()
   fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -410,6 +457,7 @@ def main(argv):
   plot_accuracy_vs_batch(runs, out / "accuracy_vs_batch_size.png")
   for m in sorted({r["m"] for r in runs}):
     plot_curves(runs, m, out / f"curves_m{m}.png")
+    plot_gap_curves(runs, m, out / f"gap_m{m}.png")
   plot_schedules(runs, out / "momentum_schedules.png")
   print((out / "results.md").read_text())
   print(f"wrote {out}/results.md and plots")
