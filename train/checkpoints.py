@@ -107,13 +107,12 @@ class CheckpointManager:
     )
     return restored["state"], restored["meta"]
 
-  def restore_item(self, step: int, name: str):
-    """The extra item ``name`` saved with ``step``, or None if it has none."""
+  def restore_item(self, step: int, name: str, *, json: bool = False):
+    """The extra item ``name`` saved with ``step`` (a JSON item with ``json``), or None."""
     if not os.path.isdir(os.path.join(self.directory, str(step), name)):
       return None
-    return self._manager.restore(
-      step, args=ocp.args.Composite(**{name: ocp.args.StandardRestore(None)})
-    )[name]
+    item = ocp.args.JsonRestore() if json else ocp.args.StandardRestore(None)
+    return self._manager.restore(step, args=ocp.args.Composite(**{name: item}))[name]
 
   def restore_newest_good(self, target, check_meta=None):
     """``(step, state, meta)`` of the newest checkpoint that restores and verifies, or None.
@@ -146,10 +145,7 @@ class CheckpointManager:
 
   def _checksums(self, step: int) -> dict:
     """The checksums saved with ``step`` ({} for checkpoints from before they existed)."""
-    if not os.path.isdir(os.path.join(self.directory, str(step), CHECKSUMS)):
-      return {}
-    args = ocp.args.Composite(**{CHECKSUMS: ocp.args.JsonRestore()})
-    return self._manager.restore(step, args=args)[CHECKSUMS]
+    return self.restore_item(step, CHECKSUMS, json=True) or {}
 
   def _move_aside(self, step: int, reason: str) -> None:
     aside = os.path.join(self.directory + "_damaged", f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
