@@ -12,7 +12,9 @@ Reading of the paper (Yong et al., ECCV 2020, Sec. 5):
 * learning rate = ``base_learning_rate`` × m / ``lr_reference_batch_size``
   with m the per-device batch (``lr_batch_size='per_device'``, our reading of
   "0.1 * m/64"); set ``lr_batch_size='global'`` to scale by the global batch
-  instead. Divided by 10 every ``lr_decay_epochs`` epochs (60 CIFAR, 30
+  instead. With gradient accumulation (``grad_accum_steps`` = k) the batch
+  that scales it is the optimizer's, m·k (or global·k): the batch whose mean
+  gradient one update applies. Divided by 10 every ``lr_decay_epochs`` epochs (60 CIFAR, 30
   Mini-ImageNet).
 * SGD, momentum 0.9, weight decay 1e-4 added to the gradient of every
   parameter (PyTorch's ``SGD(weight_decay=...)``, as the paper used).
@@ -68,6 +70,17 @@ def get_config():
   config.momentum = 0.9
   config.nesterov = False
   config.weight_decay = 1e-4
+  # Gradient accumulation. k > 1: every optimizer update averages the gradients of
+  # k micro-batches of per_device_batch_size images per device (optax.MultiSteps,
+  # one jitted call per micro-batch). The norms' statistics batch stays the
+  # micro-batch (λ and τ use its m); the learning rate scales with the optimizer
+  # batch m·k; λ(t), the learning-rate schedule and steps_per_epoch count optimizer
+  # steps. grad_accum_stats: 'sequential' (every micro-batch updates every
+  # statistic, in order) or 'deferred' (bn and mbn: the inference statistics move
+  # once per optimizer step with the pooled moments of the k micro-batches, τ for
+  # m·k; torchgpipe's DeferredBatchNorm). docs/training.md "Gradient accumulation".
+  config.grad_accum_steps = 1
+  config.grad_accum_stats = "sequential"
 
   # Data.
   config.dataset = ml_collections.ConfigDict()

@@ -43,6 +43,10 @@ __all__ = [
   "check_mask",
   "check_training_batch",
   "check_layer_config",
+  "DEFERRED_STATISTICS",
+  "accumulation_steps_of",
+  "deferred_moving_average",
+  "pool_moments",
 ]
 
 
@@ -102,12 +106,14 @@ def check_layer_config(
   tau0,
   batch_size,
   epsilon,
+  accumulation_steps=1,
 ) -> None:
   """Validates the MBN hyper-parameters, naming the offending argument."""
   for name, value in (
     ("total_epochs", total_epochs),
     ("steps_per_epoch", steps_per_epoch),
     ("batch_size", batch_size),
+    ("accumulation_steps", accumulation_steps),
   ):
     if value is not None:
       schedules.validate_positive_int(value, name)
@@ -197,6 +203,50 @@ def batch_moments(
   return Moments(mean, var, count)
 
 
+def pool_moments(
+  means, variances, counts=None, *, axis: int | None = 0, axis_name: str | None = None
+) -> Moments:
+  r"""Pools per-group moments by the law of total variance.
+
+      N = Σ_b n_b,   μ = Σ_b n_b μ_b / N,   σ² = Σ_b n_b (σ²_b + (μ_b − μ)²) / N
+
+  The sums run over ``axis`` of the inputs (None: no array axis) and, when
+  ``axis_name`` is given, over the devices of that ``pmap``/``shard_map``
+  axis (``psum``), so pooling per-device moments gives the moments of the
+  concatenated global data exactly. ``counts`` default to equal weights.
+  Groups with n_b = 0 contribute nothing; if N = 0 the result is
+  ``(0, 0, 0)`` (callers keep their old statistics then).
+
+  Args:
+    means, variances: the groups' means and biased variances.
+    counts: the groups' numbers of valid entries (broadcastable to ``means``).
+    axis: the array axis holding the groups, or None.
+    axis_name: a mapped axis to pool over as well.
+
+  Returns:
+    :class:`mbn_jax.functional.Moments` ``(μ, σ², N)`` with the group axis reduced.
+  """
+  means = jnp.asarray(means)
+  variances = jnp.asarray(variances)
+  counts = (
+    jnp.ones_like(means)
+    if counts is None
+    else jnp.broadcast_to(jnp.asarray(counts, means.dtype), means.shape)
+  )
+
+  def total(t):
+    if axis is not None:
+      t = jnp.sum(t, axis=axis)
+    return jax.lax.psum(t, axis_name) if axis_name is not None else t
+
+  n = total(counts)
+  safe_n = jnp.where(n > 0, n, 1)
+  mean = total(counts * means) / safe_n
+  centred = means - (jnp.expand_dims(mean, axis) if axis is not None else mean)
+  var = total(counts * (variances + centred**2)) / safe_n
+  return Moments(mean, var, n)
+
+
 def batch_statistics(
   x: ArrayLike, reduction_axes: Sequence[int], **kwargs
 ) -> tuple[jax.Array, jax.Array]:
@@ -263,6 +313,80 @@ def guarded_moving_average(batch: Moments, mean, var, momentum, ok):
   new_mean = jnp.where(ok, moving_average(mean, batch.mean, momentum), mean)
   new_var = jnp.where(ok, moving_average(var, batch.var, momentum), var)
   return jax.lax.stop_gradient(new_mean), jax.lax.stop_gradient(new_var)
+
+
+# Gradient accumulation, deferred mode: the accumulator a layer keeps in ``batch_stats``
+# beside ``mean``/``var`` when ``accumulation_steps`` k > 1. Per feature: the pooled
+# mean, biased variance and valid-entry count of the micro-batches seen since the
+# last update; ``acc_calls`` (a scalar) counts those micro-batches.
+DEFERRED_STATISTICS = {
+  "acc_mean": jnp.zeros,
+  "acc_var": jnp.zeros,
+  "acc_count": jnp.zeros,
+  "acc_calls": lambda shape, dtype: jnp.zeros((), jnp.float32),
+}
+
+
+def accumulation_steps_of(cfg) -> int:
+  """A layer's ``accumulation_steps`` k (1 for layers without the field)."""
+  return int(getattr(cfg, "accumulation_steps", 1) or 1)
+
+
+def deferred_moving_average(batch: Moments, stats: dict, momentum, accumulation_steps: int, ok):
+  r"""Inference statistics updated once per k micro-batches (gradient accumulation, *deferred*).
+
+  The idea of torchgpipe's ``DeferredBatchNorm``: with k micro-batches per
+  optimizer step, the moving statistics should move once per optimizer step,
+  with the statistics of all k micro-batches together. Every call pools this
+  micro-batch's moments into the accumulator by the law of total variance
+  (:func:`pool_moments`; features where ``ok`` is False — no valid entry, or
+  non-finite with ``guard_nonfinite`` — add nothing) and counts the call; the
+  k-th call updates
+
+      mean ← momentum·mean + (1 − momentum)·μ_pool,   var ← momentum·var + (1 − momentum)·σ²_pool
+
+  (**momentum weights the old value**) with μ_pool, σ²_pool the mean and
+  biased variance of the concatenated valid entries of the k micro-batches,
+  and empties the accumulator. In between, ``mean``/``var`` stay as they
+  were. A feature with no valid entry in all k micro-batches keeps its
+  statistics. No gradient flows into the result.
+
+  Args:
+    batch: this micro-batch's moments (:func:`batch_moments`).
+    stats: ``mean``, ``var`` and the accumulator (:data:`DEFERRED_STATISTICS`).
+    momentum: the momentum of the once-per-k update (MBN: τ for m·k, Eq. 12).
+    accumulation_steps: k, a positive int.
+    ok: per feature, may this micro-batch count (:func:`updatable`).
+
+  Returns:
+    The new ``mean``, ``var``, ``acc_mean``, ``acc_var``, ``acc_count``, ``acc_calls``.
+  """
+  zero = jnp.zeros_like(batch.mean)
+  this = Moments(
+    jnp.where(ok, batch.mean, zero),
+    jnp.where(ok, batch.var, zero),
+    jnp.where(ok, batch.count, zero).astype(batch.mean.dtype),
+  )
+  acc = Moments(stats["acc_mean"], stats["acc_var"], stats["acc_count"])
+  pooled = pool_moments(
+    jnp.stack([acc.mean, this.mean]),
+    jnp.stack([acc.var, this.var]),
+    jnp.stack([acc.count, this.count]),
+  )
+  calls = stats["acc_calls"] + 1
+  flush = calls >= accumulation_steps
+  mean, var = guarded_moving_average(
+    pooled, stats["mean"], stats["var"], momentum, flush & (pooled.count > 0)
+  )
+  keep = lambda t: jax.lax.stop_gradient(jnp.where(flush, jnp.zeros_like(t), t))
+  return {
+    "mean": mean,
+    "var": var,
+    "acc_mean": keep(pooled.mean),
+    "acc_var": keep(pooled.var),
+    "acc_count": keep(pooled.count),
+    "acc_calls": keep(calls),
+  }
 
 
 def mbn_statistics(
@@ -364,7 +488,8 @@ def mbn_layer(
       steps_per_epoch=cfg.steps_per_epoch,
       ideal_batch_size=cfg.ideal_batch_size,
     )
-  tau = schedules.inference_momentum(m, ideal_batch_size=cfg.ideal_batch_size, tau0=cfg.tau0)
+  k = accumulation_steps_of(cfg)
+  tau = schedules.inference_momentum(m * k, ideal_batch_size=cfg.ideal_batch_size, tau0=cfg.tau0)
   (mean, var), new_train, new_inference = mbn_statistics(
     batch,
     stats["train_mean"],
@@ -378,12 +503,14 @@ def mbn_layer(
   y = normalize(x, mean, var, scale, bias, feature_axes, cfg.epsilon, cfg.dtype)
   if initializing:
     return y, stats
-  return y, {
-    "train_mean": new_train[0],
-    "train_var": new_train[1],
-    "mean": new_inference[0],
-    "var": new_inference[1],
-  }
+  new_stats = {"train_mean": new_train[0], "train_var": new_train[1]}
+  if k > 1:  # deferred: the inference statistics move once per k micro-batches
+    new_stats.update(
+      deferred_moving_average(batch, stats, tau, k, updatable(batch, cfg.guard_nonfinite))
+    )
+  else:
+    new_stats.update(mean=new_inference[0], var=new_inference[1])
+  return y, new_stats
 
 
 def bn_layer(
@@ -414,9 +541,11 @@ def bn_layer(
   y = normalize(x, batch.mean, batch.var, scale, bias, feature_axes, cfg.epsilon, cfg.dtype)
   if initializing:
     return y, stats
-  mean, var = guarded_moving_average(
-    batch, stats["mean"], stats["var"], cfg.momentum, updatable(batch, cfg.guard_nonfinite)
-  )
+  ok = updatable(batch, cfg.guard_nonfinite)
+  k = accumulation_steps_of(cfg)
+  if k > 1:  # deferred: the running statistics move once per k micro-batches
+    return y, deferred_moving_average(batch, stats, cfg.momentum, k, ok)
+  mean, var = guarded_moving_average(batch, stats["mean"], stats["var"], cfg.momentum, ok)
   return y, {"mean": mean, "var": var}
 
 

@@ -19,7 +19,13 @@ from jax.typing import ArrayLike
 
 from mbn_jax import functional as F
 
-__all__ = ["BN_STATISTICS", "MBN_STATISTICS", "MomentumBatchNorm", "linen_norm_front_end"]
+__all__ = [
+  "BN_STATISTICS",
+  "MBN_STATISTICS",
+  "MomentumBatchNorm",
+  "linen_norm_front_end",
+  "statistics_of",
+]
 
 
 class MomentumBatchNorm(nn.Module):
@@ -75,6 +81,15 @@ class MomentumBatchNorm(nn.Module):
       batch statistics are NaN/±inf (default True; finite batches give
       bit-identical results either way). A feature with no valid entry
       (empty mask on every device) always keeps them.
+    accumulation_steps: k for gradient accumulation's *deferred* statistics
+      (default 1: every training call updates every statistic — also the
+      right setting for *sequential* accumulation). With k > 1 the training
+      statistics still follow Eq. 8 at every call (micro-batch), but the
+      inference statistics move once per k calls, with the pooled moments of
+      those k micro-batches and τ for m·k
+      (:func:`mbn_jax.functional.deferred_moving_average`); the accumulator
+      lives in ``batch_stats`` (``acc_mean``, ``acc_var``, ``acc_count``,
+      ``acc_calls``), so a checkpoint taken mid-accumulation resumes exactly.
   """
 
   use_running_average: bool | None = None
@@ -96,6 +111,7 @@ class MomentumBatchNorm(nn.Module):
   tau0: float = 0.85
   batch_size: int | None = None
   guard_nonfinite: bool = True
+  accumulation_steps: int = 1
 
   @nn.compact
   def __call__(
@@ -127,6 +143,7 @@ class MomentumBatchNorm(nn.Module):
       tau0=self.tau0,
       batch_size=self.batch_size,
       epsilon=self.epsilon,
+      accumulation_steps=self.accumulation_steps,
     )
     use_running_average = merge_param(
       "use_running_average", self.use_running_average, use_running_average
@@ -136,7 +153,7 @@ class MomentumBatchNorm(nn.Module):
       F.mbn_layer,
       x,
       use_running_average,
-      MBN_STATISTICS,
+      statistics_of(MBN_STATISTICS, self.accumulation_steps),
       step=step,
       momentum=momentum,
       mask=mask,
@@ -151,6 +168,13 @@ MBN_STATISTICS = {
   "train_var": jnp.ones,
 }
 BN_STATISTICS = {"mean": jnp.zeros, "var": jnp.ones}
+
+
+def statistics_of(statistics: dict, accumulation_steps: int) -> dict:
+  """A layer's ``batch_stats``: ``statistics``, plus the deferred accumulator when k > 1."""
+  if accumulation_steps > 1:
+    return {**statistics, **F.DEFERRED_STATISTICS}
+  return statistics
 
 
 def linen_norm_front_end(module, body, x, use_running_average: bool, statistics: dict, **call):

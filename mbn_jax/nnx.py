@@ -25,6 +25,7 @@ __all__ = [
   "init_statistics",
   "nnx_norm_front_end",
   "resolve_use_running_average",
+  "statistic_names",
 ]
 
 
@@ -62,7 +63,19 @@ def resolve_use_running_average(layer: str, field, call):
   return value
 
 
-_INITIAL = {"mean": jnp.zeros, "var": jnp.ones, "train_mean": jnp.zeros, "train_var": jnp.ones}
+_INITIAL = {
+  "mean": jnp.zeros,
+  "var": jnp.ones,
+  "train_mean": jnp.zeros,
+  "train_var": jnp.ones,
+  **F.DEFERRED_STATISTICS,
+}
+_MBN_NAMES = ("mean", "var", "train_mean", "train_var")
+
+
+def statistic_names(names: tuple[str, ...], accumulation_steps: int) -> tuple[str, ...]:
+  """A layer's ``nnx.BatchStat`` names: ``names``, plus the deferred accumulator when k > 1."""
+  return names + tuple(F.DEFERRED_STATISTICS) if accumulation_steps > 1 else names
 
 
 def init_statistics(
@@ -134,7 +147,8 @@ class MomentumBatchNorm(nnx.Module):
   the old value** (Flax convention; PyTorch's ``momentum`` is 1 − τ).
   Every field of :class:`mbn_jax.MomentumBatchNorm` is an argument here with
   the same meaning (dtype policy, ``force_float32_reductions``, tuple
-  ``axis``, ``mask``, ``guard_nonfinite``), and both run the same pure body
+  ``axis``, ``mask``, ``guard_nonfinite``, ``accumulation_steps``), and both run the
+  same pure body
   (:func:`mbn_jax.functional.mbn_statistics`); ``num_features`` (an int, or
   one int per feature axis for a tuple ``axis``) and ``rngs`` are as in
   ``nnx.BatchNorm``. ``model.eval()`` /
@@ -164,6 +178,7 @@ class MomentumBatchNorm(nnx.Module):
     tau0: float = 0.85,
     batch_size: int | None = None,
     guard_nonfinite: bool = True,
+    accumulation_steps: int = 1,
     rngs: nnx.Rngs,
   ):
     shape = feature_shape_of(num_features, axis)
@@ -174,11 +189,12 @@ class MomentumBatchNorm(nnx.Module):
       tau0=tau0,
       batch_size=batch_size,
       epsilon=epsilon,
+      accumulation_steps=accumulation_steps,
     )
     init_statistics(
       self,
       shape,
-      ("mean", "var", "train_mean", "train_var"),
+      statistic_names(_MBN_NAMES, accumulation_steps),
       force_float32_reductions,
       param_dtype,
       use_scale,
@@ -203,6 +219,7 @@ class MomentumBatchNorm(nnx.Module):
     self.tau0 = tau0
     self.batch_size = batch_size
     self.guard_nonfinite = guard_nonfinite
+    self.accumulation_steps = accumulation_steps
 
   def __call__(
     self,
@@ -220,7 +237,7 @@ class MomentumBatchNorm(nnx.Module):
       "MomentumBatchNorm",
       x,
       use_running_average,
-      ("mean", "var", "train_mean", "train_var"),
+      statistic_names(_MBN_NAMES, self.accumulation_steps),
       step=step,
       momentum=momentum,
       mask=mask,

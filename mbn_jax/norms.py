@@ -30,7 +30,8 @@ from jax.typing import ArrayLike
 
 from mbn_jax import functional as F
 from mbn_jax import nnx as mbn_nnx
-from mbn_jax.layers import BN_STATISTICS, MomentumBatchNorm, linen_norm_front_end
+from mbn_jax import schedules
+from mbn_jax.layers import BN_STATISTICS, MomentumBatchNorm, linen_norm_front_end, statistics_of
 
 __all__ = [
   "BRN_MINI_IMAGENET_OPTIONS",
@@ -376,9 +377,17 @@ class BatchNorm(nn.BatchNorm):
   across devices (``axis_name``, also with masks and unequal counts), and a
   feature whose batch statistics are non-finite (``guard_nonfinite``) or
   empty keeps its running statistics. ``step`` is accepted and ignored.
+
+  ``accumulation_steps`` k > 1 is gradient accumulation's *deferred* mode
+  (torchgpipe's ``DeferredBatchNorm``): every micro-batch is still normalized
+  with its own statistics, but the running statistics move once per k
+  training calls, by ``momentum``, with the pooled moments of those k
+  micro-batches (accumulator in ``batch_stats``:
+  :func:`mbn_jax.functional.deferred_moving_average`). Default 1.
   """
 
   guard_nonfinite: bool = True
+  accumulation_steps: int = 1
 
   @nn.compact
   def __call__(
@@ -395,10 +404,18 @@ class BatchNorm(nn.BatchNorm):
         f"momentum must lie in [0, 1] (weight on the OLD running value, Flax "
         f"convention; PyTorch's 0.1 is 0.9 here), got {self.momentum!r}."
       )
+    schedules.validate_positive_int(self.accumulation_steps, "accumulation_steps")
     use_running_average = merge_param(
       "use_running_average", self.use_running_average, use_running_average
     )
-    return linen_norm_front_end(self, F.bn_layer, x, use_running_average, BN_STATISTICS, mask=mask)
+    return linen_norm_front_end(
+      self,
+      F.bn_layer,
+      x,
+      use_running_average,
+      statistics_of(BN_STATISTICS, self.accumulation_steps),
+      mask=mask,
+    )
 
 
 def group_count(channels: int, num_groups: int = 32) -> int:
@@ -547,6 +564,7 @@ _DEFAULTS = {"bn": {"momentum": 0.9}, "brn": {"momentum": 0.9}}
 # not use). Each routes to the module field of the same name where the norm's
 # class has one; ``bn_momentum`` is an alias of ``momentum`` (bn and brn).
 NORM_OPTIONS = (
+  "accumulation_steps",
   "axis_name",
   "axis_index_groups",
   "batch_size",
@@ -597,7 +615,9 @@ def make_norm(name: str, **options) -> Callable[..., nn.Module]:
       ``momentum`` / its alias ``bn_momentum`` (bn, brn; default 0.9, weight
       on the OLD value), ``total_epochs``, ``steps_per_epoch``,
       ``ideal_batch_size``, ``tau0``, ``batch_size`` (mbn), ``r_max``,
-      ``d_max``, ``warmup_steps`` (brn), ``num_groups`` (gn). **Every norm
+      ``d_max``, ``warmup_steps`` (brn), ``num_groups`` (gn),
+      ``accumulation_steps`` (bn, mbn: k > 1 defers the inference statistics
+      to once per k micro-batches, gradient accumulation). **Every norm
       accepts every option and ignores those it does not use**, so a training
       program can always pass one dict; an option set to None means "the
       default". An unknown option name is an error (it catches typos).

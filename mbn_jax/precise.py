@@ -14,7 +14,8 @@ feature, batch means μ_b and *biased* batch variances σ²_b (N = Σ_b n_b).
 Averaging the batch variances alone (what ``update_bn`` does) drops the
 between-batch term Σ_b n_b (μ_b − μ)²/N and underestimates σ².
 
-* :func:`pool_moments` is that formula (the only copy in mbn_jax);
+* :func:`pool_moments` is that formula (:func:`mbn_jax.functional.pool_moments`,
+  the only copy in mbn_jax; gradient accumulation's deferred statistics use it too);
 * :func:`precise_batch_stats` runs a ``flax.linen`` model over batches and
   returns a new ``batch_stats`` tree;
 * :func:`precise_batch_stats_nnx` does the same in place for ``flax.nnx``;
@@ -61,48 +62,7 @@ __all__ = [
 ]
 
 
-def pool_moments(
-  means, variances, counts=None, *, axis: int | None = 0, axis_name: str | None = None
-) -> F.Moments:
-  r"""Pools per-group moments by the law of total variance.
-
-      N = Σ_b n_b,   μ = Σ_b n_b μ_b / N,   σ² = Σ_b n_b (σ²_b + (μ_b − μ)²) / N
-
-  The sums run over ``axis`` of the inputs (None: no array axis) and, when
-  ``axis_name`` is given, over the devices of that ``pmap``/``shard_map``
-  axis (``psum``), so pooling per-device moments gives the moments of the
-  concatenated global data exactly. ``counts`` default to equal weights.
-  Groups with n_b = 0 contribute nothing; if N = 0 the result is
-  ``(0, 0, 0)`` (callers keep their old statistics then).
-
-  Args:
-    means, variances: the groups' means and biased variances.
-    counts: the groups' numbers of valid entries (broadcastable to ``means``).
-    axis: the array axis holding the groups, or None.
-    axis_name: a mapped axis to pool over as well.
-
-  Returns:
-    :class:`mbn_jax.functional.Moments` ``(μ, σ², N)`` with the group axis reduced.
-  """
-  means = jnp.asarray(means)
-  variances = jnp.asarray(variances)
-  counts = (
-    jnp.ones_like(means)
-    if counts is None
-    else jnp.broadcast_to(jnp.asarray(counts, means.dtype), means.shape)
-  )
-
-  def total(t):
-    if axis is not None:
-      t = jnp.sum(t, axis=axis)
-    return jax.lax.psum(t, axis_name) if axis_name is not None else t
-
-  n = total(counts)
-  safe_n = jnp.where(n > 0, n, 1)
-  mean = total(counts * means) / safe_n
-  centred = means - (jnp.expand_dims(mean, axis) if axis is not None else mean)
-  var = total(counts * (variances + centred**2)) / safe_n
-  return F.Moments(mean, var, n)
+pool_moments = F.pool_moments  # the law of total variance; the one copy lives in functional
 
 
 def _merge(a: F.Moments, b: F.Moments) -> F.Moments:

@@ -492,6 +492,7 @@ class TrainBatches:
     seed: int,
     augment: str,
     pad: int,
+    micro_batches_per_step: int = 1,
   ):
     self.ds = dataset
     self.m = per_device_batch_size
@@ -502,11 +503,14 @@ class TrainBatches:
     self.seed = seed
     self.augment = augment
     self.pad = pad
-    self.steps_per_epoch = len(dataset.train_labels) // self.global_batch
+    # Batches (micro-batches with gradient accumulation) per epoch: a whole number
+    # of optimizer steps of k micro-batches each; the rest of the permutation is dropped.
+    k = micro_batches_per_step
+    self.steps_per_epoch = len(dataset.train_labels) // (self.global_batch * k) * k
     if self.steps_per_epoch == 0:
       raise DataConfigError(
-        f"The global batch ({self.global_batch} = per_device_batch_size × devices) is larger "
-        "than the training set "
+        f"The optimizer batch ({self.global_batch * k} = per_device_batch_size × devices"
+        f"{' × grad_accum_steps' if k > 1 else ''}) is larger than the training set "
         f"({len(dataset.train_labels)} images)."
       )
 

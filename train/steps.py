@@ -35,6 +35,7 @@ __all__ = [
   "eval_step",
   "learning_rate_fn",
   "make_optimizer",
+  "optimizer_step",
   "train_step",
 ]
 
@@ -53,8 +54,10 @@ def learning_rate_fn(config, per_device_batch: int, global_batch: int, steps_per
   lr(step) = base · factor^⌊step / (lr_decay_epochs · steps_per_epoch)⌋ with
   base = ``base_learning_rate`` · m / ``lr_reference_batch_size`` (m: the
   per-device or global batch, ``lr_batch_size``) and factor =
-  ``lr_decay_factor``: the paper's ÷10 every 60 of 200 epochs is
-  ``lr_decay_epochs=60``; a 10-epoch run of the same shape uses 3.
+  ``lr_decay_factor``: the paper's ``0.1·m/64``, ÷10 every 60 of 200 epochs is
+  ``lr_decay_epochs=60``; a 10-epoch run of the same shape uses 3. With
+  gradient accumulation the caller passes the *optimizer's* batches
+  (per-device m·k, global·k) and optimizer steps per epoch.
   """
   m = per_device_batch if config.lr_batch_size == "per_device" else global_batch
   base = config.base_learning_rate * m / config.lr_reference_batch_size
@@ -67,11 +70,20 @@ def learning_rate_fn(config, per_device_batch: int, global_batch: int, steps_per
 
 
 def make_optimizer(config, lr_fn: Callable) -> optax.GradientTransformation:
-  """SGD (momentum ``config.momentum``, Nesterov optional) with weight decay ``config.weight_decay``."""
-  return optax.chain(
+  """SGD (momentum ``config.momentum``, Nesterov optional) with weight decay ``config.weight_decay``.
+
+  With ``config.grad_accum_steps`` k > 1 the whole chain is wrapped in
+  ``optax.MultiSteps(every_k_schedule=k)``: every call accumulates the
+  micro-batch gradient and returns zero updates, the k-th applies the chain
+  to the *mean* of the k gradients (weight decay and momentum once per
+  update); ``lr_fn`` then counts optimizer updates.
+  """
+  tx = optax.chain(
     optax.add_decayed_weights(config.weight_decay),
     optax.sgd(lr_fn, momentum=config.momentum or None, nesterov=config.nesterov),
   )
+  k = config.get("grad_accum_steps", 1)
+  return optax.MultiSteps(tx, every_k_schedule=k) if k > 1 else tx
 
 
 def create_train_state(
@@ -95,10 +107,29 @@ def _all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
+def optimizer_step(step, grad_accum_steps: int = 1):
+  """The optimizer step of (micro-)batch ``step``: ``step // k`` (k = ``grad_accum_steps``)."""
+  return step // grad_accum_steps if grad_accum_steps > 1 else step
+
+
 def train_step(
-  state: TrainState, batch: dict, stop, *, learning_rate_fn: Callable, momentum_fn: Callable
+  state: TrainState,
+  batch: dict,
+  stop,
+  *,
+  learning_rate_fn: Callable,
+  momentum_fn: Callable,
+  grad_accum_steps: int = 1,
 ) -> tuple[TrainState, dict]:
-  """One data-parallel SGD step; call it under ``jax.pmap(..., axis_name=AXIS)``.
+  """One data-parallel SGD step (one micro-batch); call it under ``jax.pmap(..., axis_name=AXIS)``.
+
+  With gradient accumulation (``grad_accum_steps`` k > 1, the optimizer an
+  ``optax.MultiSteps``; see :func:`make_optimizer`) this is one micro-batch:
+  ``state.step`` counts micro-batches, the norms see the *optimizer* step
+  ``state.step // k`` (so λ(t)'s epochs stay epochs), the gradient is
+  accumulated and applied, averaged, on every k-th call, and the
+  ``batch_stats`` update after every micro-batch (the norms' own
+  ``accumulation_steps`` field defers their inference statistics).
 
   Args:
     state: this device's replica (its own ``batch_stats``: per-device
@@ -106,8 +137,9 @@ def train_step(
     batch: ``{"image": [m, H, W, C], "label": [m]}``, this device's images.
     stop: this device's stop flag (SIGTERM seen); summed over devices into
       ``metrics["stop"]`` so every process stops at the same step.
-    learning_rate_fn, momentum_fn: ``step -> value`` for the metrics (the
-      optimizer and the layers compute their own).
+    learning_rate_fn, momentum_fn: ``optimizer step -> value`` for the
+      metrics (the optimizer and the layers compute their own).
+    grad_accum_steps: k, micro-batches per optimizer update (1: none).
 
   Returns:
     ``(new_state, metrics)``; metrics (identical on every device) hold the
@@ -115,12 +147,14 @@ def train_step(
     step, ``stop`` and ``nonfinite`` (1 if this update was skipped).
   """
 
+  step = optimizer_step(state.step, grad_accum_steps)
+
   def loss_fn(params):
     logits, updates = state.apply_fn(
       {"params": params, "batch_stats": state.batch_stats},
       batch["image"],
       train=True,
-      step=state.step,
+      step=step,
       mutable=["batch_stats"],
     )
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
@@ -136,8 +170,8 @@ def train_step(
   )
   accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
   metrics = jax.lax.pmean({"loss": loss, "accuracy": accuracy}, AXIS)
-  metrics["lr"] = learning_rate_fn(state.step)
-  metrics["lambda"] = momentum_fn(state.step)
+  metrics["lr"] = learning_rate_fn(step)
+  metrics["lambda"] = momentum_fn(step)
   metrics["stop"] = jax.lax.psum(stop, AXIS)
   metrics["nonfinite"] = 1 - finite.astype(jnp.int32)
   return new_state, metrics

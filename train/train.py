@@ -89,10 +89,18 @@ def conv_function(conv: str, per_device_batch: int):
   raise ValueError(f"config.conv must be one of {CONVS}, got {conv!r}.")
 
 
+def accumulation_steps_of(config) -> int:
+  """The norms' ``accumulation_steps``: k with deferred statistics, else 1 (sequential)."""
+  k = config.get("grad_accum_steps", 1)
+  return k if config.get("grad_accum_stats", "sequential") == "deferred" else 1
+
+
 def build_model(
   config, *, num_classes: int, steps_per_epoch: int, per_device_batch: int | None = None
 ):
   """The configured network, its norms built from the config's norm options.
+
+  ``steps_per_epoch`` counts optimizer steps (what the norms' ``step`` counts).
 
   ``axis_name='batch'`` (the pmap axis) when ``sync_batch_stats``; the
   model's dtype reaches its norms through ``create_model(dtype=...)``; its
@@ -101,6 +109,7 @@ def build_model(
   before that field existed used XLA's).
   """
   norm_options = dict(
+    accumulation_steps=accumulation_steps_of(config),
     axis_name=AXIS if config.sync_batch_stats else None,
     total_epochs=config.mbn_total_epochs,
     steps_per_epoch=steps_per_epoch,
@@ -129,13 +138,18 @@ class PmappedSteps:
   ``train_traces`` counts how often the train step is traced (1 per run).
   """
 
-  def __init__(self, model, lr_fn, lam_fn):
+  def __init__(self, model, lr_fn, lam_fn, grad_accum_steps: int = 1):
     self.model = model
     self.train_traces = 0
     self.p_train = jax.pmap(self._counted_train_step, axis_name=AXIS, donate_argnums=(0,))
     self.p_eval = jax.pmap(functools.partial(steps.eval_step, apply_fn=model.apply), axis_name=AXIS)
     self._p_mean = jax.pmap(lambda t: jax.lax.pmean(t, AXIS), axis_name=AXIS)
-    self._step = functools.partial(steps.train_step, learning_rate_fn=lr_fn, momentum_fn=lam_fn)
+    self._step = functools.partial(
+      steps.train_step,
+      learning_rate_fn=lr_fn,
+      momentum_fn=lam_fn,
+      grad_accum_steps=grad_accum_steps,
+    )
 
   def _counted_train_step(self, state, batch, stop):
     self.train_traces += 1  # Python side effect: runs once per trace.
@@ -232,6 +246,7 @@ class TrainingRun:
         check_resume_compatible(json.load(f)["config"], config)
 
     m = layout["per_device_batch_size"]
+    self.k = k = layout["grad_accum_steps"]  # micro-batches per optimizer step
     self.data = input_pipeline.load_dataset(config.dataset)
     self.batches = input_pipeline.TrainBatches(
       self.data,
@@ -242,17 +257,21 @@ class TrainingRun:
       seed=config.seed,
       augment=config.dataset.augment,
       pad=config.dataset.crop_padding,
+      micro_batches_per_step=k,
     )
+    # spe: (micro-)batches per epoch, what the loop iterates; opt_spe: optimizer
+    # steps per epoch, what λ(t) and the learning-rate schedule count.
     self.spe = spe = self.batches.steps_per_epoch
+    self.opt_spe = opt_spe = spe // k
     self.model = build_model(
-      config, num_classes=self.data.num_classes, steps_per_epoch=spe, per_device_batch=m
+      config, num_classes=self.data.num_classes, steps_per_epoch=opt_spe, per_device_batch=m
     )
-    self.lr_fn = learning_rate_fn(config, m, layout["global_batch_size"], spe)
+    self.lr_fn = learning_rate_fn(config, m * k, layout["global_batch_size"] * k, opt_spe)
     self.lam_fn = functools.partial(
       schedules.train_momentum,
       batch_size=m * layout["devices"] if config.sync_batch_stats else m,
       total_epochs=config.mbn_total_epochs,
-      steps_per_epoch=spe,
+      steps_per_epoch=opt_spe,
       ideal_batch_size=config.ideal_batch_size,
     )
     self.run_info = {
@@ -262,10 +281,16 @@ class TrainingRun:
       "per_device_batch_size": m,
       "global_batch_size": layout["global_batch_size"],
     }
+    if k > 1:  # only then: runs without accumulation keep their run_info (and resume)
+      self.run_info.update(
+        grad_accum_steps=k,
+        optimizer_steps_per_epoch=opt_spe,
+        optimizer_batch_size=layout["global_batch_size"] * k,
+      )
     self.manager = ckpt_lib.CheckpointManager(
       os.path.join(self.workdir, "checkpoints"), max_to_keep=config.keep_checkpoints
     )
-    self.steps = PmappedSteps(self.model, self.lr_fn, self.lam_fn)
+    self.steps = PmappedSteps(self.model, self.lr_fn, self.lam_fn, grad_accum_steps=k)
     self.sums = EpochSums()
     self.lam = 0.0  # λ of the last consumed step (progress bar)
     self.consecutive_nonfinite = 0
@@ -274,6 +299,10 @@ class TrainingRun:
     self.rstate = self._restore_or_start(config_path)
     self.start_step = self.step = int(devices.first(self.rstate.step))
     self.writer = MetricWriter(self.workdir, self.is_main, config.tensorboard, self.start_step)
+
+  def opt_step(self, step: int) -> int:
+    """The optimizer step of (micro-)batch ``step``."""
+    return steps.optimizer_step(step, self.k)
 
   # -- state -----------------------------------------------------------------
 
@@ -486,7 +515,14 @@ class TrainingRun:
         f"{config.model}/{config.norm}: {self.data.description}; {lay['devices']} device(s) "
         f"on {lay['process_count']} process(es), per-device batch "
         f"m={lay['per_device_batch_size']}, global batch {lay['global_batch_size']}, {spe} "
-        f"steps/epoch, {config.num_epochs} epochs, seed {config.seed}",
+        f"steps/epoch, {config.num_epochs} epochs, seed {config.seed}"
+        + (
+          f"; gradient accumulation over {self.k} micro-batches ("
+          f"{config.grad_accum_stats} statistics): optimizer batch "
+          f"{lay['global_batch_size'] * self.k}, {self.opt_spe} optimizer steps/epoch"
+          if self.k > 1
+          else ""
+        ),
         flush=True,
       )
     try:
@@ -501,8 +537,10 @@ class TrainingRun:
           "step": self.step,
           "epoch": epoch + 1,
           **self.sums.record(),
-          "learning_rate": float(self.lr_fn(self.step - 1)),
-          "lambda": float(self.lam_fn(self.step - 1)) if config.norm == "mbn" else None,
+          "learning_rate": float(self.lr_fn(self.opt_step(self.step - 1))),
+          "lambda": (
+            float(self.lam_fn(self.opt_step(self.step - 1))) if config.norm == "mbn" else None
+          ),
           "images_per_sec": self.images_per_sec,
         }
         last_epoch = epoch + 1 == config.num_epochs
@@ -610,7 +648,8 @@ class TrainingRun:
       f"(config.max_nonfinite_steps={config.get('max_nonfinite_steps', 20)}); every one was "
       "skipped, so the parameters and the last checkpoint hold the last finite state. Likely "
       f"cause: a learning rate too high for this batch (base_learning_rate="
-      f"{config.base_learning_rate}, lr at the last step {float(self.lr_fn(self.step - 1)):.3g}) "
+      f"{config.base_learning_rate}, lr at the last step "
+      f"{float(self.lr_fn(self.opt_step(self.step - 1))):.3g}) "
       "or non-finite input data."
     )
 

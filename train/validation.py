@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from train import input_pipeline, models
 
 __all__ = [
+  "ACCUMULATION_STATS",
   "CONVS",
   "DTYPES",
   "RESUME_MAY_CHANGE",
@@ -50,6 +51,8 @@ RESUME_MAY_CHANGE = (
   "max_nonfinite_steps",
 )
 CONVS = ("auto", "xla", "fast")
+ACCUMULATION_STATS = ("sequential", "deferred")
+NO_DEFERRED_NORMS = ("brn",)  # norms whose running statistics enter training
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -154,6 +157,24 @@ def validate_config(config, workdir: str | None = None) -> dict:
   ):
     if not isinstance(config[name], int):
       raise TypeError(f"config.{name} must be an int, got {config[name]!r}.")
+  accum = config.get("grad_accum_steps", 1)
+  if isinstance(accum, bool) or not isinstance(accum, int) or accum <= 0:
+    raise ValueError(
+      f"config.grad_accum_steps must be a positive int (1: no accumulation), got {accum!r}."
+    )
+  accum_stats = config.get("grad_accum_stats", "sequential")
+  if accum_stats not in ACCUMULATION_STATS:
+    raise ValueError(
+      f"config.grad_accum_stats must be one of {ACCUMULATION_STATS}, got {accum_stats!r}."
+    )
+  if accum_stats == "deferred" and accum > 1:
+    for n in norms + [config.norm]:
+      if n in NO_DEFERRED_NORMS:
+        raise ValueError(
+          f"config.grad_accum_stats='deferred' is not defined for norm {n!r}: Batch "
+          "Renormalization normalizes with its running statistics, so deferring them would "
+          "change training itself. Use grad_accum_stats='sequential' (or norm bn/mbn)."
+        )
   if not 0.0 < config.tau0 < 1.0:
     raise ValueError(f"config.tau0 must lie in (0, 1), got {config.tau0}.")
   if not 0.0 <= config.bn_momentum < 1.0:  # NaN fails too
@@ -180,6 +201,7 @@ def validate_config(config, workdir: str | None = None) -> dict:
     "per_device_batch_size": m,
     "devices": devices,
     "global_batch_size": m * devices,
+    "grad_accum_steps": accum,
     "local_devices": jax.local_device_count(),
     "process_count": jax.process_count(),
     "process_index": jax.process_index(),
