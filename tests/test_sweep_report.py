@@ -133,3 +133,25 @@ def test_report_pairs_seeds_and_tabulates_precise_statistics(tmp_path):
   assert report.plot_gap_curves(runs, 2, tmp_path / "g.png")
   assert (tmp_path / "g.png").stat().st_size > 100
   assert not report.plot_gap_curves(runs, 8, tmp_path / "none.png")  # no runs at m = 8
+
+
+def test_compare_pairs_arms_from_different_roots_by_seed(tmp_path):
+  from train import compare
+
+  a, b = tmp_path / "a", tmp_path / "b"
+  fake_run(a, "bn", 2, 0, [0.3, 0.40], precise=[0.3, 0.45])
+  fake_run(a, "bn", 2, 1, [0.3, 0.50], precise=[0.3, 0.52])
+  fake_run(b, "mbn", 2, 0, [0.3, 0.46], precise=[0.3, 0.47])
+  fake_run(b, "mbn", 2, 1, [0.3, 0.48], precise=[0.3, 0.49])
+  fake_run(b, "mbn", 2, 2, [0.3, 0.90], precise=[0.3, 0.90])  # no partner: not paired
+  arms = [compare.load_arm(f"BN={a}/bn-m2"), compare.load_arm(f"MBN accum={b}/mbn-m2")]
+  md = compare.comparison_markdown(arms, "BN")
+  # as trained: BN 45.00 ± 7.07 (n=2); paired MBN − BN over seeds 0, 1: +6, −2 → +2.00 ± 5.66; precise +2, −3.
+  assert "| BN | 45.00 ± 7.07 (n=2) | 48.50 ± 4.95 (n=2) | +3.50 ± 2.12 |" in md
+  assert "| MBN accum | 2 | +2.00 ± 5.66 | 1 / 1 | -0.50 ± 3.54 | 1 / 1 |" in md
+  assert "| MBN accum | 46.00 / 47.00 | 48.00 / 49.00 | 90.00 / 90.00 |" in md
+  compare.plot_curves(arms, tmp_path / "c.png")
+  compare.plot_gap(arms, tmp_path / "g.png")
+  assert (tmp_path / "c.png").stat().st_size > 0 and (tmp_path / "g.png").stat().st_size > 0
+  with pytest.raises(ValueError, match="LABEL=ROOT"):
+    compare.parse_arm("no-label-here")
