@@ -6,8 +6,6 @@ optimizer once), NumPy moments of the concatenated micro-batches (the
 deferred statistics), and an uninterrupted run (exact resume mid-accumulation).
 """
 
-import json
-import os
 import zlib
 
 import flax.linen as nn
@@ -19,9 +17,10 @@ import pytest
 from flax import nnx
 
 import mbn_jax
-from configs import default
 from mbn_jax import make_norm
 from mbn_jax import nnx as mbn_nnx
+from tests.test_train import records
+from tests.test_train import tiny_config as base_tiny_config
 from train import steps
 from train import train as train_lib
 
@@ -259,24 +258,8 @@ def test_bad_accumulation_arguments_are_named():
 
 
 def tiny_config(**overrides):
-  c = default.get_config()
-  c.model, c.norm, c.norms = "tiny_cnn", "mbn", ""
-  c.per_device_batch_size, c.eval_per_device_batch_size = 2, 25
-  c.num_epochs, c.mbn_total_epochs, c.lr_decay_epochs = 2, 2, 1
-  c.base_learning_rate = 1.0
-  c.dataset.source, c.dataset.name = "digits", "digits"
-  c.dataset.eval_split, c.dataset.holdout_per_class = "", 10
-  c.dataset.augment, c.dataset.max_train_examples = "none", 64
-  c.progress_bar = False
-  c.grad_accum_steps, c.grad_accum_stats = 2, "deferred"
-  for k, v in overrides.items():
-    c[k] = v
-  return c
-
-
-def records(workdir):
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  """test_train's tiny 4-device digits run, with 2 micro-batches per optimizer step (deferred)."""
+  return base_tiny_config(**{"grad_accum_steps": 2, "grad_accum_stats": "deferred", **overrides})
 
 
 @pytest.mark.skipif(jax.local_device_count() < 4, reason="needs 4 devices")

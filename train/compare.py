@@ -27,7 +27,7 @@ import pathlib
 import numpy as np
 from absl import app, flags
 
-from train.report import PRECISE, _mean_std, _plt, load_runs
+from train.report import PRECISE, _mean_std, _plt, load_runs, plot_seeds_and_mean
 
 AS_TRAINED = "final_eval_accuracy"
 
@@ -158,16 +158,7 @@ def _plot_panels(arms, panels, path, ylabel, zero_line=False):
       if found is None:
         continue
       epochs, acc = found
-      for row in acc:
-        ax.plot(epochs, row, color=f"C{i}", alpha=0.3, linewidth=0.8)
-      ax.plot(
-        epochs,
-        acc.mean(0),
-        color=f"C{i}",
-        marker=".",
-        linewidth=2,
-        label=f"{arm['label']} ({len(acc)})",
-      )
+      plot_seeds_and_mean(ax, epochs, acc, f"C{i}", f"{arm['label']} ({len(acc)})")
     if zero_line:
       ax.axhline(0, color="k", linewidth=0.8)
     ax.set_title(title, fontsize=10)

@@ -320,6 +320,13 @@ def _curves(runs, m, key):
   return by_norm
 
 
+def plot_seeds_and_mean(ax, epochs, values, color, label):
+  """One curve per seed (thin rows of ``values``) and their mean (bold, labelled)."""
+  for row in values:
+    ax.plot(epochs, row, color=color, alpha=0.35, linewidth=0.8)
+  ax.plot(epochs, values.mean(0), color=color, marker=".", linewidth=2, label=label)
+
+
 def plot_curves(runs, m, path):
   """Validation accuracy per epoch: every seed thin, the mean bold; as trained | precise."""
   plt = _plt()
@@ -337,16 +344,7 @@ def plot_curves(runs, m, path):
       length = min(len(c) for c in curves)
       epochs = [e for e, _ in curves[0][:length]]
       acc = 100 * np.array([[a for _, a in c[:length]] for c in curves])
-      for row in acc:
-        ax.plot(epochs, row, color=color, alpha=0.35, linewidth=0.8)
-      ax.plot(
-        epochs,
-        acc.mean(0),
-        color=color,
-        marker=".",
-        linewidth=2,
-        label=f"{NORM_LABEL.get(n, n)} (mean of {len(curves)})",
-      )
+      plot_seeds_and_mean(ax, epochs, acc, color, f"{NORM_LABEL.get(n, n)} (mean of {len(curves)})")
     ax.set_xlabel("epoch")
     ax.set_title(f"m = {m}: {title}", fontsize=10)
     ax.grid(alpha=0.3)
@@ -381,16 +379,7 @@ def plot_gap_curves(runs, m, path) -> bool:
     length = min(len(c) for c in curves)
     epochs = [e for e, _ in curves[0][:length]]
     gap = 100 * np.array([[g for _, g in c[:length]] for c in curves])
-    for row in gap:
-      ax.plot(epochs, row, color=f"C{i}", alpha=0.35, linewidth=0.8)
-    ax.plot(
-      epochs,
-      gap.mean(0),
-      color=f"C{i}",
-      marker=".",
-      linewidth=2,
-      label=f"{NORM_LABEL.get(n, n)} (mean of {len(curves)})",
-    )
+    plot_seeds_and_mean(ax, epochs, gap, f"C{i}", f"{NORM_LABEL.get(n, n)} (mean of {len(curves)})")
   ax.axhline(0, color="k", linewidth=0.8)
   ax.set_xlabel("epoch")
   ax.set_ylabel("precise − as trained (accuracy points)")
