@@ -105,10 +105,20 @@ def test_synchronized_statistics_and_other_norms(tmp_path):
     tiny_config(sync_batch_stats=True, num_epochs=1, mbn_total_epochs=2), str(tmp_path / "s")
   )
   assert summary["status"] == "completed" and summary["train_step_traces"] == 1
+  # GN keeps no batch statistics: asked for precise statistics, the run skips them (it used
+  # to stop with precise_batch_stats' "found no BatchNorm" error at the first evaluation).
   summary = train_lib.train_and_evaluate(
-    tiny_config(norm="gn", model="mlp", num_epochs=1), str(tmp_path / "g")
+    tiny_config(
+      norm="gn",
+      model="mlp",
+      num_epochs=1,
+      precise_stats_batches=2,
+      precise_stats_batch_size=4,
+      precise_stats_every_eval=True,
+    ),
+    str(tmp_path / "g"),
   )
-  assert summary["status"] == "completed"
+  assert summary["status"] == "completed" and summary["final_eval_accuracy_precise"] is None
 
 
 @pytest.mark.parametrize(

@@ -298,6 +298,18 @@ class TrainingRun:
     self.epoch_time = self.images_per_sec = 0.0
     self.rstate = self._restore_or_start(config_path)
     self.start_step = self.step = int(devices.first(self.rstate.step))
+    # Precise statistics re-estimate BatchNorm-family layers; a model without any (gn,
+    # ln, in, none: no batch_stats) has no inference statistics to re-estimate.
+    self.precise_stats_on = bool(config.get("precise_stats_batches", 0)) and bool(
+      jax.tree.leaves(self.rstate.batch_stats)
+    )
+    if config.get("precise_stats_batches", 0) and not self.precise_stats_on and self.is_main:
+      print(
+        f"{config.model}/{config.norm}: precise statistics skipped (precise_stats_batches="
+        f"{config.precise_stats_batches}): the model keeps no batch statistics, so its "
+        "evaluation does not depend on any.",
+        flush=True,
+      )
     self.writer = MetricWriter(self.workdir, self.is_main, config.tensorboard, self.start_step)
 
   def opt_step(self, step: int) -> int:
@@ -419,9 +431,7 @@ class TrainingRun:
     mean_stats = self.steps.p_mean(self.rstate.batch_stats)
     record.update(self.evaluate(mean_stats))
     precise = None
-    if config.get("precise_stats_batches", 0) and (
-      last_epoch or config.get("precise_stats_every_eval", False)
-    ):
+    if self.precise_stats_on and (last_epoch or config.get("precise_stats_every_eval", False)):
       precise = evaluation.precise_stats(
         self.model,
         self.rstate.params,
