@@ -52,6 +52,11 @@ def test_four_device_run_compiles_once_and_writes_everything(full_run):
   assert summary["status"] == "completed" and summary["devices"] == 4
   assert summary["global_batch_size"] == 8 and summary["steps_per_epoch"] == 8
   assert summary["train_step_traces"] == 1  # One compilation for all 16 steps.
+  env = summary["software_and_machine"]  # what the numbers depend on beyond the config
+  assert env["packages"]["jax"] == jax.__version__ and env["platform"] == jax.default_backend()
+  assert env["cpu"] and env["cpu_count"] == os.cpu_count()
+  saved = json.load(open(os.path.join(workdir, "summary.json")))
+  assert saved["software_and_machine"] == env
   recs = records(workdir)
   assert [r["epoch"] for r in recs] == [1, 2] and [r["step"] for r in recs] == [8, 16]
   # λ (Eq. 11, m = 2, m0 = 32, T = 2): 0 in epoch 1, 1 - 2/32 in epoch 2.

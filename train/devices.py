@@ -2,10 +2,52 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import os
+import platform
+
 import jax
 import numpy as np
 
-__all__ = ["all_rows", "first", "local_rows", "replicate"]
+__all__ = ["all_rows", "first", "local_rows", "replicate", "software_and_machine"]
+
+RECORDED_PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "tensorflow-cpu", "tensorflow")
+
+
+def _cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
+def software_and_machine() -> dict:
+  """What a run's numbers depend on beyond its config: package versions and the machine.
+
+  XLA's float results differ between CPU models and library versions, and a
+  training run amplifies such differences, so the same config and seed can end
+  a few tenths (or points) apart on two machines; summary.json records this so
+  that runs can be compared knowingly.
+  """
+  versions = {}
+  for name in RECORDED_PACKAGES:
+    try:
+      versions[name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+      pass
+  device = jax.devices()[0]
+  return {
+    "python": platform.python_version(),
+    "packages": versions,
+    "platform": device.platform,
+    "device_kind": device.device_kind,
+    "cpu": _cpu_model(),
+    "cpu_count": os.cpu_count(),
+  }
 
 
 def replicate(tree, n):

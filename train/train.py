@@ -626,6 +626,7 @@ class TrainingRun:
       "dataset": self.data.description,
       "train_step_traces": self.steps.train_traces,
       "wall_time_s": time.time() - self.t_start,
+      "software_and_machine": devices.software_and_machine(),
       **self.run_info,
     }
     if outcome == "interrupted":
