@@ -128,6 +128,11 @@ def test_report_pairs_seeds_and_tabulates_precise_statistics(tmp_path):
   assert "| BN | 48.50 ± 4.95 (n=2) |\n" in md  # precise table: mean of 0.45 and 0.52
   gap = 100 * np.array([0.05, 0.02])
   assert f"| BN | 2 | 2 | {gap.mean():+.2f} ± {gap.std(ddof=1):.2f} [+2.00, +5.00] |" in md
+  # Last-epoch change: BN 0.40-0.30, 0.50-0.30 (the only evaluations: 30 % of 2 is 1 step).
+  d = 100 * np.array([0.10, 0.20])
+  assert (
+    f"| BN | 2 | 2 | {d.mean():+.2f} ± {d.std(ddof=1):.2f} [+10.00, +20.00] | 15.00 [20.00] |" in md
+  )
   report.plot_curves(runs, 2, tmp_path / "c.png")
   assert (tmp_path / "c.png").stat().st_size > 100
   assert report.plot_gap_curves(runs, 2, tmp_path / "g.png")
@@ -155,3 +160,20 @@ def test_compare_pairs_arms_from_different_roots_by_seed(tmp_path):
   assert (tmp_path / "c.png").stat().st_size > 0 and (tmp_path / "g.png").stat().st_size > 0
   with pytest.raises(ValueError, match="LABEL=ROOT"):
     compare.parse_arm("no-label-here")
+
+
+def test_report_tabulates_the_late_swings_of_the_as_trained_accuracy(tmp_path):
+  # 10 evaluations: the last 30 % are the last 3 changes, here +0.05, -0.08, +0.02 for
+  # seed 0 (largest |change| 8 points; the -0.20 earlier is outside the window) and
+  # +0.00, +0.01, -0.03 for seed 1.
+  a0 = [0.1, 0.2, 0.3, 0.1, 0.3, 0.35, 0.4, 0.45, 0.37, 0.39]
+  a1 = [0.1, 0.2, 0.3, 0.3, 0.3, 0.35, 0.4, 0.40, 0.41, 0.38]
+  fake_run(tmp_path, "bn", 2, 0, a0)
+  fake_run(tmp_path, "bn", 2, 1, a1)
+  md = report.results_markdown(report.load_runs(tmp_path))
+  last = 100 * np.array([0.39 - 0.37, 0.38 - 0.41])
+  row = (
+    f"| BN | 2 | 2 | {last.mean():+.2f} ± {last.std(ddof=1):.2f} [-3.00, +2.00] | "
+    f"{(8 + 3) / 2:.2f} [8.00] |"
+  )
+  assert row in md

@@ -226,6 +226,43 @@ def _gap_table(runs) -> list[str]:
   return lines
 
 
+def _last_epoch_table(runs) -> list[str]:
+  """How far the as-trained accuracy moved in the last epoch, and the largest such move.
+
+  Per norm and batch size: the change from the second-to-last to the last
+  evaluation (mean ± std [min, max] over seeds) and the largest |change|
+  between consecutive evaluations in the last 30 % of the evaluations (where
+  the paper's schedule has already divided the learning rate twice).
+  """
+  last, swing = collections.defaultdict(list), collections.defaultdict(list)
+  for r in _completed(runs):
+    acc = [rec["eval_accuracy"] for rec in r["records"] if rec.get("eval_accuracy") is not None]
+    if len(acc) < 2:
+      continue
+    steps = np.diff(acc)
+    tail = steps[-max(1, round(0.3 * len(acc))) :]
+    last[(r["norm"], r["m"])].append(steps[-1])
+    swing[(r["norm"], r["m"])].append(np.abs(tail).max())
+  if not last:
+    return []
+  lines = [
+    "",
+    "Stability of the as-trained accuracy at the end (percentage points): the change over "
+    "the last epoch, mean ± std over seeds [min, max], and the largest |change| between "
+    "consecutive evaluations in the last 30 % of them (mean over seeds) [max]:",
+    "",
+    "| norm | m | seeds | last-epoch change | largest late |change| |",
+    "|---|---:|---:|---:|---:|",
+  ]
+  for (n, m), d in sorted(last.items(), key=lambda kv: (kv[0][1], _rank(kv[0][0]))):
+    d, w = 100 * np.asarray(d), 100 * np.asarray(swing[(n, m)])
+    lines.append(
+      f"| {NORM_LABEL.get(n, n)} | {m} | {len(d)} | {_mean_std(d / 100)} "
+      f"[{d.min():+.2f}, {d.max():+.2f}] | {w.mean():.2f} [{w.max():.2f}] |"
+    )
+  return lines
+
+
 def _percent(value) -> str:
   """An accuracy in % with 2 decimals; "—" when missing or not finite."""
   if value is None or not np.isfinite(value):
@@ -268,7 +305,7 @@ def results_markdown(runs) -> str:
       "The same networks evaluated with population "
       '("precise") statistics (%), mean ± std over seeds.',
     )
-  lines += _paired_table(runs) + _gap_table(runs)
+  lines += _paired_table(runs) + _gap_table(runs) + _last_epoch_table(runs)
   lines += [
     "",
     "Every run:",
