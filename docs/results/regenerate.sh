@@ -14,6 +14,9 @@ python -m train.report --root $R/faithful --out docs/results/cpu_repro_faithful
 python -m train.compare --out docs/results/cpu_repro_lag_ablation --baseline "BN, paper shape" \
   --arm "BN, paper shape=$R/faithful/bn-m2" --arm "MBN, paper shape=$R/faithful/mbn-m2" \
   --arm "BN, one decay=$R/one_decay/bn-m2" --arm "MBN, one decay=$R/one_decay/mbn-m2"
+# ... and MBN − BN paired within the one-decay ablation.
+python -m train.compare --out docs/results/cpu_repro_lag_ablation/one_decay_pairs --baseline "BN, one decay" \
+  --arm "BN, one decay=$R/one_decay/bn-m2" --arm "MBN, one decay=$R/one_decay/mbn-m2"
 
 # Issue 15: gradient accumulation, 16 micro-batches of 2 (optimizer batch 32), paper shape.
 if compgen -G "$A/*/*-m2-s*" > /dev/null; then
