@@ -31,3 +31,6 @@ arms+=(--arm "BN, batch 32=$R/faithful/bn-m32")
 if compgen -G "$A/*/*-m2-s*" > /dev/null; then
   python -m train.compare --out docs/results/accumulation --baseline "BN, batch 2" "${arms[@]}"
 fi
+
+# Copy the tables into docs/results/cpu_repro.md and the README (between their markers).
+python docs/results/embed_tables.py
