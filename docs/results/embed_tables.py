@@ -14,8 +14,6 @@ import pathlib
 import re
 import sys
 
-import numpy as np
-
 REPO = pathlib.Path(__file__).resolve().parents[2]
 RESULTS = REPO / "docs" / "results"
 sys.path.insert(0, str(REPO))
@@ -36,32 +34,30 @@ def put(text: str, key: str, body: str) -> str:
   return re.sub(pattern, lambda _: f"{begin}\n{body}\n{end}", text, flags=re.S)
 
 
-def mean_std(values) -> str:
-  v = 100 * np.asarray(values, dtype=float)
-  return f"{v.mean():.1f} ± {v.std(ddof=1):.1f}" if len(v) > 1 else f"{v[0]:.1f}"
-
-
 def readme_table(root: pathlib.Path) -> str:
-  runs = [r for r in report.load_runs(root) if r["status"] == "completed"]
-  sizes = sorted({r["m"] for r in runs})
+  """As trained / precise statistics per norm and m, from `report.aggregate`."""
+  runs = report.load_runs(root)
+  trained, precise = report.aggregate(runs), report.aggregate(runs, report.PRECISE)
+  sizes = sorted({m for _, m in trained})
   rows = [
     "| norm | " + " | ".join(f"m = {m}" for m in sizes) + " |",
     "|---|" + "---|" * len(sizes),
   ]
-  seed_counts = set()
-  for norm in ("bn", "mbn", "brn", "gn"):
+
+  def mean_std(cell) -> str:
+    mean, std, n, _ = cell
+    return f"{100 * mean:.1f} ± {100 * std:.1f}" if n > 1 else f"{100 * mean:.1f}"
+
+  for norm in report._order({n for n, _ in trained}):
     cells = []
     for m in sizes:
-      cell_runs = [r for r in runs if r["norm"] == norm and r["m"] == m]
-      if not cell_runs:
+      if (norm, m) not in trained:
         cells.append("—")
         continue
-      seed_counts.add(len(cell_runs))
-      trained = mean_std([r["summary"]["final_eval_accuracy"] for r in cell_runs])
-      precise = [r["summary"].get("final_eval_accuracy_precise") for r in cell_runs]
-      precise_cell = mean_std(precise) if all(p is not None for p in precise) else "—"
-      cells.append(f"{trained} / {precise_cell} (n={len(cell_runs)})")
+      precise_cell = mean_std(precise[(norm, m)]) if (norm, m) in precise else "—"
+      cells.append(f"{mean_std(trained[(norm, m)])} / {precise_cell} (n={trained[(norm, m)][2]})")
     rows.append(f"| {report.NORM_LABEL[norm]} | " + " | ".join(cells) + " |")
+  seed_counts = {cell[2] for cell in trained.values()}
   note = (
     "(as trained / with precise statistics; n = seeds in the cell"
     + ("" if len(seed_counts) > 1 else f", {seed_counts.pop()} everywhere")
