@@ -43,6 +43,10 @@ def get_config():
   # WORKDIR/<norm> and prints their accuracies side by side. '' = just `norm`.
   config.norms = ""
   config.sync_batch_stats = False  # True: norm statistics over all devices.
+  # > 0: refuse to start unless JAX sees exactly this many devices (an experiment
+  # whose meaning depends on the device count; on CPU set
+  # XLA_FLAGS=--xla_force_host_platform_device_count=N). 0: any count.
+  config.required_devices = 0
   config.dtype = "float32"  # Computation dtype of the model: float32 or bfloat16.
   # Convolutions: 'auto' = mbn_jax.fast_conv on CPU (faster there, same gradients
   # to rounding; docs/performance.md), XLA's on GPU/TPU; 'xla'; 'fast' (any backend).

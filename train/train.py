@@ -267,9 +267,10 @@ class TrainingRun:
       config, num_classes=self.data.num_classes, steps_per_epoch=opt_spe, per_device_batch=m
     )
     self.lr_fn = learning_rate_fn(config, m * k, layout["global_batch_size"] * k, opt_spe)
+    self.stats_batch = m * layout["devices"] if config.sync_batch_stats else m
     self.lam_fn = functools.partial(
       schedules.train_momentum,
-      batch_size=m * layout["devices"] if config.sync_batch_stats else m,
+      batch_size=self.stats_batch,
       total_epochs=config.mbn_total_epochs,
       steps_per_epoch=opt_spe,
       ideal_batch_size=config.ideal_batch_size,
@@ -628,6 +629,11 @@ class TrainingRun:
       "wall_time_s": time.time() - self.t_start,
       "software_and_machine": devices.software_and_machine(),
       **self.run_info,
+      # The statistics layout: how many devices share one set of batch statistics and
+      # the batch m they are computed over (what λ and τ use).
+      "norm_sync_devices": self.layout["devices"] if config.sync_batch_stats else 1,
+      "statistics_batch_size": self.stats_batch,
+      "lr_batch_size": config.lr_batch_size,
     }
     if outcome == "interrupted":
       summary["resume_hint"] = "Rerun the same command with the same --workdir to resume."

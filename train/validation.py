@@ -49,6 +49,7 @@ RESUME_MAY_CHANGE = (
   "precise_stats_batch_size",
   "precise_stats_every_eval",
   "max_nonfinite_steps",
+  "required_devices",
 )
 CONVS = ("auto", "xla", "fast")
 ACCUMULATION_STATS = ("sequential", "deferred")
@@ -186,6 +187,17 @@ def validate_config(config, workdir: str | None = None) -> dict:
     raise ValueError("Need base_learning_rate > 0, weight_decay >= 0 and 0 <= momentum < 1.")
   input_pipeline.validate_dataset_config(config.dataset)
   devices = jax.device_count()
+  required = config.get("required_devices", 0)
+  if isinstance(required, bool) or not isinstance(required, int) or required < 0:
+    raise ValueError(
+      f"config.required_devices must be an int >= 0 (0: any device count), got {required!r}."
+    )
+  if required and devices != required:
+    raise ValueError(
+      f"config.required_devices={required}, but JAX sees {devices} device(s). Run on "
+      f"{required} devices (on CPU: XLA_FLAGS=--xla_force_host_platform_device_count="
+      f"{required}), or set --config.required_devices=0 to accept any count."
+    )
   m = config.per_device_batch_size
   if config.global_batch_size not in (-1, None):
     g = config.global_batch_size
