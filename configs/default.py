@@ -33,7 +33,7 @@ import ml_collections
 
 def get_config():
   config = ml_collections.ConfigDict()
-  config.seed = 0
+  config.seed = 0  # Parameter initialization, data order and augmentation.
 
   # Model and normalization.
   config.model = "resnet18"  # mbn_jax.models names, or train/models.py tiny ones.
@@ -58,22 +58,22 @@ def get_config():
   config.tau0 = 0.85  # τ0 of Eq. 12.
   config.bn_momentum = 0.9  # BN / BRN running-average momentum (weight on the old value).
   config.r_max = 1.5  # Batch Renorm (paper's Mini-ImageNet best: r_max 1.5, d_max 0.5).
-  config.d_max = 0.5
-  config.brn_warmup_steps = 0
+  config.d_max = 0.5  # Batch Renorm: the bound of its mean correction d.
+  config.brn_warmup_steps = 0  # Batch Renorm: ramp (1, 0) -> (r_max, d_max) over k steps; 0: none.
 
   # Batch and optimizer.
   config.per_device_batch_size = 2  # The paper's m.
   config.global_batch_size = -1  # > 0: derive m = global / devices (must divide).
-  config.eval_per_device_batch_size = 100
-  config.num_epochs = 200
-  config.base_learning_rate = 0.1
-  config.lr_reference_batch_size = 64
+  config.eval_per_device_batch_size = 100  # Images per device per evaluation batch.
+  config.num_epochs = 200  # Training epochs (may grow on resume).
+  config.base_learning_rate = 0.1  # lr = base_learning_rate x batch / lr_reference_batch_size.
+  config.lr_reference_batch_size = 64  # The 64 of the paper's 0.1 * m/64.
   config.lr_batch_size = "per_device"  # 'per_device' (paper's m) or 'global'.
-  config.lr_decay_epochs = 60
-  config.lr_decay_factor = 0.1
-  config.momentum = 0.9
-  config.nesterov = False
-  config.weight_decay = 1e-4
+  config.lr_decay_epochs = 60  # Multiply the lr by lr_decay_factor every this many epochs.
+  config.lr_decay_factor = 0.1  # The staircase decay's factor.
+  config.momentum = 0.9  # SGD momentum.
+  config.nesterov = False  # True: Nesterov momentum.
+  config.weight_decay = 1e-4  # Added to the gradient of every parameter (PyTorch SGD's).
   # Gradient accumulation. k > 1: every optimizer update averages the gradients of
   # k micro-batches of per_device_batch_size images per device (optax.MultiSteps,
   # one jitted call per micro-batch). The norms' statistics batch stays the
@@ -84,32 +84,35 @@ def get_config():
   # once per optimizer step with the pooled moments of the k micro-batches, τ for
   # m·k; torchgpipe's DeferredBatchNorm). docs/training.md "Gradient accumulation".
   config.grad_accum_steps = 1
-  config.grad_accum_stats = "sequential"
+  config.grad_accum_stats = "sequential"  # 'sequential' or 'deferred' (above).
 
   # Data.
   config.dataset = ml_collections.ConfigDict()
   config.dataset.source = "tfds"  # 'tfds', 'image_folder' or 'digits'.
   config.dataset.name = "cifar10"  # TFDS name (source='tfds').
+  # TFDS data_dir; None: TFDS's default.
   config.dataset.data_dir = ml_collections.config_dict.placeholder(str)
   config.dataset.download = True  # TFDS may try to download when not prepared.
   # Before a TFDS download, check that its host answers and fail at once if not
   # (TFDS itself retries for minutes offline). Off only for mocked TFDS (tests).
   config.dataset.check_download_host = True
   config.dataset.root = ml_collections.config_dict.placeholder(str)  # image_folder root.
-  config.dataset.train_split = "train"
-  config.dataset.eval_split = "test"
+  config.dataset.train_split = "train"  # Split to train on (TFDS slicing such as train[:90%]).
+  config.dataset.eval_split = "test"  # Split to evaluate on (unless holdout_per_class > 0).
   config.dataset.holdout_per_class = 0  # > 0: eval = last k per class of train_split.
   config.dataset.image_size = ml_collections.config_dict.placeholder(int)  # resize to s x s.
   config.dataset.augment = "crop_flip"  # 'crop_flip', 'flip' or 'none'.
-  config.dataset.crop_padding = 4
+  config.dataset.crop_padding = 4  # Pixels of padding before the random crop.
   config.dataset.mean = ml_collections.config_dict.placeholder(tuple)  # None: from train set.
-  config.dataset.std = ml_collections.config_dict.placeholder(tuple)
+  config.dataset.std = ml_collections.config_dict.placeholder(tuple)  # None: from train set.
+  # Train on the first k training images only; None: all.
   config.dataset.max_train_examples = ml_collections.config_dict.placeholder(int)
   # A directory for decoded images (.npy), reused across runs; None: no cache.
   config.dataset.cache_dir = ml_collections.config_dict.placeholder(str)
   # > 0: train on the first k images of every class only (a class-balanced
   # subset; applied after holdout_per_class, before max_train_examples).
   config.dataset.train_per_class = ml_collections.config_dict.placeholder(int)
+  # Evaluate on the first k evaluation images only; None: all.
   config.dataset.max_eval_examples = ml_collections.config_dict.placeholder(int)
 
   # Population ("precise") inference statistics (mbn_jax.precise_batch_stats).
@@ -119,28 +122,29 @@ def get_config():
   # them, and record eval_accuracy_precise beside eval_accuracy. 0: off (the paper's
   # protocol). The checkpoint keeps both the moving and the precise statistics.
   config.precise_stats_batches = 0
-  config.precise_stats_batch_size = 256
-  config.precise_stats_every_eval = False
+  config.precise_stats_batch_size = 256  # Images per device per precise-statistics batch.
+  config.precise_stats_every_eval = False  # True: precise statistics at every evaluation too.
 
+  # Divergence.
   # A step with a non-finite loss or gradient is skipped (nothing but the step
   # counter changes) and counted (nonfinite_steps in metrics.jsonl); this many
   # consecutive skips stop the run: status "diverged", exit status 3.
   config.max_nonfinite_steps = 20
 
   # Logging, evaluation, checkpoints.
-  config.log_every_steps = 50
-  config.eval_every_epochs = 1
-  config.checkpoint_every_epochs = 1
-  config.keep_checkpoints = 2
-  config.progress_bar = True
-  config.tensorboard = True
+  config.log_every_steps = 50  # Progress-bar refresh (loss, accuracy, images/s) every k steps.
+  config.eval_every_epochs = 1  # Evaluate every k epochs (and after the last).
+  config.checkpoint_every_epochs = 1  # Checkpoint every k epochs (and at the end or a stop).
+  config.keep_checkpoints = 2  # Newest checkpoints kept on disk.
+  config.progress_bar = True  # False: one JSON line per epoch instead of a bar.
+  config.tensorboard = True  # Write TensorBoard events into WORKDIR/tensorboard.
   # > 0: the run sends itself SIGTERM after this global step (tests of the
   # preemption path: checkpoint, stop, resume). -1: never.
   config.simulate_preemption_at_step = -1
 
   # Multi-host (flags --coordinator_address/--num_processes/--process_id win).
   config.distributed = ml_collections.ConfigDict()
-  config.distributed.coordinator_address = ""
-  config.distributed.num_processes = 1
-  config.distributed.process_id = 0
+  config.distributed.coordinator_address = ""  # host:port of process 0.
+  config.distributed.num_processes = 1  # Processes (hosts) in the run.
+  config.distributed.process_id = 0  # This process's index in [0, num_processes).
   return config

@@ -1,5 +1,9 @@
 """`python -m train --config configs/<experiment>.py --workdir DIR [--config.FIELD=VALUE ...]`.
 
+`python -m train --help` lists these flags and every config field (its default
+and meaning, read from configs/default.py); add `--print_config` to a command
+to print its resolved config (file plus overrides) as JSON without running.
+
 Exit status: 0 when the run completed or was interrupted by a signal (rerun to
 resume), 2 for bad input (``error: ...`` and nothing else), 3 when training
 diverged (``config.max_nonfinite_steps`` consecutive non-finite steps).
@@ -16,17 +20,31 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from train import cli
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string(
   "workdir",
   None,
   "Directory for checkpoints, metrics and the summary; rerun with the same workdir to resume.",
 )
-config_flags.DEFINE_config_file("config", None, "Training configuration file.", lock_config=True)
+config_flags.DEFINE_config_file(
+  "config",
+  None,
+  "Training configuration file, configs/<experiment>.py[:ARG]; override any of its fields "
+  "with --config.FIELD=VALUE (the fields are listed below).",
+  lock_config=True,
+)
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
 flags.DEFINE_integer("process_id", None, "This process's index (multi-host).")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.DEFINE_bool(
+  "print_config",
+  False,
+  "Print the resolved config (the --config file plus its --config.FIELD overrides) as JSON "
+  "and exit, without running; --workdir is then optional.",
+)
+# --config and --workdir are required: train.cli.parse_flags checks them (one `error:` line).
 
 
 def _initialize_distributed(config):
@@ -47,11 +65,26 @@ def _initialize_distributed(config):
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  del argv  # train.cli.parse_flags refused positional arguments
+  if FLAGS.print_config:
+    print(cli.config_text(FLAGS.config))
+    return
+  new_workdir = not os.path.lexists(os.path.expanduser(FLAGS.workdir))
+  try:
+    _run()
+  except BaseException as e:  # a failed start leaves no empty workdir behind
+    if new_workdir and not (isinstance(e, SystemExit) and not e.code):
+      cli.remove_if_empty(FLAGS.workdir)
+    raise
+
+
+def _run():
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO.
-  _initialize_distributed(FLAGS.config)
+  try:
+    _initialize_distributed(FLAGS.config)
+  except app.UsageError as e:
+    cli.fail(str(e))
   from train import checkpoints, input_pipeline
   from train import train as train_lib
 
@@ -79,4 +112,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -1,0 +1,529 @@
+"""The command line of ``python -m train``: config help, flag parsing, one-line errors.
+
+* :func:`config_fields` reads ``configs/default.py``'s source at run time
+  (``ast`` for the ``config.X = ...`` assignments, ``tokenize`` for the
+  comments) and returns every field in file order with its group heading,
+  default, type and meaning, so ``--help`` cannot drift from that file.
+  The grammar of that file: a comment block after a blank line opens a
+  group, its first line being the heading; the rest of a block just above an
+  assignment, and the comment at the end of its line, are the field's meaning.
+* :func:`parse_flags` is ``app.run``'s ``flags_parser``: ``--help`` /
+  ``--helpfull`` print absl's flag help plus the config fields and exit 0;
+  any mistake on the command line (unknown or misspelled field, a value of the
+  wrong type, a missing or broken ``--config`` file, a missing ``--workdir``)
+  prints one line ``error: ...`` on stderr and exits 2.
+* :func:`remove_if_empty` prunes a workdir that a failed start left empty.
+
+Nothing here imports JAX: a bad command line fails in well under a second.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import dataclasses
+import difflib
+import importlib.util
+import inspect
+import io
+import json
+import logging as std_logging
+import os
+import re
+import sys
+import textwrap
+import tokenize
+from typing import Any, NoReturn
+
+import ml_collections
+from absl import app, flags
+from absl import logging as absl_logging
+
+__all__ = [
+  "BAD_INPUT",
+  "ConfigFileError",
+  "Field",
+  "config_fields",
+  "config_help",
+  "config_text",
+  "fail",
+  "load_config",
+  "parse_flags",
+  "remove_if_empty",
+]
+
+BAD_INPUT = 2  # the exit status of every command-line mistake (train/__main__.py)
+USAGE = "python -m train --config configs/<experiment>.py --workdir DIR [--config.FIELD=VALUE ...]"
+HELP_HINT = "`python -m train --help` lists every field"
+_HELP = {"help", "helpshort", "?", "h"}
+_HELPFULL = {"helpfull"}
+_OVERRIDE = re.compile(r"^--?(no)?config\.([^=]+)(?:=(.*))?$", re.DOTALL)
+_CONFIG_ARG = re.compile(r"^--?config(?:=(.*))?$", re.DOTALL)
+
+
+# ----------------------------------------------------------------------------
+# The fields of configs/default.py, from its source.
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+  """One leaf of the default config: ``name`` is dotted (``dataset.root``)."""
+
+  name: str
+  group: str  # the heading of its group in configs/default.py ('' before the first)
+  default: Any
+  type_name: str  # 'int', 'str | None', ...
+  meaning: str  # its comments, joined into one paragraph ('' if it has none)
+
+
+def _default_module():
+  from configs import default
+
+  return default
+
+
+def _flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, tuple[Any, str]]:
+  """Dotted leaf name → (value, type name), in the config's insertion order."""
+  out = {}
+  for key in config.keys():
+    value = config[key]
+    name = prefix + key
+    if isinstance(value, ml_collections.ConfigDict):
+      out.update(_flatten(value, name + "."))
+      continue
+    try:
+      kind = config.get_type(key)
+    except (AttributeError, KeyError, TypeError):
+      kind = type(value)
+    type_name = getattr(kind, "__name__", str(kind))
+    if value is None and type_name != "NoneType":  # a placeholder: the type, or None
+      type_name += " | None"
+    out[name] = (value, type_name)
+  return out
+
+
+def _dotted(node: ast.AST) -> str | None:
+  """``config.dataset.root`` → ``'dataset.root'``; None for anything else."""
+  parts = []
+  while isinstance(node, ast.Attribute):
+    parts.append(node.attr)
+    node = node.value
+  if isinstance(node, ast.Name) and node.id == "config" and parts:
+    return ".".join(reversed(parts))
+  return None
+
+
+def _comments(source: str) -> tuple[dict[int, str], dict[int, str]]:
+  """(line → the text of a comment alone on its line, line → a trailing comment)."""
+  alone, trailing = {}, {}
+  for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+    if tok.type == tokenize.COMMENT:
+      text = tok.string.lstrip("#").strip()
+      line = tok.start[0]
+      if tok.line[: tok.start[1]].strip():
+        trailing[line] = text
+      else:
+        alone[line] = text
+  return alone, trailing
+
+
+def _sourced_fields(source: str) -> list[tuple[str, str, str]]:
+  """(dotted name, group heading, meaning) of every ``config.X = ...`` in ``get_config``."""
+  tree = ast.parse(source)
+  function = next(
+    node
+    for node in tree.body
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == "get_config"
+  )
+  lines = source.splitlines()
+  alone, trailing = _comments(source)
+  group, out = "", []
+  for statement in function.body:
+    if not (isinstance(statement, ast.Assign) and len(statement.targets) == 1):
+      continue
+    name = _dotted(statement.targets[0])
+    if name is None:
+      continue
+    first = statement.lineno
+    while first - 1 in alone:  # the comment block just above
+      first -= 1
+    block = [alone[i] for i in range(first, statement.lineno)]
+    if block and first >= 2 and not lines[first - 2].strip():  # after a blank line: a heading
+      group = block.pop(0).rstrip(".").strip()
+    end = statement.end_lineno or statement.lineno
+    inline = [trailing[i] for i in range(statement.lineno, end + 1) if i in trailing]
+    out.append((name, group, " ".join(block + inline)))
+  return out
+
+
+def config_fields(module=None) -> list[Field]:
+  """Every leaf field of ``module.get_config()`` (default: ``configs.default``), in file order.
+
+  Groups and meanings come from the module's source; a field the source does
+  not assign by name (set in a loop, say) comes last, in group ``'Other'``.
+  """
+  module = module or _default_module()
+  leaves = _flatten(module.get_config())
+  fields, seen = [], set()
+  for name, group, meaning in _sourced_fields(inspect.getsource(module)):
+    if name in leaves and name not in seen:
+      seen.add(name)
+      fields.append(Field(name, group, leaves[name][0], leaves[name][1], meaning))
+  for name, (value, type_name) in leaves.items():
+    if name not in seen:
+      fields.append(Field(name, "Other", value, type_name, ""))
+  return fields
+
+
+def _wrap(text: str, indent: str, width: int) -> str:
+  return textwrap.fill(
+    text, width=width, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False
+  )
+
+
+def config_help(width: int = 100) -> str:
+  """The config section of ``--help``: every field, grouped, with default and meaning."""
+  fields = config_fields()
+  intro = (
+    f"config fields ({len(fields)}; the defaults of configs/default.py, which a --config "
+    "file may change: add --print_config to see a file's values). Override any with "
+    "--config.FIELD=VALUE:"
+  )
+  out = ["", _wrap(intro, "", width)]
+  group = None
+  for f in fields:
+    if f.group != group:
+      group = f.group
+      out += ["", f"{group or 'General'}:"]
+    out.append(f"  {f.name}: {f.type_name} = {f.default!r}")
+    if f.meaning:
+      out.append(_wrap(f.meaning, "      ", width))
+  return "\n".join(out) + "\n"
+
+
+def config_text(config: ml_collections.ConfigDict) -> str:
+  """``--print_config``'s output: the resolved config as JSON, in file order."""
+  return json.dumps(json.loads(config.to_json_best_effort()), indent=2)
+
+
+# ----------------------------------------------------------------------------
+# Parsing the command line.
+
+
+def fail(message: str) -> NoReturn:
+  """Prints ``error: <message>`` as one line on stderr and exits with status 2."""
+  print("error: " + " ".join(str(message).split()), file=sys.stderr, flush=True)
+  sys.exit(BAD_INPUT)
+
+
+def _one_line(e: BaseException) -> str:
+  text = " ".join(str(e).split())
+  return text or type(e).__name__
+
+
+def _help_kind(argv: list[str]) -> str | None:
+  for arg in argv[1:]:
+    if arg == "--":
+      break
+    name, _, value = arg.lstrip("-").partition("=")
+    if not arg.startswith("-") or value.lower() in ("false", "0"):
+      continue
+    if name in _HELP:
+      return "short"
+    if name in _HELPFULL:
+      return "full"
+  return None
+
+
+def _print_help(kind: str) -> NoReturn:
+  app.usage(shorthelp=kind == "short", writeto_stdout=True)
+  print(config_help(max(60, min(flags.get_help_width(), 100))), end="")
+  if kind == "short":
+    print("\nTry --helpfull to see absl's own flags as well.")
+  sys.exit(0)
+
+
+def _expand_flagfiles(argv: list[str]) -> list[str]:
+  try:
+    return flags.FLAGS.read_flags_from_files(argv, force_gnu=False)
+  except flags.Error as e:
+    fail(_one_line(e))
+
+
+def _config_argument(argv: list[str]) -> str | None:
+  """The value of ``--config`` on the command line (the last one), or None."""
+  value = None
+  for i, arg in enumerate(argv[1:], start=1):
+    if arg == "--":
+      break
+    match = _CONFIG_ARG.match(arg)
+    if match:
+      if match.group(1) is not None:
+        value = match.group(1)
+      elif i + 1 < len(argv):
+        value = argv[i + 1]
+  return value
+
+
+def _overrides(argv: list[str]) -> list[tuple[str, str]]:
+  """(field path, the argument) of every ``--config.FIELD[=VALUE]`` on the command line."""
+  out = []
+  for arg in argv[1:]:
+    if arg == "--":
+      break
+    match = _OVERRIDE.match(arg)
+    if match:
+      out.append((match.group(2), arg))
+  return out
+
+
+def _missing_file(path: str) -> str:
+  message = f"--config={path}: no such file"
+  folder = os.path.dirname(path) or "."
+  if os.path.isdir(folder):
+    names = sorted(n for n in os.listdir(folder) if n.endswith(".py") and n != "__init__.py")
+    close = difflib.get_close_matches(os.path.basename(path), names, n=1, cutoff=0.6)
+    if close:
+      return f"{message}; did you mean --config={os.path.join(os.path.dirname(path), close[0])}?"
+    if names:
+      return f"{message} (see the files in {folder}/)."
+  return f"{message} (the experiment configs are in configs/)."
+
+
+class ConfigFileError(ValueError):
+  """``--config``'s file cannot give a config; the message is the one error line."""
+
+
+def load_config(argument: str) -> ml_collections.ConfigDict:
+  """``get_config(*args)`` of ``--config``'s ``PATH[:ARGS]``, or ConfigFileError saying why not.
+
+  The same split as ml_collections' ``ConfigFileFlagParser``: everything after
+  the first ``:`` is ``get_config``'s one argument.
+  """
+  path, *args = argument.split(":", 1)
+  if not path:
+    raise ConfigFileError(f"--config needs a config file: {USAGE}")
+  if not os.path.isfile(path):
+    raise ConfigFileError(_missing_file(path))
+  call = f"get_config({', '.join(map(repr, args))})"
+  try:
+    spec = importlib.util.spec_from_file_location("_train_cli_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+  except Exception as e:  # the user's file: any error is bad input
+    raise ConfigFileError(
+      f"--config={argument}: loading {path} raised {type(e).__name__}: {_one_line(e)}"
+    ) from e
+  if not callable(getattr(module, "get_config", None)):
+    raise ConfigFileError(f"--config={argument}: {path} defines no get_config().")
+  try:
+    config = module.get_config(*args)
+  except Exception as e:
+    raise ConfigFileError(
+      f"--config={argument}: {call} raised {type(e).__name__}: {_one_line(e)}"
+    ) from e
+  if config is None:
+    raise ConfigFileError(f"--config={argument}: {call} returned None (no return statement?).")
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ConfigFileError(
+      f"--config={argument}: {call} returned a {type(config).__name__}, not a ConfigDict."
+    )
+  return config
+
+
+def _known(field: str, config: ml_collections.ConfigDict) -> bool:
+  node: Any = config
+  for part in re.sub(r"\[[^\]]*\]", "", field).split("."):
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      return False
+    node = node[part]
+  return True
+
+
+def _closest(field: str, names: list[str]) -> str | None:
+  close = difflib.get_close_matches(field, names, n=1, cutoff=0.6)
+  if close:
+    return close[0]
+  leaves = {}
+  for n in names:
+    leaves.setdefault(n.rsplit(".", 1)[-1], n)
+  close = difflib.get_close_matches(field.rsplit(".", 1)[-1], list(leaves), n=1, cutoff=0.75)
+  return leaves[close[0]] if close else None
+
+
+def _unknown_field(field: str, config, config_argument: str) -> str:
+  names = list(_flatten(config))
+  names += sorted({n.rsplit(".", 1)[0] for n in names if "." in n})  # sub-dicts, too
+  message = f"--config.{field}: {config_argument.split(':', 1)[0]} has no field {field!r}"
+  suggestion = _closest(field, names)
+  if suggestion:
+    return f"{message}; did you mean --config.{suggestion}? ({HELP_HINT})"
+  return f"{message} ({HELP_HINT})."
+
+
+def _describe_type(type_name: str) -> str:
+  return {
+    "int": "an int",
+    "float": "a float",
+    "str": "a string",
+    "bool": "true or false",
+    "tuple": "a tuple such as '(1, 2)'",
+    "ConfigDict": "a dict",
+  }.get(type_name.replace(" | None", ""), f"a {type_name}")
+
+
+def _bad_value(
+  e: flags.Error, config, config_argument: str, overrides: list[tuple[str, str]]
+) -> str | None:
+  """The message for ``--config.FIELD=VALUE`` that did not parse as FIELD's type."""
+  match = re.match(r"flag --(?:no)?config\.([^=:\s]+)=", str(e))
+  if not match:
+    return None
+  field = match.group(1)
+  argument = next((a for f, a in reversed(overrides) if f == field), f"--config.{field}")
+  leaves = _flatten(config)
+  if field in leaves:
+    value, type_name = leaves[field]
+    where = config_argument.split(":", 1)[0]
+    expected = f"config.{field} takes {_describe_type(type_name)} ({where} sets {value!r})"
+  else:
+    expected = f"config.{field} takes a dict"
+  cause = e.__context__
+  if cause is not None and "Non-boolean argument" in str(cause):
+    reason = "not a boolean (use true or false)"
+  else:
+    reason = _one_line(cause) if cause is not None else _one_line(e).split(": ", 1)[-1]
+  return f"{argument}: {expected}; {reason}"
+
+
+def _unknown_flag(name: str, config_argument: str | None) -> str:
+  """``--workdri`` → did you mean ``--workdir``; ``--nesterov`` → ``--config.nesterov``."""
+  names = [n for n in flags.FLAGS if not n.startswith("config.")]
+  close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+  if close:
+    tip = f"; did you mean --{close[0]}?"
+  else:
+    try:
+      config = load_config(config_argument) if config_argument else None
+    except ConfigFileError:
+      config = None
+    if config is None:
+      config = _default_module().get_config()
+    field = _closest(name.removeprefix("no"), list(_flatten(config)))
+    tip = f"; did you mean the config field --config.{field}?" if field else ""
+  return f"unknown flag --{name}{tip} (`python -m train --help` lists the flags and fields)"
+
+
+def _diagnose(e: Exception, argv: list[str]) -> str:
+  """One line naming what on the command line made ``FLAGS(argv)`` raise ``e``."""
+  config_argument = _config_argument(argv)
+  overrides = _overrides(argv)
+  if isinstance(e, flags.UnrecognizedFlagError) and not e.flagname.startswith("config."):
+    return _unknown_flag(e.flagname, config_argument)
+  if config_argument is None:
+    if overrides:
+      return f"--config is required ({overrides[0][1]} overrides a field of it): {USAGE}"
+    return _generic(e)
+  config = load_config(config_argument)  # raises ConfigFileError when the file is the problem
+  for field, _ in overrides:
+    if not _known(field, config):
+      return _unknown_field(field, config, config_argument)
+  if isinstance(e, flags.IllegalFlagValueError):
+    message = _bad_value(e, config, config_argument, overrides)
+    if message:
+      return message
+  return _generic(e)
+
+
+def _generic(e: Exception) -> str:
+  message = _one_line(e).removeprefix("flag ")
+  if isinstance(e, flags.IllegalFlagValueError) and "Non-boolean argument" in str(e.__context__):
+    return f"{message.split(': ', 1)[0]}: not a boolean (use true or false)"
+  if type(e).__name__ == "FlagOrderError":  # ml_collections.config_flags'; not exported
+    return f"{message}: put --config FILE before its --config.FIELD overrides"
+  if message.startswith("Missing value for flag "):
+    return f"{message}: give it as {message.rsplit(' ', 1)[-1]}=VALUE"
+  return message
+
+
+@contextlib.contextmanager
+def _quiet_config_warnings():
+  """Holds back ml_collections' warning that get_config() returned None (our error says so)."""
+
+  class Drop(std_logging.Filter):
+    def filter(self, record):
+      return "get_config() returned None" not in record.getMessage()
+
+  logger, drop = absl_logging.get_absl_logger(), Drop()
+  logger.addFilter(drop)
+  try:
+    yield
+  finally:
+    logger.removeFilter(drop)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """``app.run``'s ``flags_parser``: ``FLAGS(argv)``, every mistake one ``error:`` line.
+
+  Also checks what the flags themselves do not: ``--config`` (and, unless
+  ``--print_config``, ``--workdir``) given, no positional arguments.
+  """
+  argv = list(argv)
+  kind = _help_kind(argv)
+  if kind:
+    _print_help(kind)
+  FLAGS = flags.FLAGS
+  try:
+    with _quiet_config_warnings():
+      rest = FLAGS(argv)
+  except Exception as e:  # every failure here is bad input: name it
+    try:
+      message = _diagnose(e, _expand_flagfiles(argv))
+    except ConfigFileError as bad_file:
+      message = str(bad_file)
+    except Exception:  # never a traceback for a bad command line
+      message = _generic(e)
+    fail(message)
+  if len(rest) > 1:
+    fail(
+      f"unexpected argument(s) {' '.join(rest[1:])!r}: flags take the form --NAME=VALUE ({USAGE})"
+    )
+  if not FLAGS["config"].present:
+    fail(f"--config is required: {USAGE} ({HELP_HINT})")
+  if not isinstance(FLAGS.config, ml_collections.ConfigDict):
+    # A file ml_collections could not load (it defers that error to the first use).
+    argument = FLAGS["config"].config_filename
+    try:
+      load_config(argument)
+    except ConfigFileError as bad_file:
+      fail(str(bad_file))
+    fail(f"--config={argument}: get_config() gave no ConfigDict.")
+  if not FLAGS.workdir and not FLAGS.print_config:
+    fail(f"--workdir is required (a new directory, or an earlier run's to resume it): {USAGE}")
+  return rest
+
+
+# ----------------------------------------------------------------------------
+# The workdir of a failed start.
+
+
+def remove_if_empty(workdir: str) -> None:
+  """Removes ``workdir`` if it holds nothing but empty directories (bottom-up, rmdir only)."""
+  path = os.path.abspath(os.path.expanduser(workdir))
+  if not os.path.isdir(path) or os.path.islink(path):
+    return
+  for root, dirs, files in os.walk(path, topdown=False):
+    if files:
+      return
+    for d in dirs:
+      sub = os.path.join(root, d)
+      if os.path.islink(sub):
+        return
+      try:
+        os.rmdir(sub)
+      except OSError:
+        return
+  try:
+    os.rmdir(path)
+  except OSError:
+    pass
