@@ -1,4 +1,4 @@
-"""Convolution backward-pass benchmark: lax vs mbn_jax.fast_conv variants.
+"""Convolution backward-pass benchmark: lax vs train.cpu_conv variants.
 
 Times jit(fwd + grad wrt input and weight) of one conv layer, all variants
 interleaved in the same run, and prints each variant's time relative to
@@ -19,22 +19,17 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from mbn_jax import fast_conv as fc
+from train import cpu_conv as fc
 
 
-def variants(chunks, with_input_chunk, with_im2col, with_scan):
+def variants(chunks, with_input_chunk):
   v = {
     "lax": lax.conv_general_dilated,
     "auto": fc.conv_general_dilated,
     "taps": fc.make_conv_general_dilated("taps"),
-    "stack": fc.make_conv_general_dilated("stack"),
   }
-  if with_im2col:
-    v["im2col"] = fc.make_conv_general_dilated("im2col")
   for c in chunks:
     v[f"chunked{c}"] = fc.make_conv_general_dilated("chunked", chunk_size=c)
-    if with_scan:
-      v[f"scan{c}"] = fc.make_conv_general_dilated("chunked", chunk_size=c, chunk_impl="scan")
   if with_input_chunk:
     v["auto+dx16"] = fc.make_conv_general_dilated("auto", input_grad_chunk_size=16)
   return v
@@ -51,14 +46,12 @@ def main():
   ap.add_argument("--stride", type=int, default=1)
   ap.add_argument("--chunks", default="4,8,16")
   ap.add_argument("--input-chunk", action="store_true", help="also time a chunked input gradient")
-  ap.add_argument("--im2col", action="store_true", help="also time the im2col (patches) variant")
-  ap.add_argument("--scan", action="store_true", help="also time lax.scan chunking (very slow)")
   ap.add_argument("--dtype", default="float32")
   ap.add_argument("--reps", type=int, default=5)
   ap.add_argument("--out", default="benchmarks/results/bench_conv.json")
   a = ap.parse_args()
   dtype = jnp.dtype(a.dtype)
-  vs = variants([int(c) for c in a.chunks.split(",") if c], a.input_chunk, a.im2col, a.scan)
+  vs = variants([int(c) for c in a.chunks.split(",") if c], a.input_chunk)
   rows, records = [], []
   for n in [int(b) for b in a.batches.split(",")]:
     k1, k2, k3 = jax.random.split(jax.random.PRNGKey(n), 3)

@@ -2,7 +2,7 @@
 
 For one batch size, times jit(forward + input and weight gradients) of each
 distinct conv of ResNet18 (or ``--model resnet20``; CIFAR variants) with lax.conv_general_dilated, with
-mbn_jax.fast_conv.conv_general_dilated ("auto"), with fast_conv.matmul_conv,
+train.cpu_conv.conv_general_dilated ("auto"), with cpu_conv.matmul_conv,
 and (if torch is installed) PyTorch's conv2d forward+backward, all
 interleaved; totals are weighted by how often each shape occurs in the net.
 Shows where the time (and the remaining gap to PyTorch) lives.
@@ -21,7 +21,7 @@ import _common as C
 import jax
 from jax import lax
 
-from mbn_jax import fast_conv as fc
+from train import cpu_conv as fc
 
 # (input H, Cin, Cout, kernel, stride, count in the network)
 RESNET18_SHAPES = [

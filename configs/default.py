@@ -24,7 +24,7 @@ Reading of the paper (Yong et al., ECCV 2020, Sec. 5):
 
 Resuming: a workdir remembers its config (``config.json``); rerunning with a
 config that differs in any field outside ``RESUME_MAY_CHANGE`` (see
-train/train.py: num_epochs, logging, evaluation and checkpoint cadence,
+train/validation.py: num_epochs, logging, evaluation and checkpoint cadence,
 progress bar, data_dir/root paths, distributed settings) is refused.
 """
 
@@ -47,8 +47,8 @@ def get_config():
   # whose meaning depends on the device count; on CPU set
   # XLA_FLAGS=--xla_force_host_platform_device_count=N). 0: any count.
   config.required_devices = 0
-  config.dtype = "float32"  # Computation dtype of the model: float32 or bfloat16.
-  # Convolutions: 'auto' = mbn_jax.fast_conv on CPU (faster there, same gradients
+  config.dtype = "float32"  # Computation dtype of the model: float32, bfloat16 or float16.
+  # Convolutions: 'auto' = train.cpu_conv on CPU (faster there, same gradients
   # to rounding; docs/performance.md), XLA's on GPU/TPU; 'xla'; 'fast' (any backend).
   config.conv = "auto"
 

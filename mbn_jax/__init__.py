@@ -2,15 +2,19 @@
 
 Public API:
 
-* :func:`train_momentum` — λ(step), Eq. 11 (1-based epochs, every edge defined).
+* :func:`train_momentum` — λ(step), Eq. 11 (1-based epochs, every edge defined);
+  :func:`momentum_schedule` — the same as a value (an optax-style
+  ``step -> λ`` function, :class:`MomentumSchedule`), built once and shared.
 * :func:`inference_momentum` — τ = τ0^(m/m0), Eq. 12.
 * :class:`MomentumBatchNorm` — the ``flax.linen`` layer (Eq. 8, Algorithm 1);
-  ``mbn_jax.nnx.MomentumBatchNorm`` is its ``flax.nnx`` twin.
+  ``mbn_jax.nnx.MomentumBatchNorm`` is its ``flax.nnx`` front end (same fields).
 * :mod:`mbn_jax.noise` — the noise model of Sections 3-4, Monte-Carlo checked.
-* :mod:`mbn_jax.functional` — the pure functions the layers are made of.
+* :mod:`mbn_jax.functional` — the pure pieces every norm shares (moments,
+  exact pooling, moving averages, checks).
 * :func:`make_norm` / :mod:`mbn_jax.norms` — every norm the paper compares
-  (bn, mbn, brn, gn, ln, in, none) behind one call signature;
-  :class:`BatchRenorm` is the BReN baseline.
+  (bn, mbn, brn, gn, ln, in, none), one file each, behind one call
+  signature; :class:`BatchRenorm` is the BReN baseline; each class declares
+  its :class:`Capabilities` (:func:`capabilities_of`).
 * :func:`create_model` / :mod:`mbn_jax.models` — the paper's networks.
 * :func:`precise_batch_stats` (linen) / :func:`precise_batch_stats_nnx` —
   population ("precise") inference statistics, law of total variance.
@@ -25,23 +29,31 @@ from mbn_jax import (
   norms,
   precise,
 )
-from mbn_jax.layers import MomentumBatchNorm
 from mbn_jax.models import create_model
-from mbn_jax.norms import BatchRenorm, make_norm
+from mbn_jax.norms import BatchRenorm, Capabilities, MomentumBatchNorm, capabilities_of, make_norm
 from mbn_jax.precise import precise_batch_stats, precise_batch_stats_nnx
-from mbn_jax.schedules import inference_momentum, train_momentum
+from mbn_jax.schedules import (
+  MomentumSchedule,
+  inference_momentum,
+  momentum_schedule,
+  train_momentum,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
   "BatchRenorm",
+  "Capabilities",
   "MomentumBatchNorm",
+  "MomentumSchedule",
+  "capabilities_of",
   "create_model",
   "functional",
   "make_norm",
   "models",
   "norms",
   "inference_momentum",
+  "momentum_schedule",
   "noise",
   "precise",
   "precise_batch_stats",

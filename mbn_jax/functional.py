@@ -1,10 +1,13 @@
-"""Pure functions behind the MBN layers (shared by the linen and nnx modules).
+"""The pieces every norm shares: moments, exact pooling, moving averages, checks.
 
 Everything here is a plain ``jax.numpy`` function of arrays: jit-able,
 differentiable with ``jax.grad`` (the layers' backward pass is JAX's own; no
-custom VJP is involved), and usable on its own by research variants. The
-layers (linen and nnx alike) only read and write their variables around
-:func:`batch_moments`, :func:`mbn_statistics` and :func:`normalize`.
+custom VJP is involved), and usable on its own by research variants. Each
+norm's own body lives in its file (``mbn_jax/norms/<norm>.py``) and is made
+of these: :func:`batch_moments` (exact over devices and masks),
+:func:`pool_moments` (the law of total variance: devices, micro-batches,
+precise statistics), :func:`guarded_moving_average`,
+:func:`deferred_moving_average`, :func:`normalize` and the argument checks.
 
 Momentum convention: every ``momentum`` here weights the *old* value,
 ``new = momentum * old + (1 - momentum) * batch`` (Flax's convention; PyTorch's
@@ -13,6 +16,7 @@ Momentum convention: every ``momentum`` here weights the *old* value,
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -25,28 +29,22 @@ from jax.typing import ArrayLike
 from mbn_jax import schedules
 
 __all__ = [
+  "DEFERRED_STATISTICS",
   "Moments",
   "batch_moments",
   "batch_statistics",
-  "bn_layer",
-  "guarded_moving_average",
-  "layer_batch_moments",
-  "mbn_layer",
-  "mbn_statistics",
-  "updatable",
-  "moving_average",
-  "momentum_normalizer_statistics",
-  "normalize",
-  "statistics_batch_size",
-  "resolve_train_momentum",
-  "feature_and_reduction_axes",
+  "check_epsilon",
   "check_mask",
   "check_training_batch",
-  "check_layer_config",
-  "DEFERRED_STATISTICS",
-  "accumulation_steps_of",
   "deferred_moving_average",
+  "feature_and_reduction_axes",
+  "guarded_moving_average",
+  "layer_batch_moments",
+  "moving_average",
+  "normalize",
   "pool_moments",
+  "statistics_batch_size",
+  "updatable",
 ]
 
 
@@ -98,29 +96,18 @@ def check_mask(mask, x_shape) -> None:
     )
 
 
-def check_layer_config(
-  *,
-  total_epochs,
-  steps_per_epoch,
-  ideal_batch_size,
-  tau0,
-  batch_size,
-  epsilon,
-  accumulation_steps=1,
-) -> None:
-  """Validates the MBN hyper-parameters, naming the offending argument."""
-  for name, value in (
-    ("total_epochs", total_epochs),
-    ("steps_per_epoch", steps_per_epoch),
-    ("batch_size", batch_size),
-    ("accumulation_steps", accumulation_steps),
+def check_epsilon(epsilon) -> None:
+  """Raises a ValueError unless ``epsilon`` is a positive, finite real number."""
+  if (
+    isinstance(epsilon, bool)
+    or not isinstance(epsilon, numbers.Real)
+    or not math.isfinite(float(epsilon))
+    or float(epsilon) <= 0
   ):
-    if value is not None:
-      schedules.validate_positive_int(value, name)
-  schedules.validate_positive_int(ideal_batch_size, "ideal_batch_size")
-  schedules.inference_momentum(1, ideal_batch_size=ideal_batch_size, tau0=tau0)
-  if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real) or epsilon <= 0:
-    raise ValueError(f"epsilon must be a positive float, got {epsilon!r}.")
+    raise ValueError(
+      f"epsilon must be a positive finite float (added to the variance; Flax uses 1e-5), "
+      f"got {epsilon!r}."
+    )
 
 
 class Moments(NamedTuple):
@@ -278,31 +265,6 @@ def moving_average(old: ArrayLike, new: ArrayLike, momentum: ArrayLike) -> Array
   return momentum * old + (1.0 - momentum) * new
 
 
-def momentum_normalizer_statistics(
-  batch_mean: ArrayLike,
-  batch_var: ArrayLike,
-  train_mean: ArrayLike,
-  train_var: ArrayLike,
-  momentum: ArrayLike,
-) -> tuple[jax.Array, jax.Array]:
-  r"""Eq. 8 / Algorithm 1: the statistics MBN normalizes with during training.
-
-  μ ← λ μ + (1 − λ) μ_B,   σ² ← λ σ² + (1 − λ) σ²_B.
-
-  The previous moving values ``train_mean``/``train_var`` are constants for
-  this step (``stop_gradient``), so ``jax.grad`` through the result gives
-  exactly the paper's Eq. 13: the gradient flows only through the current
-  batch statistics, scaled by (1 − λ). λ weights the *old* value.
-
-  Returns:
-    ``(mean, var)``: both the normalizer and the new training moving values.
-  """
-  lam = jnp.asarray(momentum, jnp.result_type(batch_mean))
-  mean = moving_average(jax.lax.stop_gradient(train_mean), batch_mean, lam)
-  var = moving_average(jax.lax.stop_gradient(train_var), batch_var, lam)
-  return jnp.asarray(mean), jnp.asarray(var)
-
-
 def guarded_moving_average(batch: Moments, mean, var, momentum, ok):
   """(mean, var) ← momentum·(mean, var) + (1 − momentum)·(μ_B, σ²_B) where ``ok``, else kept.
 
@@ -325,11 +287,6 @@ DEFERRED_STATISTICS = {
   "acc_count": jnp.zeros,
   "acc_calls": lambda shape, dtype: jnp.zeros((), jnp.float32),
 }
-
-
-def accumulation_steps_of(cfg) -> int:
-  """A layer's ``accumulation_steps`` k (1 for layers without the field)."""
-  return int(getattr(cfg, "accumulation_steps", 1) or 1)
 
 
 def deferred_moving_average(batch: Moments, stats: dict, momentum, accumulation_steps: int, ok):
@@ -389,35 +346,6 @@ def deferred_moving_average(batch: Moments, stats: dict, momentum, accumulation_
   }
 
 
-def mbn_statistics(
-  batch: Moments, train_mean, train_var, mean, var, lam, tau, *, guard_nonfinite: bool = True
-):
-  r"""One training step of MBN's statistics (Eq. 8 and Algorithm 1).
-
-  * normalizer μ, σ² = λ·(train_mean, train_var) + (1 − λ)·(μ_B, σ²_B)
-    (:func:`momentum_normalizer_statistics`; Eq. 13 under ``jax.grad``);
-  * the new training statistics are μ, σ² (no gradient);
-  * the new inference statistics are τ·(mean, var) + (1 − τ)·(μ_B, σ²_B).
-
-  λ and τ weight the *old* value. Where :func:`updatable` is False (no
-  valid entry, or non-finite batch statistics with ``guard_nonfinite``) the
-  feature keeps all four statistics and normalizes with its previous
-  training statistics. With λ = 0 (and finite batches) the normalizer is
-  (μ_B, σ²_B) exactly: ``flax.linen.BatchNorm(momentum=τ)``.
-
-  Returns:
-    ``((norm_mean, norm_var), (new_train_mean, new_train_var), (new_mean, new_var))``.
-  """
-  ok = updatable(batch, guard_nonfinite)
-  norm_mean, norm_var = momentum_normalizer_statistics(
-    batch.mean, batch.var, train_mean, train_var, lam
-  )
-  norm_mean = jnp.where(ok, norm_mean, jax.lax.stop_gradient(train_mean))
-  norm_var = jnp.where(ok, norm_var, jax.lax.stop_gradient(train_var))
-  new_train = (jax.lax.stop_gradient(norm_mean), jax.lax.stop_gradient(norm_var))
-  return (norm_mean, norm_var), new_train, guarded_moving_average(batch, mean, var, tau, ok)
-
-
 def layer_batch_moments(cfg, x, reduction_axes, mask, initializing: bool) -> Moments:
   """:func:`batch_moments` with a layer's fields (``cfg``): what every norm's training step reads.
 
@@ -437,116 +365,6 @@ def layer_batch_moments(cfg, x, reduction_axes, mask, initializing: bool) -> Mom
     mask=mask,
     force_float32_reductions=cfg.force_float32_reductions,
   )
-
-
-def mbn_layer(
-  cfg,
-  x,
-  stats: dict,
-  scale,
-  bias,
-  *,
-  use_running_average: bool,
-  step=None,
-  momentum=None,
-  mask=None,
-  initializing: bool = False,
-):
-  """The whole MomentumBatchNorm layer as one pure function: the body of both front ends.
-
-  ``cfg`` is anything with the layer's fields (``axis``, ``epsilon``,
-  ``dtype``, ``axis_name``, ``axis_index_groups``, ``use_fast_variance``,
-  ``force_float32_reductions``, ``total_epochs``, ``steps_per_epoch``,
-  ``ideal_batch_size``, ``tau0``, ``batch_size``, ``guard_nonfinite``): the
-  linen module or the nnx module itself. ``stats`` holds ``mean``, ``var``,
-  ``train_mean``, ``train_var``. During ``init`` (``initializing``) no
-  devices are synchronized, λ may be omitted (0) and nothing is updated.
-
-  Returns:
-    ``(y, new_stats)``: the output (Eq. 8 normalization in training, the
-    inference statistics otherwise) and the updated ``stats`` (the same
-    dict's values when nothing changes).
-  """
-  feature_axes, reduction_axes = feature_and_reduction_axes(x.ndim, cfg.axis)
-  if use_running_average:
-    return normalize(
-      x, stats["mean"], stats["var"], scale, bias, feature_axes, cfg.epsilon, cfg.dtype
-    ), stats
-  axis_name = None if initializing else cfg.axis_name
-  batch = layer_batch_moments(cfg, x, reduction_axes, mask, initializing)
-  m = statistics_batch_size(
-    x, axis_name=axis_name, axis_index_groups=cfg.axis_index_groups, batch_size=cfg.batch_size
-  )
-  if initializing and step is None and momentum is None:
-    lam = jnp.float32(0.0)
-  else:
-    lam = resolve_train_momentum(
-      step=step,
-      momentum=momentum,
-      batch_size=m,
-      total_epochs=cfg.total_epochs,
-      steps_per_epoch=cfg.steps_per_epoch,
-      ideal_batch_size=cfg.ideal_batch_size,
-    )
-  k = accumulation_steps_of(cfg)
-  tau = schedules.inference_momentum(m * k, ideal_batch_size=cfg.ideal_batch_size, tau0=cfg.tau0)
-  (mean, var), new_train, new_inference = mbn_statistics(
-    batch,
-    stats["train_mean"],
-    stats["train_var"],
-    stats["mean"],
-    stats["var"],
-    lam,
-    tau,
-    guard_nonfinite=cfg.guard_nonfinite,
-  )
-  y = normalize(x, mean, var, scale, bias, feature_axes, cfg.epsilon, cfg.dtype)
-  if initializing:
-    return y, stats
-  new_stats = {"train_mean": new_train[0], "train_var": new_train[1]}
-  if k > 1:  # deferred: the inference statistics move once per k micro-batches
-    new_stats.update(
-      deferred_moving_average(batch, stats, tau, k, updatable(batch, cfg.guard_nonfinite))
-    )
-  else:
-    new_stats.update(mean=new_inference[0], var=new_inference[1])
-  return y, new_stats
-
-
-def bn_layer(
-  cfg,
-  x,
-  stats: dict,
-  scale,
-  bias,
-  *,
-  use_running_average: bool,
-  mask=None,
-  initializing: bool = False,
-):
-  """BatchNorm as one pure function (``flax.linen.BatchNorm``'s equations and arithmetic).
-
-  Training: y = γ (x − μ_B)/√(σ²_B + ε) + β and (mean, var) ←
-  momentum·(mean, var) + (1 − momentum)·(μ_B, σ²_B) (**momentum weights the
-  old value**), guarded as in :func:`mbn_statistics` (``cfg.guard_nonfinite``).
-  ``cfg`` has the fields of ``flax.linen.BatchNorm`` plus ``guard_nonfinite``.
-  Returns ``(y, new_stats)``.
-  """
-  feature_axes, reduction_axes = feature_and_reduction_axes(x.ndim, cfg.axis)
-  if use_running_average:
-    return normalize(
-      x, stats["mean"], stats["var"], scale, bias, feature_axes, cfg.epsilon, cfg.dtype
-    ), stats
-  batch = layer_batch_moments(cfg, x, reduction_axes, mask, initializing)
-  y = normalize(x, batch.mean, batch.var, scale, bias, feature_axes, cfg.epsilon, cfg.dtype)
-  if initializing:
-    return y, stats
-  ok = updatable(batch, cfg.guard_nonfinite)
-  k = accumulation_steps_of(cfg)
-  if k > 1:  # deferred: the running statistics move once per k micro-batches
-    return y, deferred_moving_average(batch, stats, cfg.momentum, k, ok)
-  mean, var = guarded_moving_average(batch, stats["mean"], stats["var"], cfg.momentum, ok)
-  return y, {"mean": mean, "var": var}
 
 
 def normalize(
@@ -633,68 +451,3 @@ def statistics_batch_size(
     else:
       m *= int(jax.lax.axis_size(axis_name))
   return m
-
-
-def resolve_train_momentum(
-  *,
-  step,
-  momentum,
-  batch_size: int,
-  total_epochs,
-  steps_per_epoch,
-  ideal_batch_size: int,
-  layer: str = "MomentumBatchNorm",
-):
-  """λ for this training step: ``momentum`` if given, else Eq. 11 at ``step``.
-
-  A concrete ``momentum`` outside [0, 1) or NaN raises a ValueError. A
-  *traced* ``momentum`` cannot be checked without ``checkify``; it is made
-  safe instead: NaN becomes 0 (plain BN for that step) and other values are
-  clipped to [0, 1 − 2⁻²³] (the largest float32 below 1), so the moving
-  statistics stay finite. ``step`` must be a scalar. Raises a ValueError that
-  says what to pass when neither is available.
-  """
-  if momentum is not None:
-    lam = jnp.asarray(momentum, jnp.result_type(float))
-    if lam.ndim:
-      raise ValueError(f"momentum must be a scalar λ in [0, 1), got shape {lam.shape}.")
-    try:
-      bad = not bool((lam >= 0) & (lam < 1))  # NaN compares False: rejected too
-    except jax.errors.ConcretizationTypeError:  # traced: sanitize (documented above)
-      return jnp.where(jnp.isnan(lam), 0.0, jnp.clip(lam, 0.0, 1.0 - 2.0**-23)).astype(lam.dtype)
-    if bad:
-      raise ValueError(
-        f"momentum must lie in [0, 1) (weight on the old value; NaN is not allowed), got "
-        f"{momentum}."
-      )
-    return lam
-  if step is not None and jnp.ndim(step) != 0:
-    raise ValueError(
-      f"step must be a scalar (the 0-based global step, e.g. state.step), got an array of "
-      f"shape {jnp.shape(step)}."
-    )
-  if step is None:
-    raise ValueError(
-      f"{layer} in training mode needs the training step: call it with "
-      "step=<0-based global step> (e.g. model.apply(..., step=state.step)), "
-      "or pass a fixed training momentum with momentum=<λ in [0, 1)>. For "
-      "inference, pass use_running_average=True."
-    )
-  if total_epochs is None or steps_per_epoch is None:
-    missing = [
-      n
-      for n, v in (("total_epochs", total_epochs), ("steps_per_epoch", steps_per_epoch))
-      if v is None
-    ]
-    raise ValueError(
-      f"{layer} got step= but no {' and '.join(missing)}: Eq. 11 needs the "
-      f"schedule length. Construct it with {layer}(total_epochs=T, "
-      "steps_per_epoch=S, ...), or pass momentum=<λ> instead of step=."
-    )
-  return schedules.train_momentum(
-    step,
-    batch_size=batch_size,
-    total_epochs=total_epochs,
-    steps_per_epoch=steps_per_epoch,
-    ideal_batch_size=ideal_batch_size,
-  )

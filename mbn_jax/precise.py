@@ -47,10 +47,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import traverse_util
+from flax import nnx, traverse_util
 
 from mbn_jax import functional as F
-from mbn_jax.layers import MomentumBatchNorm
+from mbn_jax.norms.base import capabilities_of
 
 __all__ = [
   "PreciseStatsAccumulator",
@@ -73,27 +73,17 @@ def _merge(a: F.Moments, b: F.Moments) -> F.Moments:
 
 
 # ----------------------------------------------------------------------------
-# Which layers; their estimation-pass forward.
-
-
-def _linen_norm_types():
-  from mbn_jax import norms
-
-  return (nn.BatchNorm, MomentumBatchNorm, norms.BatchRenorm)
-
-
-def _nnx_norm_types():
-  from flax import nnx
-
-  from mbn_jax import nnx as mbn_nnx
-  from mbn_jax import norms
-
-  return (nnx.BatchNorm, mbn_nnx.MomentumBatchNorm, norms.BatchRenormNNX)
+# Which layers (they say so: Capabilities.precise_statistics); their estimation-pass forward.
 
 
 def is_precise_norm(module) -> bool:
-  """True for the layers whose ``mean``/``var`` :func:`precise_batch_stats` re-estimates."""
-  return isinstance(module, _linen_norm_types() + _nnx_norm_types())
+  """True for layers whose ``mean``/``var`` :func:`precise_batch_stats` re-estimates.
+
+  The layer's class decides (:func:`mbn_jax.capabilities_of`:
+  ``precise_statistics``): ``flax.linen.BatchNorm``, ``flax.nnx.BatchNorm`` and
+  mbn_jax's BN, MBN and BReN (linen and nnx), and any norm that declares it.
+  """
+  return capabilities_of(module).precise_statistics
 
 
 def _estimation_forward(layer, x, mask, scale, bias, axis_name):
@@ -142,13 +132,11 @@ def linen_training_mode(module, args, kwargs) -> bool | None:
 
 
 def _recording_interceptor(records: dict, axis_name: str | None):
-  norm_types = _linen_norm_types()
-
   def interceptor(next_fun, args, kwargs, context):
     module = context.module
     if (
       context.method_name != "__call__"
-      or not isinstance(module, norm_types)
+      or not is_precise_norm(module)
       or not args
       or module.is_initializing()
       or not linen_training_mode(module, args, kwargs)
@@ -296,10 +284,16 @@ def _run_batches(update, state, batches, *, num_batches, progress, desc):
   return state
 
 
-@functools.lru_cache(maxsize=16)
-def _compiled(train_fn, axis_name):
-  """(init, update, finalize) for ``train_fn``, jitted or pmapped; cached per
-  ``(train_fn, axis_name)`` so repeated estimations (every evaluation) compile once."""
+def _hashable(value) -> bool:
+  try:
+    hash(value)
+  except TypeError:
+    return False
+  return True
+
+
+def _build(train_fn, axis_name):
+  """(init, update, finalize) for ``train_fn``, jitted (or pmapped over ``axis_name``)."""
   acc = PreciseStatsAccumulator(train_fn, axis_name=axis_name)
   if axis_name is None:
     return acc.init, jax.jit(acc.update), jax.jit(acc.finalize)
@@ -309,6 +303,10 @@ def _compiled(train_fn, axis_name):
     jax.pmap(acc.update, axis_name=axis_name),
     jax.pmap(acc.finalize, axis_name=axis_name),
   )
+
+
+# Cached per (train_fn, axis_name): repeated estimations (every evaluation) compile once.
+_compiled = functools.lru_cache(maxsize=16)(_build)
 
 
 def precise_batch_stats(
@@ -378,10 +376,10 @@ def precise_batch_stats(
       "precise_batch_stats got no batches: pass a non-empty iterable "
       "(e.g. a few hundred training images in batches of ~256)."
     ) from None
-  try:
-    init, update, finalize = _compiled(train_fn, axis_name)
-  except TypeError:  # an unhashable train_fn: compile for this call only
-    init, update, finalize = _compiled.__wrapped__(train_fn, axis_name)
+  if _hashable(train_fn):
+    init, update, finalize = _compiled(train_fn, axis_name)  # cached: one compilation per fn
+  else:  # e.g. a functools.partial over a dict: compiled for this call only
+    init, update, finalize = _build(train_fn, axis_name)
   state = init(variables, first)
   state = _run_batches(
     lambda s, b: update(s, variables, b),
@@ -398,36 +396,50 @@ def precise_batch_stats(
 # flax.nnx: in place on the nnx.BatchStat variables.
 
 
-_RECORDING_CLASSES: dict[type, type] = {}
+class _EstimationPass(nnx.Module):
+  """Stands in for an nnx norm layer in a throw-away clone of the model during estimation.
 
+  In training mode it records the moments of its input and normalizes with
+  the batch statistics (:func:`_estimation_forward`); otherwise it calls the
+  layer itself.
+  """
 
-def _recording_class(cls: type) -> type:
-  """A subclass of an nnx norm whose ``__call__`` runs the estimation pass."""
-  if cls not in _RECORDING_CLASSES:
+  def __init__(self, layer, path: str, records: dict):
+    self.layer = layer
+    self.path = path
+    self.records = records
 
-    def __call__(self, x, use_running_average=None, *, mask=None, **kwargs):
-      ura = self.use_running_average if use_running_average is None else use_running_average
-      if ura is None or ura:
-        return cls.__call__(self, x, use_running_average, mask=mask, **kwargs)
-      scale = self.scale[...] if self.scale is not None else None
-      bias = self.bias[...] if self.bias is not None else None
-      y, moments = _estimation_forward(self, x, mask, scale, bias, self._precise_axis_name)
-      _record(self._precise_records, self._precise_path, moments)
-      return y
-
-    _RECORDING_CLASSES[cls] = type(
-      f"_PreciseEstimation{cls.__name__}", (cls,), {"__call__": __call__}
-    )
-  return _RECORDING_CLASSES[cls]
+  def __call__(self, x, use_running_average=None, *, mask=None, **kwargs):
+    layer = self.layer
+    ura = layer.use_running_average if use_running_average is None else use_running_average
+    if ura is None or ura:
+      return layer(x, use_running_average, mask=mask, **kwargs)
+    scale = layer.scale[...] if layer.scale is not None else None
+    bias = layer.bias[...] if layer.bias is not None else None
+    y, moments = _estimation_forward(layer, x, mask, scale, bias, None)
+    _record(self.records, self.path, moments)
+    return y
 
 
 def _nnx_norm_layers(model):
-  from flax import nnx
+  """``[(path tuple, layer)]`` of every nnx layer whose statistics can be re-estimated."""
+  return [(path, m) for path, m in nnx.iter_modules(model) if is_precise_norm(m)]
 
-  types = _nnx_norm_types()
-  return [
-    ("/".join(map(str, path)), m) for path, m in nnx.iter_modules(model) if isinstance(m, types)
-  ]
+
+def _path_name(path: tuple) -> str:
+  return "/".join(map(str, path))
+
+
+def _replace_submodule(root, path: tuple, new) -> None:
+  """Puts ``new`` where ``path`` (from ``nnx.iter_modules``) leads inside ``root``."""
+  parent = root
+  for key in path[:-1]:
+    parent = getattr(parent, key) if isinstance(key, str) and hasattr(parent, key) else parent[key]
+  key = path[-1]
+  if isinstance(key, str) and hasattr(parent, key):
+    setattr(parent, key, new)
+  else:
+    parent[key] = new
 
 
 def precise_batch_stats_nnx(
@@ -448,8 +460,6 @@ def precise_batch_stats_nnx(
   in the model changes. One compilation for all batches (a smaller last
   batch adds one).
   """
-  from flax import nnx
-
   layers = _nnx_norm_layers(model)
   if not layers:
     raise ValueError(
@@ -459,14 +469,16 @@ def precise_batch_stats_nnx(
   graphdef, state = nnx.split(model)
 
   def batch_moments(state, batch):
-    clone = nnx.merge(graphdef, state)
+    clone = nnx.merge(graphdef, state)  # a throw-away copy: its layers are swapped, not the model's
     records: dict[str, F.Moments] = {}
+    target = clone
     for path, layer in _nnx_norm_layers(clone):
-      object.__setattr__(layer, "__class__", _recording_class(type(layer)))
-      object.__setattr__(layer, "_precise_path", path)
-      object.__setattr__(layer, "_precise_records", records)
-      object.__setattr__(layer, "_precise_axis_name", None)
-    forward(clone, batch)
+      stand_in = _EstimationPass(layer, _path_name(path), records)
+      if path:
+        _replace_submodule(clone, path, stand_in)
+      else:  # the model is itself a norm layer: forward gets the stand-in
+        target = stand_in
+    forward(target, batch)
     return records
 
   @jax.jit
@@ -495,8 +507,8 @@ def precise_batch_stats_nnx(
     desc="precise statistics",
   )
   for path, layer in layers:
-    if path in acc:
-      moments = acc[path]
+    if _path_name(path) in acc:
+      moments = acc[_path_name(path)]
       for name, value in (("mean", moments.mean), ("var", moments.var)):
         var = getattr(layer, name)
         var[...] = jnp.where(moments.count > 0, value, var[...]).astype(var[...].dtype)

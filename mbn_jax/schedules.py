@@ -15,13 +15,20 @@ PyTorch momentum ``p`` corresponds to ``1 - p`` here.
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-__all__ = ["train_momentum", "inference_momentum", "validate_positive_int"]
+__all__ = [
+  "MomentumSchedule",
+  "inference_momentum",
+  "momentum_schedule",
+  "train_momentum",
+  "validate_positive_int",
+]
 
 
 def validate_positive_int(value, name: str) -> int:
@@ -135,3 +142,66 @@ def inference_momentum(batch_size: int, *, ideal_batch_size: int = 32, tau0: flo
       f"tau0 must lie strictly between 0 and 1, got {tau0}. The paper uses tau0=0.85."
     )
   return float(tau0) ** (m / m0)
+
+
+@dataclasses.dataclass(frozen=True)
+class MomentumSchedule:
+  r"""λ(t) of Eq. 11 as a value: an optax-style ``step -> λ`` function.
+
+  ``schedule(step)`` is :func:`train_momentum` with this schedule's m, T,
+  steps per epoch and m0 (λ weights the *old* value). Built once — by
+  :func:`momentum_schedule` — and handed to whoever needs λ: the layer
+  (``MomentumBatchNorm(momentum_schedule=...)``), a training loop's logged
+  λ, an analysis of a finished run. Frozen and hashable, so a module that
+  holds it can be a static argument of ``jax.jit``; :meth:`to_dict` gives
+  the values to save in a run record.
+
+  Attributes:
+    batch_size: m, the batch the statistics are computed over (per device,
+      times the devices that share statistics).
+    total_epochs: T (>= 1).
+    steps_per_epoch: optimizer steps per epoch (>= 1).
+    ideal_batch_size: m0 (paper: 32).
+  """
+
+  batch_size: int
+  total_epochs: int
+  steps_per_epoch: int
+  ideal_batch_size: int = 32
+
+  def __post_init__(self):
+    for name in ("batch_size", "total_epochs", "steps_per_epoch", "ideal_batch_size"):
+      validate_positive_int(getattr(self, name), name)
+
+  def __call__(self, step: ArrayLike) -> jax.Array:
+    return train_momentum(
+      step,
+      batch_size=self.batch_size,
+      total_epochs=self.total_epochs,
+      steps_per_epoch=self.steps_per_epoch,
+      ideal_batch_size=self.ideal_batch_size,
+    )
+
+  @property
+  def final_momentum(self) -> float:
+    """λ from epoch T on: 1 − m/m0 (0 when m ≥ m0 or T = 1)."""
+    return float(self(self.total_epochs * self.steps_per_epoch))
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+
+def momentum_schedule(
+  *, batch_size: int, total_epochs: int, steps_per_epoch: int, ideal_batch_size: int = 32
+) -> MomentumSchedule:
+  """MBN's training-momentum schedule λ(t) (Eq. 11) for m, T, steps per epoch and m0.
+
+  The optax-style constructor of :class:`MomentumSchedule`: the result is a
+  pure ``step -> λ`` function (traced steps included, one compilation).
+  """
+  return MomentumSchedule(
+    batch_size=batch_size,
+    total_epochs=total_epochs,
+    steps_per_epoch=steps_per_epoch,
+    ideal_batch_size=ideal_batch_size,
+  )

@@ -1,4 +1,4 @@
-"""train.eval_stats: pooled population statistics and re-evaluation of a tiny real run."""
+"""tools.eval_stats: pooled population statistics and re-evaluation of a tiny real run."""
 
 import json
 import pathlib
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.test_train import tiny_config
-from train import eval_stats
+from tools import eval_stats
 from train import train as train_lib
 
 pytestmark = pytest.mark.skipif(jax.local_device_count() < 4, reason="needs 4 devices")
@@ -39,7 +39,7 @@ def test_reevaluates_a_run_with_each_kind_of_statistics(tmp_path):
 def test_rejects_norms_without_batch_statistics(tmp_path):
   workdir = str(tmp_path / "gn")
   train_lib.train_and_evaluate(tiny_config(norm="gn", model="mlp", num_epochs=1), workdir)
-  with pytest.raises(ValueError, match="eval_stats supports norms"):
+  with pytest.raises(ValueError, match="eval_stats supports norms with re-estimable"):
     eval_stats.evaluate_run(workdir, batch=16, precise_batches=2)
 
 

@@ -1,11 +1,11 @@
-"""train.noise_probe on a tiny real run: measured noise rows for BN and MBN."""
+"""tools.noise_probe on a tiny real run: measured noise rows for BN and MBN."""
 
 import jax
 import numpy as np
 import pytest
 
 from tests.test_train import tiny_config
-from train import noise_probe
+from tools import noise_probe
 from train import train as train_lib
 
 pytestmark = pytest.mark.skipif(jax.local_device_count() < 4, reason="needs 4 devices")

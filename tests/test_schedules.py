@@ -148,3 +148,52 @@ def test_inference_momentum_rejects_bad_sizes():
     mbn_jax.inference_momentum(0)
   with pytest.raises(ValueError, match="ideal_batch_size"):
     mbn_jax.inference_momentum(2, ideal_batch_size=-1)
+
+
+def test_momentum_schedule_is_eq11_as_a_value():
+  """momentum_schedule(...)(step) is train_momentum(step, ...): hand-derived points of Eq. 11."""
+  sched = mbn_jax.momentum_schedule(batch_size=2, total_epochs=4, steps_per_epoch=3)
+  r = 2 / 32
+  for step, t in [(0, 1), (2, 1), (3, 2), (8, 3), (9, 4), (100, 4)]:
+    want = r ** ((4 - t) / 3) - r  # λ = r^{(T − t)/(T − 1)} − r
+    assert float(sched(step)) == pytest.approx(max(want, 0.0), abs=1e-6)
+  assert sched.final_momentum == pytest.approx(1 - r)
+  # Traced steps: one compilation for all of them.
+  traced = jax.jit(sched)
+  assert float(traced(jnp.int32(9))) == pytest.approx(1 - r)
+  # A value: hashable, comparable, serializable.
+  same = mbn_jax.MomentumSchedule(2, 4, 3, 32)
+  assert sched == same and hash(sched) == hash(same)
+  assert sched.to_dict() == {
+    "batch_size": 2,
+    "total_epochs": 4,
+    "steps_per_epoch": 3,
+    "ideal_batch_size": 32,
+  }
+  with pytest.raises(ValueError, match="total_epochs"):
+    mbn_jax.momentum_schedule(batch_size=2, total_epochs=0, steps_per_epoch=3)
+
+
+def test_the_layer_uses_a_given_schedule():
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 3)), jnp.float32)
+  sched = mbn_jax.momentum_schedule(batch_size=2, total_epochs=4, steps_per_epoch=3)
+  with_fields = mbn_jax.MomentumBatchNorm(total_epochs=4, steps_per_epoch=3)
+  with_schedule = mbn_jax.MomentumBatchNorm(momentum_schedule=sched)
+  v = with_fields.init(jax.random.key(0), x, False, step=0)
+  v = {"params": v["params"], "batch_stats": {**v["batch_stats"], "train_mean": jnp.ones(3)}}
+  for step in (0, 5, 11):
+    a = with_fields.apply(v, x, False, step=step, mutable=["batch_stats"])
+    b = with_schedule.apply(v, x, False, step=step, mutable=["batch_stats"])
+    for s, t in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+      np.testing.assert_array_equal(s, t)
+  # A schedule built for another statistics batch is refused, naming both m.
+  wrong = mbn_jax.MomentumBatchNorm(
+    momentum_schedule=mbn_jax.momentum_schedule(batch_size=8, total_epochs=4, steps_per_epoch=3)
+  )
+  with pytest.raises(ValueError, match="m=8.*m=2"):
+    wrong.apply(v, x, False, step=3, mutable=["batch_stats"])
+  # Any step -> λ function is accepted: a research variant's own λ(t).
+  const = mbn_jax.MomentumBatchNorm(momentum_schedule=lambda step: jnp.float32(0.5))
+  (_, upd) = const.apply(v, x, False, step=3, mutable=["batch_stats"])
+  want = 0.5 * 1.0 + 0.5 * np.asarray(x).mean(0)
+  np.testing.assert_allclose(upd["batch_stats"]["train_mean"], want, rtol=1e-6)

@@ -1,4 +1,4 @@
-"""train.sweep (run naming, skipping, commands) and train.report (tables, plots)."""
+"""tools.sweep (run naming, skipping, commands) and tools.report (tables, plots)."""
 
 import json
 import pathlib
@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from train import report, sweep
+from tools import report, sweep
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -68,7 +68,7 @@ def test_report_aggregates_over_seeds_and_plots(tmp_path):
   assert "| MBN | 60.00 ± 0.00 (n=1) | 70.00 ± 0.00 (n=1) |" in md
   out = tmp_path / "out"
   subprocess.run(
-    [sys.executable, "-m", "train.report", f"--root={tmp_path}", f"--out={out}"],
+    [sys.executable, "-m", "tools.report", f"--root={tmp_path}", f"--out={out}"],
     check=True,
     capture_output=True,
     cwd=ROOT,
@@ -89,7 +89,7 @@ def test_sweep_skips_finished_runs_and_orders_small_batches_first(tmp_path):
     [
       sys.executable,
       "-m",
-      "train.sweep",
+      "tools.sweep",
       "--config=configs/quickstart.py",
       f"--root={tmp_path}",
       "--norms=bn,mbn",
@@ -141,7 +141,7 @@ def test_report_pairs_seeds_and_tabulates_precise_statistics(tmp_path):
 
 
 def test_compare_pairs_arms_from_different_roots_by_seed(tmp_path):
-  from train import compare
+  from tools import compare
 
   a, b = tmp_path / "a", tmp_path / "b"
   fake_run(a, "bn", 2, 0, [0.3, 0.40], precise=[0.3, 0.45])

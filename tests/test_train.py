@@ -98,7 +98,7 @@ def test_resume_with_different_config_is_refused(full_run):
 
 
 def test_fields_added_after_a_run_started_resume_at_their_default():
-  saved = train_lib._config_json(tiny_config())
+  saved = train_lib.config_json(tiny_config())
   del saved["sync_batch_stats"]  # as if the run predates the field
   train_lib.check_resume_compatible(saved, tiny_config())  # default value: compatible
   with pytest.raises(train_lib.ConfigMismatchError, match="sync_batch_stats"):
@@ -153,7 +153,7 @@ def test_missing_workdir_parent(tmp_path):
 
 
 def test_conv_setting_picks_the_convolution():
-  from mbn_jax import fast_conv
+  from train import cpu_conv as fast_conv
 
   assert train_lib.conv_function("xla", 2) is None
   assert train_lib.conv_function("fast", 2) is fast_conv.conv_general_dilated
@@ -163,7 +163,8 @@ def test_conv_setting_picks_the_convolution():
 
 def test_global_batch_size_sets_per_device_batch():
   layout = train_lib.validate_config(tiny_config(global_batch_size=16))
-  assert layout["per_device_batch_size"] == 4 and layout["devices"] == 4
+  assert layout.per_device_batch_size == 4 and layout.devices == 4
+  assert layout.statistics_batch_size == 4 and layout.global_batch_size == 16
 
 
 def test_one_step_on_tfds_mock_data(tmp_path):

@@ -111,5 +111,10 @@ def _run():
     sys.exit(3)
 
 
-if __name__ == "__main__":
+def run():
+  """The ``mbn-train`` console script (``python -m train``)."""
   app.run(main, flags_parser=cli.parse_flags)
+
+
+if __name__ == "__main__":
+  run()

@@ -64,10 +64,15 @@ class CheckpointManager:
 
   def __init__(self, directory: str, *, max_to_keep: int = 2):
     self.directory = os.path.abspath(directory)
+    # The step folders' names, given to Orbax and used to find a step's folder.
+    self._name_format = ocp.step.standard_name_format()
     self._manager = ocp.CheckpointManager(
       self.directory,
       options=ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False
+        max_to_keep=max_to_keep,
+        create=True,
+        enable_async_checkpointing=False,
+        step_name_format=self._name_format,
       ),
     )
 
@@ -109,7 +114,7 @@ class CheckpointManager:
 
   def restore_item(self, step: int, name: str, *, json: bool = False):
     """The extra item ``name`` saved with ``step`` (a JSON item with ``json``), or None."""
-    if not os.path.isdir(os.path.join(self.directory, str(step), name)):
+    if name not in self._manager.item_metadata(step):
       return None
     item = ocp.args.JsonRestore() if json else ocp.args.StandardRestore(None)
     return self._manager.restore(step, args=ocp.args.Composite(**{name: item}))[name]
@@ -150,7 +155,7 @@ class CheckpointManager:
   def _move_aside(self, step: int, reason: str) -> None:
     aside = os.path.join(self.directory + "_damaged", f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
     os.makedirs(os.path.dirname(aside), exist_ok=True)
-    os.rename(os.path.join(self.directory, str(step)), aside)
+    os.rename(ocp.step.find_step_path(self.directory, self._name_format, step=step), aside)
     self._manager.reload()
     print(
       f"warning: checkpoint at step {step} is damaged: {reason}; moved it to {aside} and "

@@ -24,9 +24,9 @@ def evaluate(p_eval, variables, data, *, batch_size: int, layout: dict) -> dict:
   for batch in input_pipeline.eval_batches(
     data,
     per_device_batch_size=batch_size,
-    local_devices=layout["local_devices"],
-    process_index=layout["process_index"],
-    process_count=layout["process_count"],
+    local_devices=layout.local_devices,
+    process_index=layout.process_index,
+    process_count=layout.process_count,
   ):
     out = devices.first(p_eval(variables, batch))
     for k in sums:
@@ -50,9 +50,9 @@ def precise_stats_stream(config, data, layout, epoch: int):
     stream = input_pipeline.TrainBatches(
       data,
       per_device_batch_size=config.precise_stats_batch_size,
-      local_devices=layout["local_devices"],
-      process_index=layout["process_index"],
-      process_count=layout["process_count"],
+      local_devices=layout.local_devices,
+      process_index=layout.process_index,
+      process_count=layout.process_count,
       seed=config.seed + PRECISE_STATS_SEED_OFFSET,
       augment=config.dataset.augment,
       pad=config.dataset.crop_padding,

@@ -123,7 +123,7 @@ def validate_dataset_config(dc) -> None:
     raise ValueError(f"config.dataset.image_size must be positive, got {dc.image_size}.")
   if dc.max_train_examples is not None and dc.max_train_examples <= 0:
     raise ValueError("config.dataset.max_train_examples must be positive or None.")
-  if dc.get("train_per_class") is not None and dc.train_per_class <= 0:
+  if dc.train_per_class is not None and dc.train_per_class <= 0:
     raise ValueError("config.dataset.train_per_class must be positive or None.")
   if dc.max_eval_examples is not None and dc.max_eval_examples <= 0:
     raise ValueError("config.dataset.max_eval_examples must be positive or None.")
@@ -306,7 +306,7 @@ def _read_tfds(dc, split_spec):
     )
     if not dc.download:
       raise DatasetUnavailableError(msg)
-    unreachable = _unreachable_download_host(builder) if dc.get("check_download_host", True) else ""
+    unreachable = _unreachable_download_host(builder) if dc.check_download_host else ""
     if unreachable:  # TFDS would retry for minutes; fail at once instead.
       raise DatasetUnavailableError(f"{msg}\nIts download host is unreachable: {unreachable}")
     try:
@@ -340,7 +340,7 @@ def _read(dc, split_spec):
   reader = {"tfds": _read_tfds, "image_folder": _read_image_folder, "digits": _read_digits}[
     dc.source
   ]
-  cache_dir = dc.get("cache_dir")
+  cache_dir = dc.cache_dir
   if not cache_dir or dc.source == "digits":
     return reader(dc, split_spec)
   # Decoded arrays cached as .npy files, keyed by what determines them.
@@ -428,7 +428,7 @@ def load_dataset(dc) -> Dataset:
   else:
     eval_images, eval_labels, _ = _read(dc, dc.eval_split)
     eval_desc = repr(dc.eval_split)
-  if dc.get("train_per_class"):
+  if dc.train_per_class:
     keep = _first_per_class(labels, dc.train_per_class)
     images, labels = images[keep], labels[keep]
   if dc.max_train_examples:

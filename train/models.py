@@ -15,26 +15,19 @@ from typing import Any
 import jax.numpy as jnp
 from flax import linen as nn
 
+from mbn_jax import models as paper_models
+from mbn_jax import norms
+
 TINY_MODELS = ("tiny_cnn", "mlp")
-# The contract of mbn_jax.models (used if the package does not list its names).
-_PAPER_MODELS = ("resnet18", "resnet34", "resnet50", "vgg11", "vgg16", "resnet20")
 
 
 def norm_names() -> tuple[str, ...]:
-  from mbn_jax import norms
-
-  return tuple(norms.NORM_NAMES)
+  """Every name ``make_norm`` takes now (the package's and any :func:`register_norm`-ed)."""
+  return tuple(norms.NORM_CLASSES)
 
 
 def model_names() -> tuple[str, ...]:
-  try:
-    import mbn_jax.models as models
-  except ImportError:
-    return TINY_MODELS
-  names = getattr(models, "MODEL_NAMES", None)
-  if names is None:
-    names = tuple(getattr(models, "MODELS", {}) or _PAPER_MODELS)
-  return TINY_MODELS + tuple(names)
+  return TINY_MODELS + tuple(paper_models.MODEL_NAMES)
 
 
 class TinyCNN(nn.Module):
@@ -95,9 +88,7 @@ def create_model(
   XLA's); the MLP has none and ignores it.
   """
   if name in TINY_MODELS:
-    from mbn_jax.norms import make_norm
-
-    norm_factory = make_norm(norm, dtype=dtype, **norm_options)
+    norm_factory = norms.make_norm(norm, dtype=dtype, **norm_options)
     if name == "tiny_cnn":
       return TinyCNN(
         num_classes=num_classes,
@@ -106,9 +97,7 @@ def create_model(
         conv_general_dilated=conv_general_dilated,
       )
     return MLP(num_classes=num_classes, norm=norm_factory, dtype=dtype)
-  from mbn_jax.models import create_model as paper_model
-
-  return paper_model(
+  return paper_models.create_model(
     name,
     num_classes=num_classes,
     norm=norm,

@@ -82,7 +82,7 @@ def make_optimizer(config, lr_fn: Callable) -> optax.GradientTransformation:
     optax.add_decayed_weights(config.weight_decay),
     optax.sgd(lr_fn, momentum=config.momentum or None, nesterov=config.nesterov),
   )
-  k = config.get("grad_accum_steps", 1)
+  k = config.grad_accum_steps
   return optax.MultiSteps(tx, every_k_schedule=k) if k > 1 else tx
 
 

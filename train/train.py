@@ -37,10 +37,11 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from mbn_jax import fast_conv, schedules
+from mbn_jax import norms, schedules
 from train import checkpoints as ckpt_lib
-from train import devices, evaluation, input_pipeline, models, steps
+from train import cpu_conv, devices, evaluation, input_pipeline, models, steps
 from train.evaluation import precise_stats_stream
+from train.layout import RunLayout
 from train.steps import AXIS, TrainState, learning_rate_fn
 from train.validation import (
   CONVS,
@@ -51,7 +52,7 @@ from train.validation import (
   config_json,
   validate_config,
 )
-from train.writer import MetricWriter, save_json
+from train.writer import MetricWriter, comparison_table, save_json
 
 __all__ = [
   "RESUME_MAY_CHANGE",
@@ -59,14 +60,14 @@ __all__ = [
   "TrainState",
   "build_model",
   "check_resume_compatible",
+  "config_json",
   "conv_function",
   "learning_rate_fn",
+  "momentum_schedule_of",
   "precise_stats_stream",
   "train_and_evaluate",
   "validate_config",
 ]
-
-_config_json = config_json  # the name older callers use
 
 
 # ----------------------------------------------------------------------------
@@ -76,31 +77,52 @@ _config_json = config_json  # the name older callers use
 def conv_function(conv: str, per_device_batch: int):
   """``config.conv`` → the convolution of every conv layer (None: XLA's).
 
-  ``'auto'``: :func:`mbn_jax.fast_conv.auto_conv` — the fast path on CPU
+  ``'auto'``: :func:`train.cpu_conv.auto_conv` — the fast path on CPU
   (chunked weight gradients, matmul convs for tiny layers), XLA's conv on
   GPU/TPU; ``'xla'``: always XLA's; ``'fast'``: the fast path on any backend.
   """
   if conv == "xla":
     return None
   if conv == "fast":
-    return fast_conv.conv_general_dilated
+    return cpu_conv.conv_general_dilated
   if conv == "auto":
-    return fast_conv.auto_conv(per_device_batch)
+    return cpu_conv.auto_conv(per_device_batch)
   raise ValueError(f"config.conv must be one of {CONVS}, got {conv!r}.")
 
 
 def accumulation_steps_of(config) -> int:
   """The norms' ``accumulation_steps``: k with deferred statistics, else 1 (sequential)."""
-  k = config.get("grad_accum_steps", 1)
-  return k if config.get("grad_accum_stats", "sequential") == "deferred" else 1
+  k = config.grad_accum_steps
+  return k if config.grad_accum_stats == "deferred" else 1
+
+
+def momentum_schedule_of(config, layout: RunLayout, steps_per_epoch: int):
+  """MBN's λ(t) (Eq. 11) for this run: the statistics batch m·G of ``layout``, T =
+  ``mbn_total_epochs``, optimizer ``steps_per_epoch``, m0 = ``ideal_batch_size``.
+
+  Built once per run and shared by the norms (``make_norm(momentum_schedule=...)``),
+  the logged λ and :mod:`tools.finished_run`.
+  """
+  return schedules.momentum_schedule(
+    batch_size=layout.statistics_batch_size,
+    total_epochs=config.mbn_total_epochs,
+    steps_per_epoch=steps_per_epoch,
+    ideal_batch_size=config.ideal_batch_size,
+  )
 
 
 def build_model(
-  config, *, num_classes: int, steps_per_epoch: int, per_device_batch: int | None = None
+  config,
+  *,
+  num_classes: int,
+  steps_per_epoch: int,
+  per_device_batch: int | None = None,
+  momentum_schedule=None,
 ):
   """The configured network, its norms built from the config's norm options.
 
-  ``steps_per_epoch`` counts optimizer steps (what the norms' ``step`` counts).
+  ``steps_per_epoch`` counts optimizer steps (what the norms' ``step`` counts);
+  ``momentum_schedule`` (:func:`momentum_schedule_of`) is MBN's λ(t).
 
   ``axis_name='batch'`` (the pmap axis) when ``sync_batch_stats``; the
   model's dtype reaches its norms through ``create_model(dtype=...)``; its
@@ -119,8 +141,9 @@ def build_model(
     d_max=config.d_max,
     warmup_steps=config.brn_warmup_steps,
     bn_momentum=config.bn_momentum,
+    momentum_schedule=momentum_schedule,
   )
-  conv = conv_function(config.get("conv", "xla"), per_device_batch or config.per_device_batch_size)
+  conv = conv_function(config.conv, per_device_batch or config.per_device_batch_size)
   return models.create_model(
     config.model,
     num_classes=num_classes,
@@ -171,15 +194,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   ``workdir/<norm>`` and prints their accuracies side by side.
   """
   layout = validate_config(config, workdir)
-  if len(layout["norms"]) > 1 or config.get("norms"):
-    return _compare(config, workdir, layout["norms"])
+  if len(layout.norms) > 1 or config.norms:
+    return _compare(config, workdir, layout.norms)
   return TrainingRun(config, workdir, layout).run()
 
 
 def _compare(config, workdir, norms):
-  """One run per norm into ``workdir/<norm>``, then :func:`train.report.comparison_table`."""
-  from train import report
-
+  """One run per norm into ``workdir/<norm>``, then :func:`train.writer.comparison_table`."""
   os.makedirs(workdir, exist_ok=True)
   results = {}
   for norm in norms:
@@ -195,7 +216,7 @@ def _compare(config, workdir, norms):
         "runs": results,
         "status": results[norm]["status"],
       }
-  table = report.comparison_table(results)
+  table = comparison_table(results)
   m = config.per_device_batch_size
   header = (
     f"{config.model} on {config.dataset.source}:{config.dataset.name}, "
@@ -233,11 +254,11 @@ class EpochSums:
 class TrainingRun:
   """One run of ``python -m train``: set up (or resume), train epoch by epoch, summarize."""
 
-  def __init__(self, config, workdir: str, layout: dict):
+  def __init__(self, config, workdir: str, layout: RunLayout):
     self.t_start = time.time()
     self.config = config
     self.layout = layout
-    self.is_main = layout["process_index"] == 0
+    self.is_main = layout.process_index == 0
     self.workdir = os.path.abspath(os.path.expanduser(workdir))
     os.makedirs(self.workdir, exist_ok=True)
     config_path = os.path.join(self.workdir, "config.json")
@@ -245,15 +266,15 @@ class TrainingRun:
       with open(config_path) as f:
         check_resume_compatible(json.load(f)["config"], config)
 
-    m = layout["per_device_batch_size"]
-    self.k = k = layout["grad_accum_steps"]  # micro-batches per optimizer step
+    m = layout.per_device_batch_size
+    self.k = k = layout.grad_accum_steps  # micro-batches per optimizer step
     self.data = input_pipeline.load_dataset(config.dataset)
     self.batches = input_pipeline.TrainBatches(
       self.data,
       per_device_batch_size=m,
-      local_devices=layout["local_devices"],
-      process_index=layout["process_index"],
-      process_count=layout["process_count"],
+      local_devices=layout.local_devices,
+      process_index=layout.process_index,
+      process_count=layout.process_count,
       seed=config.seed,
       augment=config.dataset.augment,
       pad=config.dataset.crop_padding,
@@ -263,30 +284,29 @@ class TrainingRun:
     # steps per epoch, what λ(t) and the learning-rate schedule count.
     self.spe = spe = self.batches.steps_per_epoch
     self.opt_spe = opt_spe = spe // k
+    # λ(t), built once: the norms use it and the loop logs it.
+    self.lam_fn = momentum_schedule_of(config, layout, opt_spe)
     self.model = build_model(
-      config, num_classes=self.data.num_classes, steps_per_epoch=opt_spe, per_device_batch=m
-    )
-    self.lr_fn = learning_rate_fn(config, m * k, layout["global_batch_size"] * k, opt_spe)
-    self.stats_batch = m * layout["devices"] if config.sync_batch_stats else m
-    self.lam_fn = functools.partial(
-      schedules.train_momentum,
-      batch_size=self.stats_batch,
-      total_epochs=config.mbn_total_epochs,
+      config,
+      num_classes=self.data.num_classes,
       steps_per_epoch=opt_spe,
-      ideal_batch_size=config.ideal_batch_size,
+      per_device_batch=m,
+      momentum_schedule=self.lam_fn,
     )
+    self.logs_lambda = norms.norm_class(config.norm).capabilities.momentum_schedule
+    self.lr_fn = learning_rate_fn(config, m * k, layout.global_batch_size * k, opt_spe)
     self.run_info = {
-      "devices": layout["devices"],
-      "processes": layout["process_count"],
+      "devices": layout.devices,
+      "processes": layout.process_count,
       "steps_per_epoch": spe,
       "per_device_batch_size": m,
-      "global_batch_size": layout["global_batch_size"],
+      "global_batch_size": layout.global_batch_size,
     }
     if k > 1:  # only then: runs without accumulation keep their run_info (and resume)
       self.run_info.update(
         grad_accum_steps=k,
         optimizer_steps_per_epoch=opt_spe,
-        optimizer_batch_size=layout["global_batch_size"] * k,
+        optimizer_batch_size=layout.global_batch_size * k,
       )
     self.manager = ckpt_lib.CheckpointManager(
       os.path.join(self.workdir, "checkpoints"), max_to_keep=config.keep_checkpoints
@@ -301,10 +321,10 @@ class TrainingRun:
     self.start_step = self.step = int(devices.first(self.rstate.step))
     # Precise statistics re-estimate BatchNorm-family layers; a model without any (gn,
     # ln, in, none: no batch_stats) has no inference statistics to re-estimate.
-    self.precise_stats_on = bool(config.get("precise_stats_batches", 0)) and bool(
+    self.precise_stats_on = bool(config.precise_stats_batches) and bool(
       jax.tree.leaves(self.rstate.batch_stats)
     )
-    if config.get("precise_stats_batches", 0) and not self.precise_stats_on and self.is_main:
+    if config.precise_stats_batches and not self.precise_stats_on and self.is_main:
       print(
         f"{config.model}/{config.norm}: precise statistics skipped (precise_stats_batches="
         f"{config.precise_stats_batches}): the model keeps no batch statistics, so its "
@@ -327,7 +347,7 @@ class TrainingRun:
       self.model,
       tx,
       self.data.image_shape,
-      batch_size=layout["per_device_batch_size"],
+      batch_size=layout.per_device_batch_size,
       seed=config.seed,
     )
     host = jax.device_get(state)
@@ -337,7 +357,7 @@ class TrainingRun:
       "params": host.params,
       "opt_state": host.opt_state,
       "batch_stats": host.batch_stats,
-      "batch_stats_per_device": devices.replicate(host.batch_stats, layout["devices"]),
+      "batch_stats_per_device": devices.replicate(host.batch_stats, layout.devices),
     }
     had_checkpoints = bool(self.manager.all_steps())
     found = self.manager.restore_newest_good(target, check_meta=self._check_checkpoint_meta)
@@ -349,8 +369,8 @@ class TrainingRun:
         opt_state=restored["opt_state"],
         batch_stats=restored["batch_stats"],
       )
-      lo = layout["process_index"] * layout["local_devices"]
-      rows = slice(lo, lo + layout["local_devices"])
+      lo = layout.process_index * layout.local_devices
+      rows = slice(lo, lo + layout.local_devices)
       per_device_stats = jax.tree.map(
         lambda x: np.asarray(x)[rows], restored["batch_stats_per_device"]
       )
@@ -367,8 +387,15 @@ class TrainingRun:
         "--workdir (or move the damaged ones back to inspect them)."
       )
     if found is None and self.is_main:
-      save_json(config_path, {"config": config_json(config), "run_info": self.run_info})
-    rstate = devices.replicate(host, layout["local_devices"])
+      save_json(
+        config_path,
+        {
+          "config": config_json(config),
+          "run_info": self.run_info,
+          "layout": layout.to_record(),
+        },
+      )
+    rstate = devices.replicate(host, layout.local_devices)
     if per_device_stats is not None:
       rstate = rstate.replace(batch_stats=per_device_stats)
     # Onto the devices, laid out as the train step's outputs are, so the first
@@ -432,7 +459,7 @@ class TrainingRun:
     mean_stats = self.steps.p_mean(self.rstate.batch_stats)
     record.update(self.evaluate(mean_stats))
     precise = None
-    if self.precise_stats_on and (last_epoch or config.get("precise_stats_every_eval", False)):
+    if self.precise_stats_on and (last_epoch or config.precise_stats_every_eval):
       precise = evaluation.precise_stats(
         self.model,
         self.rstate.params,
@@ -457,7 +484,7 @@ class TrainingRun:
       dynamic_ncols=True,
       leave=True,
     )
-    stop_flag = np.zeros((self.layout["local_devices"],), np.int32)
+    stop_flag = np.zeros((self.layout.local_devices,), np.int32)
     t_epoch, done_here, pending, outcome = time.time(), 0, [], None
     for batch in self.batches.epoch(epoch, first):
       stop_flag[:] = int(stop.requested)
@@ -478,7 +505,7 @@ class TrainingRun:
       outcome = self._consume(metrics) or outcome
     bar.close()
     self.epoch_time = time.time() - t_epoch
-    self.images_per_sec = done_here * self.layout["global_batch_size"] / max(self.epoch_time, 1e-9)
+    self.images_per_sec = done_here * self.layout.global_batch_size / max(self.epoch_time, 1e-9)
     if outcome is None and self.step % spe != 0:  # stopped mid-epoch by the data running out
       outcome = "interrupted"
     return outcome
@@ -498,7 +525,7 @@ class TrainingRun:
       self.sums.count += 1
     if int(mh["stop"]) > 0:
       return "interrupted"
-    if self.consecutive_nonfinite >= self.config.get("max_nonfinite_steps", 20):
+    if self.consecutive_nonfinite >= self.config.max_nonfinite_steps:
       return "diverged"
     return None
 
@@ -507,11 +534,11 @@ class TrainingRun:
     post = {
       "loss": f"{self.sums.loss / n:.4f}",
       "acc": f"{self.sums.accuracy / n:.4f}",
-      "img/s": f"{done_here * self.layout['global_batch_size'] / (time.time() - t_epoch):.0f}",
+      "img/s": f"{done_here * self.layout.global_batch_size / (time.time() - t_epoch):.0f}",
     }
     if self.sums.nonfinite:
       post["skipped"] = self.sums.nonfinite
-    if self.config.norm == "mbn":
+    if self.logs_lambda:
       post["λ"] = f"{self.lam:.4f}"
     bar.set_postfix(post)
 
@@ -523,14 +550,14 @@ class TrainingRun:
     if self.is_main:
       lay = self.layout
       print(
-        f"{config.model}/{config.norm}: {self.data.description}; {lay['devices']} device(s) "
-        f"on {lay['process_count']} process(es), per-device batch "
-        f"m={lay['per_device_batch_size']}, global batch {lay['global_batch_size']}, {spe} "
+        f"{config.model}/{config.norm}: {self.data.description}; {lay.devices} device(s) "
+        f"on {lay.process_count} process(es), per-device batch "
+        f"m={lay.per_device_batch_size}, global batch {lay.global_batch_size}, {spe} "
         f"steps/epoch, {config.num_epochs} epochs, seed {config.seed}"
         + (
           f"; gradient accumulation over {self.k} micro-batches ("
           f"{config.grad_accum_stats} statistics): optimizer batch "
-          f"{lay['global_batch_size'] * self.k}, {self.opt_spe} optimizer steps/epoch"
+          f"{lay.global_batch_size * self.k}, {self.opt_spe} optimizer steps/epoch"
           if self.k > 1
           else ""
         ),
@@ -550,7 +577,7 @@ class TrainingRun:
           **self.sums.record(),
           "learning_rate": float(self.lr_fn(self.opt_step(self.step - 1))),
           "lambda": (
-            float(self.lam_fn(self.opt_step(self.step - 1))) if config.norm == "mbn" else None
+            float(self.lam_fn(self.opt_step(self.step - 1))) if self.logs_lambda else None
           ),
           "images_per_sec": self.images_per_sec,
         }
@@ -631,9 +658,10 @@ class TrainingRun:
       **self.run_info,
       # The statistics layout: how many devices share one set of batch statistics and
       # the batch m they are computed over (what λ and τ use).
-      "norm_sync_devices": self.layout["devices"] if config.sync_batch_stats else 1,
-      "statistics_batch_size": self.stats_batch,
+      "norm_sync_devices": self.layout.norm_sync_devices,
+      "statistics_batch_size": self.layout.statistics_batch_size,
       "lr_batch_size": config.lr_batch_size,
+      "layout": self.layout.to_record(),
     }
     if outcome == "interrupted":
       summary["resume_hint"] = "Rerun the same command with the same --workdir to resume."
@@ -649,7 +677,7 @@ class TrainingRun:
     else:
       acc = summary["final_eval_accuracy"]
       print(
-        f"process {self.layout['process_index']}/{self.layout['process_count']} {status} at "
+        f"process {self.layout.process_index}/{self.layout.process_count} {status} at "
         f"step {self.step}: final eval accuracy "
         f"{'n/a' if acc is None else f'{acc:.6f}'}",
         flush=True,
@@ -662,7 +690,7 @@ class TrainingRun:
     return (
       f"training diverged: {self.consecutive_nonfinite} consecutive steps up to step "
       f"{self.last_nonfinite_step} had a non-finite loss or gradient "
-      f"(config.max_nonfinite_steps={config.get('max_nonfinite_steps', 20)}); every one was "
+      f"(config.max_nonfinite_steps={config.max_nonfinite_steps}); every one was "
       "skipped, so the parameters and the last checkpoint hold the last finite state. Likely "
       f"cause: a learning rate too high for this batch (base_learning_rate="
       f"{config.base_learning_rate}, lr at the last step "

@@ -13,8 +13,11 @@ import tempfile
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 
+from mbn_jax import norms as mbn_norms
 from train import input_pipeline, models
+from train.layout import RunLayout
 
 __all__ = [
   "ACCUMULATION_STATS",
@@ -23,7 +26,9 @@ __all__ = [
   "RESUME_MAY_CHANGE",
   "ConfigMismatchError",
   "check_resume_compatible",
+  "check_complete",
   "config_json",
+  "load_saved_config",
   "validate_config",
 ]
 
@@ -53,7 +58,6 @@ RESUME_MAY_CHANGE = (
 )
 CONVS = ("auto", "xla", "fast")
 ACCUMULATION_STATS = ("sequential", "deferred")
-NO_DEFERRED_NORMS = ("brn",)  # norms whose running statistics enter training
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -83,8 +87,41 @@ def _check_writable(directory: str, workdir: str) -> None:
     ) from None
 
 
-def validate_config(config, workdir: str | None = None) -> dict:
-  """Checks names, sizes and the device split; returns the batch layout."""
+def check_complete(config) -> None:
+  """Raises a ValueError naming the fields ``config`` lacks (configs start from default.py)."""
+  from configs import default
+
+  missing = sorted(
+    set(_flatten(config_json(default.get_config()))) - set(_flatten(config_json(config)))
+  )
+  if missing:
+    raise ValueError(
+      f"the config lacks field(s) {', '.join(missing)}: build it from "
+      "configs.default.get_config() (every field's default lives there) and change what "
+      "differs."
+    )
+
+
+def load_saved_config(saved: dict) -> ml_collections.ConfigDict:
+  """A run record's config (``config.json``) with the fields it lacks at their defaults.
+
+  A run saved before a field existed ran with its default behaviour, which
+  configs/default.py holds; the result has every field of today's program.
+  """
+  from configs import default
+
+  def merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+      out[key] = merge(base[key], value) if isinstance(base.get(key), dict) else value
+    return out
+
+  return ml_collections.ConfigDict(merge(default.get_config().to_dict(), saved))
+
+
+def validate_config(config, workdir: str | None = None) -> RunLayout:
+  """Checks names, sizes and the device split; returns the batch layout (:class:`RunLayout`)."""
+  check_complete(config)
   if workdir is not None:
     path = os.path.abspath(os.path.expanduser(workdir))
     if os.path.exists(path) and not os.path.isdir(path):
@@ -99,7 +136,7 @@ def validate_config(config, workdir: str | None = None) -> dict:
         f"The parent directory of --workdir={workdir!r} does not exist ({parent!r}). "
         "Create it first (mkdir -p), or pick another workdir."
       )
-  if config.get("norms"):
+  if config.norms:
     norms = [n.strip() for n in config.norms.split(",") if n.strip()]
     if not norms:
       raise ValueError(f"config.norms={config.norms!r} names no norm.")
@@ -116,9 +153,9 @@ def validate_config(config, workdir: str | None = None) -> dict:
     raise ValueError(
       f"config.input_variant must be 'cifar' or 'mini_imagenet', got {config.input_variant!r}."
     )
-  if config.get("conv", "xla") not in CONVS:
+  if config.conv not in CONVS:
     raise ValueError(
-      f"config.conv must be one of {CONVS} ('auto': mbn_jax.fast_conv on CPU, "
+      f"config.conv must be one of {CONVS} ('auto': train.cpu_conv on CPU, "
       f"XLA's conv elsewhere), got {config.conv!r}."
     )
   if config.dtype not in DTYPES:
@@ -142,7 +179,7 @@ def validate_config(config, workdir: str | None = None) -> dict:
     "precise_stats_batch_size",
   ):
     _positive(config, name)
-  k = config.get("max_nonfinite_steps", 20)
+  k = config.max_nonfinite_steps
   if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
     raise ValueError(f"config.max_nonfinite_steps must be a positive int, got {k!r}.")
   k = config.precise_stats_batches
@@ -158,23 +195,25 @@ def validate_config(config, workdir: str | None = None) -> dict:
   ):
     if not isinstance(config[name], int):
       raise TypeError(f"config.{name} must be an int, got {config[name]!r}.")
-  accum = config.get("grad_accum_steps", 1)
+  accum = config.grad_accum_steps
   if isinstance(accum, bool) or not isinstance(accum, int) or accum <= 0:
     raise ValueError(
       f"config.grad_accum_steps must be a positive int (1: no accumulation), got {accum!r}."
     )
-  accum_stats = config.get("grad_accum_stats", "sequential")
+  accum_stats = config.grad_accum_stats
   if accum_stats not in ACCUMULATION_STATS:
     raise ValueError(
       f"config.grad_accum_stats must be one of {ACCUMULATION_STATS}, got {accum_stats!r}."
     )
   if accum_stats == "deferred" and accum > 1:
     for n in norms + [config.norm]:
-      if n in NO_DEFERRED_NORMS:
+      caps = mbn_norms.norm_class(n).capabilities
+      if caps.running_statistics and not caps.deferred_accumulation:
         raise ValueError(
-          f"config.grad_accum_stats='deferred' is not defined for norm {n!r}: Batch "
-          "Renormalization normalizes with its running statistics, so deferring them would "
-          "change training itself. Use grad_accum_stats='sequential' (or norm bn/mbn)."
+          f"config.grad_accum_stats='deferred' is not defined for norm {n!r}: its running "
+          "statistics enter training (Batch Renormalization normalizes with them), so "
+          "deferring them would change training itself. Use grad_accum_stats='sequential' "
+          "(or norm bn/mbn)."
         )
   if not 0.0 < config.tau0 < 1.0:
     raise ValueError(f"config.tau0 must lie in (0, 1), got {config.tau0}.")
@@ -187,7 +226,7 @@ def validate_config(config, workdir: str | None = None) -> dict:
     raise ValueError("Need base_learning_rate > 0, weight_decay >= 0 and 0 <= momentum < 1.")
   input_pipeline.validate_dataset_config(config.dataset)
   devices = jax.device_count()
-  required = config.get("required_devices", 0)
+  required = config.required_devices
   if isinstance(required, bool) or not isinstance(required, int) or required < 0:
     raise ValueError(
       f"config.required_devices must be an int >= 0 (0: any device count), got {required!r}."
@@ -209,16 +248,16 @@ def validate_config(config, workdir: str | None = None) -> dict:
         f"use a multiple of {devices}, or set per_device_batch_size instead."
       )
     m = g // devices
-  return {
-    "per_device_batch_size": m,
-    "devices": devices,
-    "global_batch_size": m * devices,
-    "grad_accum_steps": accum,
-    "local_devices": jax.local_device_count(),
-    "process_count": jax.process_count(),
-    "process_index": jax.process_index(),
-    "norms": norms,
-  }
+  return RunLayout(
+    per_device_batch_size=m,
+    devices=devices,
+    norm_sync_devices=devices if config.sync_batch_stats else 1,
+    grad_accum_steps=accum,
+    local_devices=jax.local_device_count(),
+    process_count=jax.process_count(),
+    process_index=jax.process_index(),
+    norms=tuple(norms),
+  )
 
 
 def _flatten(d, prefix=""):

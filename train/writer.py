@@ -1,4 +1,6 @@
-"""Metric writing: ``metrics.jsonl`` (one JSON line per epoch) and TensorBoard, process 0 only."""
+"""What a run writes: ``metrics.jsonl`` (one JSON line per epoch), TensorBoard, JSON files, the table.
+
+Process 0 only."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import json
 import math
 import os
 
-__all__ = ["MetricWriter", "save_json"]
+__all__ = ["MetricWriter", "comparison_table", "save_json"]
 
 
 class MetricWriter:
@@ -63,3 +65,29 @@ def save_json(path, obj):
   with open(tmp, "w") as f:
     json.dump(MetricWriter.strict(obj), f, indent=2, sort_keys=True, default=str, allow_nan=False)
   os.replace(tmp, path)
+
+
+def comparison_table(summaries: dict[str, dict]) -> str:
+  """The plain-text table ``python -m train`` prints for ``config.norms='bn,mbn'``.
+
+  One row per norm (in the given order) from its ``summary.json`` dict; a
+  ``precise acc`` column (evaluation with population statistics) appears when
+  any run measured it (``precise_stats_batches > 0``).
+  """
+  precise = any(s.get("final_eval_accuracy_precise") is not None for s in summaries.values())
+  header = ("norm", "eval acc") + (("precise acc",) if precise else ())
+  rows = [header + ("best eval acc", "train acc", "epochs", "time (s)")]
+  fmt = lambda v: "—" if v is None or not math.isfinite(v) else f"{v:.4f}"
+  for norm, s in summaries.items():
+    rows.append(
+      (norm, fmt(s.get("final_eval_accuracy")))
+      + ((fmt(s.get("final_eval_accuracy_precise")),) if precise else ())
+      + (
+        fmt(s.get("best_eval_accuracy")),
+        fmt(s.get("final_train_accuracy")),
+        str(s.get("epochs_completed")),
+        f"{s.get('wall_time_s', float('nan')):.0f}",
+      )
+    )
+  widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+  return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows)

@@ -18,7 +18,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 RESULTS = REPO / "docs" / "results"
 sys.path.insert(0, str(REPO))
 
-from train import report  # noqa: E402
+from tools import report  # noqa: E402
 
 
 def blocks(markdown: str) -> list[str]:

@@ -7,10 +7,9 @@ Usage (inside a jitted train step, or anywhere ``model.apply`` runs)::
                                  mutable=["batch_stats", NORM_STATS])
     stats = collect(updates[NORM_STATS])   # {layer path: {"batch_mean": (C,), ...}}
 
-For every module that normalizes with batch statistics (``flax.linen.BatchNorm``,
-:class:`mbn_jax.MomentumBatchNorm`, or any module with an ``axis`` attribute
-whose class name ends in ``BatchNorm``/``BatchRenorm``), called in training
-mode, it sows into the ``norm_stats`` collection the batch mean μ_B and the
+For every module that normalizes with batch statistics — its class says so
+(:func:`mbn_jax.capabilities_of`: ``batch_statistics``; ``flax.linen.BatchNorm``
+and mbn_jax's BN, MBN, BReN) — called in training mode, it sows into the ``norm_stats`` collection the batch mean μ_B and the
 *biased* batch variance σ²_B of the layer's input, per feature, in float32,
 over the same axes the layer reduces (per device, as the layer sees them).
 
@@ -27,6 +26,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from mbn_jax import functional as F
+from mbn_jax.norms.base import capabilities_of
 from mbn_jax.precise import linen_training_mode
 
 NORM_STATS = "norm_stats"
@@ -35,9 +35,8 @@ __all__ = ["NORM_STATS", "capture_norm_statistics", "collect", "is_batch_norm"]
 
 
 def is_batch_norm(module) -> bool:
-  """True for layers that normalize with batch statistics in training."""
-  name = type(module).__name__
-  return isinstance(module, nn.BatchNorm) or name.endswith(("BatchNorm", "BatchRenorm"))
+  """True for layers that normalize with batch statistics in training (their class says so)."""
+  return capabilities_of(module).batch_statistics
 
 
 @contextlib.contextmanager

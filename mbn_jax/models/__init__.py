@@ -59,7 +59,7 @@ def create_model(
     conv_general_dilated: the convolution of every conv layer, with
       ``jax.lax.conv_general_dilated``'s signature (``nn.Conv``'s field of the
       same name); ``None`` (default) uses XLA's. On CPU,
-      ``mbn_jax.fast_conv.auto_conv(per_device_batch)`` is faster (see
+      ``train.cpu_conv.auto_conv(per_device_batch)`` is faster (see
       docs/performance.md); it returns XLA's conv on GPU/TPU.
     **norm_options: passed to :func:`mbn_jax.norms.make_norm` (every norm
       accepts all of its options and ignores those it does not use).

@@ -27,7 +27,7 @@ Inputs are NHWC. Every norm is built by the ``norm`` factory of
 
 Every convolution goes through ``conv_general_dilated`` (a field of each
 module; ``None`` = ``jax.lax.conv_general_dilated``), e.g.
-``mbn_jax.fast_conv.auto_conv(batch)`` for the faster CPU path.
+``train.cpu_conv.auto_conv(batch)`` for the faster CPU path.
 """
 
 from __future__ import annotations

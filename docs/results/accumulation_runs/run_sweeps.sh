@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# (At the pinned commit the sweep tool is train.sweep; on main today it is tools.sweep.)
 # Issue 15 accumulation runs, two workers (one per core); run from a git worktree of 7d195f2
 # (see ../accumulation.md). Finished runs are skipped and interrupted ones resume.
 cd "$(dirname "$0")/../../.."

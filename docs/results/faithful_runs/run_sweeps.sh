@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# (At the pinned commit the sweep tool is train.sweep; on main today it is tools.sweep.)
 # Issue 11 sweeps, two workers (each XLA:CPU process at m=2 keeps ~1 core busy).
 cd "$(dirname "$0")/../../.."  # the repository root (or a git worktree of it)
 . .venv/bin/activate

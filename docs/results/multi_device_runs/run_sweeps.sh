@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# (At the pinned commit the sweep tool is train.sweep; on main today it is tools.sweep.)
 # Issue 22: the 4-device runs (configs/cifar10_resnet20_cpu_4dev.py), 9 arms × seeds 0-2,
 # two workers (one per core). Run from a git worktree of the pinned commit named in
 # ../multi_device.md, with a venv in it:

@@ -1,8 +1,8 @@
 r"""Turn a sweep root into a results table (markdown) and plots.
 
-    python -m train.report --root workdirs/cpu_repro --out docs/results/cpu_repro
+    python -m tools.report --root workdirs/cpu_repro --out docs/results/cpu_repro
 
-Reads every ``<norm>-m<m>-s<seed>`` workdir written by :mod:`train.sweep`
+Reads every ``<norm>-m<m>-s<seed>`` workdir written by :mod:`tools.sweep`
 (``summary.json``, ``metrics.jsonl``, ``sweep.json``) and writes into ``--out``:
 
 * ``results.md`` — final validation accuracy, mean ± std over seeds, per norm
@@ -29,7 +29,7 @@ import numpy as np
 from absl import app, flags
 
 import mbn_jax
-from train.sweep import parse_run_name
+from tools.sweep import parse_run_name
 
 NORM_ORDER = ["bn", "mbn", "brn", "gn", "ln", "in", "none"]
 NORM_LABEL = {
@@ -270,28 +270,6 @@ def _percent(value) -> str:
   return f"{100 * value:.2f}"
 
 
-def comparison_table(summaries: dict[str, dict]) -> str:
-  """The plain-text table ``python -m train`` prints for ``config.norms='bn,mbn'``.
-
-  One row per norm (in the given order) from its ``summary.json`` dict.
-  """
-  rows = [("norm", "eval acc", "best eval acc", "train acc", "epochs", "time (s)")]
-  fmt = lambda v: "—" if v is None or not np.isfinite(v) else f"{v:.4f}"
-  for norm, s in summaries.items():
-    rows.append(
-      (
-        norm,
-        fmt(s.get("final_eval_accuracy")),
-        fmt(s.get("best_eval_accuracy")),
-        fmt(s.get("final_train_accuracy")),
-        str(s.get("epochs_completed")),
-        f"{s.get('wall_time_s', float('nan')):.0f}",
-      )
-    )
-  widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-  return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows)
-
-
 def results_markdown(runs) -> str:
   lines = _accuracy_table(
     aggregate(runs),
@@ -429,12 +407,21 @@ def plot_gap_curves(runs, m, path) -> bool:
   return True
 
 
+def _has_momentum_schedule(norm: str) -> bool:
+  """Does this norm's class follow a momentum schedule (MBN's λ)? Unknown names: no."""
+  try:
+    return mbn_jax.norms.norm_class(norm).capabilities.momentum_schedule
+  except ValueError:
+    return False
+
+
 def plot_schedules(runs, path):
   plt = _plt()
   fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
   seen = set()
-  for r in runs:
-    if r["norm"] != "mbn" or r["m"] in seen:
+  scheduled = [r for r in runs if _has_momentum_schedule(r["norm"])]
+  for r in scheduled:
+    if r["m"] in seen:
       continue
     seen.add(r["m"])
     pts = [(rec["epoch"], rec["lambda"]) for rec in r["records"] if rec.get("lambda") is not None]
@@ -444,7 +431,7 @@ def plot_schedules(runs, path):
   a1.set_ylabel("training momentum λ (Eq. 11), last step of epoch")
   a1.legend()
   a1.grid(alpha=0.3)
-  cfg = next((r["summary"].get("config", {}) for r in runs if r["norm"] == "mbn"), {})
+  cfg = next((r["summary"].get("config", {}) for r in scheduled), {})
   m0, tau0 = cfg.get("ideal_batch_size", 32), cfg.get("tau0", 0.85)
   sizes = np.array(sorted({r["m"] for r in runs} | {1, 64}))
   a2.plot(
@@ -466,7 +453,7 @@ FLAGS = flags.FLAGS
 
 def define_flags():
   """Flags of the command line program (defined only when run as a program)."""
-  flags.DEFINE_string("root", None, "Sweep root (from train.sweep).", required=True)
+  flags.DEFINE_string("root", None, "Sweep root (from tools.sweep).", required=True)
   flags.DEFINE_string("out", None, "Output directory for results.md and plots.", required=True)
 
 
@@ -474,7 +461,7 @@ def main(argv):
   del argv
   root, out = pathlib.Path(FLAGS.root), pathlib.Path(FLAGS.out)
   if not root.is_dir():
-    raise SystemExit(f"--root: {root} is not a directory (run python -m train.sweep first).")
+    raise SystemExit(f"--root: {root} is not a directory (run python -m tools.sweep first).")
   runs = load_runs(root)
   if not runs:
     raise SystemExit(f"--root: no finished runs (<norm>-m<m>-s<seed>/summary.json) under {root}.")
@@ -489,6 +476,11 @@ def main(argv):
   print(f"wrote {out}/results.md and plots")
 
 
-if __name__ == "__main__":
+def cli():
+  """The ``mbn-report`` console script (``python -m tools.report``)."""
   define_flags()
   app.run(main)
+
+
+if __name__ == "__main__":
+  cli()

@@ -1,6 +1,6 @@
 r"""Measure the noise each normalization layer injects, on a trained network.
 
-    python -m train.noise_probe --workdirs workdirs/cpu_repro/bn-m2-s0,workdirs/cpu_repro/mbn-m2-s0 \
+    python -m tools.noise_probe --workdirs workdirs/cpu_repro/bn-m2-s0,workdirs/cpu_repro/mbn-m2-s0 \
         --out docs/results/noise --steps 1000
 
 For each workdir (a finished ``python -m train`` run with norm ``bn`` or
@@ -31,7 +31,7 @@ from absl import app, flags
 
 from mbn_jax import analysis
 from mbn_jax.analysis import plots
-from train.finished_run import load_run
+from tools.finished_run import load_run
 
 FLAGS = flags.FLAGS
 
@@ -54,15 +54,18 @@ def define_flags():
 def probe_run(workdir: str, steps: int, skip: int, fig1_layer: str = ""):
   """Replays ``steps`` batches of a finished run; returns (LayerNoise rows, fig-1 data)."""
   run = load_run(workdir)
-  config = run.config
-  if config.norm not in ("bn", "mbn"):
-    raise ValueError(f"{workdir}: noise probe supports norm bn or mbn, not {config.norm!r}.")
-  if config.sync_batch_stats:
+  config, caps = run.config, run.capabilities
+  # The probe measures the noise of what training normalizes with: the batch's own
+  # statistics (BN) or their moving averages (MBN's training statistics).
+  if caps.normalizer not in ("batch", "moving"):
     raise ValueError(
-      f"{workdir}: the probe replays one device; runs with sync_batch_stats are not supported."
+      f"{workdir}: the noise probe needs a norm that normalizes with its batch statistics or "
+      f"with their moving averages (bn, mbn), not {config.norm!r} ({caps.normalizer})."
     )
-  m = config.per_device_batch_size
+  # One device replays the run's statistics batch m·G (= m without shared statistics).
+  m = run.replay_batch_size
   lam = run.final_lambda
+  moving = caps.normalizer == "moving"
 
   @jax.jit
   def replay(batch_stats, images):
@@ -85,8 +88,8 @@ def probe_run(workdir: str, steps: int, skip: int, fig1_layer: str = ""):
       node = batch_stats
       for part in path.split("/"):
         node = node[part]
-      norm_mean = node["train_mean"] if config.norm == "mbn" else st["batch_mean"]
-      norm_var = node["train_var"] if config.norm == "mbn" else st["batch_var"]
+      norm_mean = node["train_mean"] if moving else st["batch_mean"]
+      norm_var = node["train_var"] if moving else st["batch_var"]
       rec[path] = (st["batch_mean"], st["batch_var"], np.asarray(norm_mean), np.asarray(norm_var))
     records.append(rec)
   n = len(records)
@@ -108,7 +111,7 @@ def probe_run(workdir: str, steps: int, skip: int, fig1_layer: str = ""):
         skip=skip_,
       )
     )
-    if config.norm == "mbn":  # the same layer's raw batch statistics (what BN would use)
+    if moving:  # the same layer's raw batch statistics (what BN would use)
       rows.append(
         analysis.measure_noise(f"{name}:{path} [batch stats]", bm, bv, batch_size=m, skip=skip_)
       )
@@ -144,6 +147,11 @@ def main(argv):
   print(f"wrote {out}/noise.md, noise.png and fig1_*.png")
 
 
-if __name__ == "__main__":
+def cli():
+  """The ``mbn-noise-probe`` console script (``python -m tools.noise_probe``)."""
   define_flags()
   app.run(main)
+
+
+if __name__ == "__main__":
+  cli()

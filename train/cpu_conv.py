@@ -1,4 +1,4 @@
-"""A faster convolution backward pass for XLA:CPU: mbn_jax's one custom VJP.
+"""A faster convolution backward pass for XLA:CPU (the training program's ``config.conv``).
 
 XLA:CPU computes the *weight* gradient of a convolution (the "backward
 filter" convolution, where the batch axis becomes the contraction axis) well
@@ -22,22 +22,22 @@ same gradients differently:
     :func:`auto_chunk_size` examples (about 2 MiB of input per chunk, 8 to
     32 examples), or XLA's own when the batch is not larger than that chunk;
   - ``"chunked"``: XLA's own weight-gradient convolution applied to
-    ``chunk_size`` examples at a time (unrolled; ``chunk_impl="scan"`` uses
-    ``lax.scan`` instead, which measured 20-60× *slower*: a convolution in a
-    loop body does not get XLA:CPU's fast kernel), summed in float32;
+    ``chunk_size`` examples at a time, unrolled (a ``lax.scan`` over the
+    chunks measured 20-60× *slower*: a convolution in a loop body does not get
+    XLA:CPU's fast kernel), summed in float32;
   - ``"taps"``: for each filter tap one matrix product ``x[window]ᵀ · g``
     contracting batch and output pixels;
-  - ``"stack"``: im2col by slicing (the taps' windows concatenated on the
-    channel axis), then one matrix product;
-  - ``"im2col"``: patches via :func:`jax.lax.conv_general_dilated_patches`,
-    then one matrix product (slow: the patches are themselves a conv);
   - ``"lax"``: XLA's own (then this is plain lax).
 
-All give the gradients of ``lax.conv_general_dilated`` up to float rounding
-(``tests/test_fast_conv.py``). Use it with Flax::
+  Variants measured slower in every setting (im2col through
+  ``conv_general_dilated_patches``, one stacked im2col matmul, ``lax.scan``
+  chunking) were removed; docs/performance.md keeps their numbers.
 
-    from mbn_jax import fast_conv
-    nn.Conv(..., conv_general_dilated=fast_conv.conv_general_dilated)
+All give the gradients of ``lax.conv_general_dilated`` up to float rounding
+(``tests/test_cpu_conv.py``). Use it with Flax::
+
+    from train import cpu_conv
+    nn.Conv(..., conv_general_dilated=cpu_conv.conv_general_dilated)
 
 or let :func:`auto_conv` decide (the fast path on CPU backends only).
 
@@ -46,9 +46,10 @@ calls :func:`auto_conv`, i.e. this module on CPU and XLA's own convolution on
 GPU/TPU. The library's layers never use it (their backward passes are
 ``jax.grad`` of plain JAX; the norms have no custom VJP), and
 :func:`mbn_jax.models.create_model` uses XLA's convolution unless you pass
-``conv_general_dilated=``. It lives in the library, not in ``train/``,
-because any CPU user of Flax convolutions can use it. ``docs/performance.md``
-has the measurements behind these choices.
+``conv_general_dilated=``. It has nothing to do with normalization, so it
+lives with the training program, not in the library (any CPU user of Flax
+convolutions can still import it from here). ``docs/performance.md`` has the
+measurements behind these choices.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ __all__ = [
   "matmul_conv",
 ]
 
-WEIGHT_GRAD_METHODS = ("auto", "taps", "stack", "chunked", "im2col", "lax")
+WEIGHT_GRAD_METHODS = ("auto", "taps", "chunked", "lax")
 DEFAULT_CHUNK_SIZE = 8
 # "auto": bytes of the input per weight-gradient chunk, and the chunk bounds.
 AUTO_CHUNK_BYTES = 2 * 1024 * 1024
@@ -105,43 +106,21 @@ def _weight_grad_lax(x, g, w_shape, w_dtype, conv):
   return vjp(g)[0]
 
 
-def _weight_grad_chunked(x, g, w_shape, w_dtype, conv, lhs_b, out_b, chunk, impl="unroll"):
-  """Σ over batch chunks of XLA's weight-gradient conv, accumulated in f32.
+def _weight_grad_chunked(x, g, w_shape, w_dtype, conv, lhs_b, out_b, chunk):
+  """Σ over batch chunks of XLA's weight-gradient conv (one conv per chunk, unrolled), in f32.
 
-  ``impl="unroll"``: one conv per chunk (a Python loop); ``"scan"``: a
-  ``lax.scan`` over chunks (measured 20-60× slower on XLA:CPU: a convolution
-  inside a loop body does not get the fast Eigen kernel).
+  Unrolled on purpose: a ``lax.scan`` over the chunks measured 20-60× slower on
+  XLA:CPU (a convolution inside a loop body does not get the fast kernel).
   """
   n = x.shape[lhs_b]
-  if impl == "unroll":
-    acc = None
-    for b0 in range(0, n, chunk):
-      xc = lax.slice_in_dim(x, b0, min(b0 + chunk, n), axis=lhs_b)
-      gc = lax.slice_in_dim(g, b0, min(b0 + chunk, n), axis=out_b)
-      d = _weight_grad_lax(xc, gc, w_shape, w_dtype, conv).astype(jnp.float32)
-      acc = d if acc is None else acc + d
-    assert acc is not None  # n > 0
-    return acc.astype(w_dtype)
-  k, rem = divmod(n, chunk)
-  acc = jnp.zeros(w_shape, jnp.float32)
-  if k > 1 or (k == 1 and rem):
-    xs = jnp.moveaxis(x, lhs_b, 0)
-    gs = jnp.moveaxis(g, out_b, 0)
-    xs_main = xs[: k * chunk].reshape((k, chunk) + xs.shape[1:])
-    gs_main = gs[: k * chunk].reshape((k, chunk) + gs.shape[1:])
-
-    def body(a, xg):
-      xc = jnp.moveaxis(xg[0], 0, lhs_b)
-      gc = jnp.moveaxis(xg[1], 0, out_b)
-      return a + _weight_grad_lax(xc, gc, w_shape, w_dtype, conv).astype(jnp.float32), None
-
-    acc, _ = lax.scan(body, acc, (xs_main, gs_main))
-    if rem:
-      xr = jnp.moveaxis(xs[k * chunk :], 0, lhs_b)
-      gr = jnp.moveaxis(gs[k * chunk :], 0, out_b)
-      acc = acc + _weight_grad_lax(xr, gr, w_shape, w_dtype, conv).astype(jnp.float32)
-    return acc.astype(w_dtype)
-  return _weight_grad_lax(x, g, w_shape, w_dtype, conv)
+  acc = None
+  for b0 in range(0, n, chunk):
+    xc = lax.slice_in_dim(x, b0, min(b0 + chunk, n), axis=lhs_b)
+    gc = lax.slice_in_dim(g, b0, min(b0 + chunk, n), axis=out_b)
+    d = _weight_grad_lax(xc, gc, w_shape, w_dtype, conv).astype(jnp.float32)
+    acc = d if acc is None else acc + d
+  assert acc is not None  # n > 0
+  return acc.astype(w_dtype)
 
 
 def auto_chunk_size(example_bytes: int) -> int:
@@ -214,102 +193,24 @@ def _weight_grad_taps(x, g, w_shape, w_dtype, dnums, strides, pads, precision):
   return _to_rhs_layout(dw, rhs_perm).astype(w_dtype)
 
 
-def _weight_grad_stack(x, g, w_shape, w_dtype, dnums, strides, pads, precision, chunk=None):
-  """im2col by slicing: the kh·kw strided windows concatenated on the channel
-  axis (tap-major, so the result reshapes straight to HWIO), then one matrix
-  product contracting batch and pixels. With ``chunk``, the batch is split
-  into chunks (unrolled) and the per-chunk products summed in float32.
-  """
-  rhs_perm = dnums[1]
-  nsp = x.ndim - 2
-  x_cl, g_cl, k_sp, out_sp = _channels_last_padded(x, g, w_shape, dnums, pads)
-  cin, cout = x_cl.shape[-1], g_cl.shape[-1]
-  n = x_cl.shape[0]
-  chunk = n if not chunk else min(int(chunk), n)
-  acc = None
-  for b0 in range(0, n, chunk):
-    xc, gc = x_cl[b0 : b0 + chunk], g_cl[b0 : b0 + chunk]
-    wins = []
-    for tap in np.ndindex(*k_sp):
-      start = [0] + list(tap) + [0]
-      limit = (
-        [xc.shape[0]]
-        + [st + (o - 1) * s + 1 for st, o, s in zip(start[1:-1], out_sp, strides)]
-        + [cin]
-      )
-      wins.append(lax.slice(xc, start, limit, [1] + list(strides) + [1]))
-    patches = wins[0] if len(wins) == 1 else jnp.concatenate(wins, axis=-1)
-    rows = int(np.prod(patches.shape[:-1]))
-    d = lax.dot_general(
-      patches.reshape(rows, -1),
-      gc.reshape(rows, cout),
-      (((0,), (0,)), ((), ())),
-      precision=precision,
-      preferred_element_type=jnp.float32,
-    )
-    acc = d if acc is None else acc + d
-  assert acc is not None  # at least one tap
-  dw = acc.reshape(tuple(k_sp) + (cin, cout))  # sp..., I, O
-  dw = jnp.transpose(dw, (nsp + 1, nsp) + tuple(range(nsp)))  # O, I, sp...
-  return _to_rhs_layout(dw, rhs_perm).astype(w_dtype)
-
-
-def _weight_grad_im2col(
-  x, g, w_shape, w_dtype, dnums, strides, pads, lhs_dilation, rhs_dilation, precision
-):
-  lhs_perm, rhs_perm, out_perm = dnums
-  nsp = x.ndim - 2
-  k_sp = [w_shape[i] for i in rhs_perm[2:]]
-  xt, _ = _canonical(x, g, dnums)  # N, C, sp...
-  spec = "NC" + "".join("HWDXYZ"[i] for i in range(nsp))
-  patches = lax.conv_general_dilated_patches(
-    xt,
-    k_sp,
-    strides,
-    pads,
-    lhs_dilation=lhs_dilation,
-    rhs_dilation=rhs_dilation,
-    dimension_numbers=(spec, "OI" + spec[2:], spec),
-    precision=precision,
-  )
-  # patches: N, C*prod(k), out_sp... ; g canonical: N, O, out_sp...
-  _, gt = _canonical(x, g, dnums)
-  contract = (0,) + tuple(range(2, nsp + 2))
-  dw = lax.dot_general(
-    patches,
-    gt,
-    ((contract, contract), ((), ())),
-    precision=precision,
-    preferred_element_type=jnp.float32,
-  )
-  dw = dw.reshape((xt.shape[1],) + tuple(k_sp) + (gt.shape[1],))  # C, sp..., O
-  dw = jnp.transpose(dw, (nsp + 1, 0) + tuple(range(1, nsp + 1)))  # O, I, sp...
-  return _to_rhs_layout(dw, rhs_perm).astype(w_dtype)
-
-
 def make_conv_general_dilated(
   weight_grad: str = "auto",
   *,
   chunk_size: int = DEFAULT_CHUNK_SIZE,
   input_grad_chunk_size: int | None = None,
-  stack_chunk: int | None = None,
-  chunk_impl: str = "unroll",
 ) -> Callable:
   """A ``lax.conv_general_dilated`` with a custom VJP for the weight gradient.
 
   Args:
     weight_grad: how the weight gradient is computed: ``"auto"``
-      (default), ``"taps"``, ``"stack"``, ``"chunked"``, ``"im2col"`` or
-      ``"lax"`` (see the module docstring).
-      ``"taps"`` and ``"im2col"`` need ``feature_group_count == 1``, no
+      (default), ``"taps"``, ``"chunked"`` or ``"lax"`` (see the module
+      docstring). ``"taps"`` needs ``feature_group_count == 1``, no
       lhs/rhs dilation and no negative padding; other convolutions fall back
       to ``"chunked"``. ``batch_group_count != 1`` always uses lax's VJP.
     chunk_size: examples per chunk for ``"chunked"`` ("auto" picks its own,
       :func:`auto_chunk_size`).
     input_grad_chunk_size: if set, the input gradient is computed by XLA in
       chunks of this many examples (unrolled); default: one call.
-    stack_chunk: batch chunk for ``"stack"`` (default: whole batch).
-    chunk_impl: ``"unroll"`` (default) or ``"scan"`` for ``"chunked"``.
 
   Returns:
     A function with the signature of :func:`jax.lax.conv_general_dilated`.
@@ -384,9 +285,7 @@ def make_conv_general_dilated(
           method = "lax"
     if method == "lax":
       return conv(lhs, rhs)
-    if method in ("taps", "stack", "im2col") and (
-      feature_group_count != 1 or dilated or negative_pad
-    ):
+    if method == "taps" and (feature_group_count != 1 or dilated or negative_pad):
       method = "chunked"
 
     @jax.custom_vjp
@@ -406,17 +305,9 @@ def make_conv_general_dilated(
         dx = vjp_x(g)[0]
       if method == "taps":
         dw = _weight_grad_taps(x, g, w.shape, w.dtype, dnums, window_strides, pads, precision)
-      elif method == "stack":
-        dw = _weight_grad_stack(
-          x, g, w.shape, w.dtype, dnums, window_strides, pads, precision, stack_chunk
-        )
-      elif method == "im2col":
-        dw = _weight_grad_im2col(
-          x, g, w.shape, w.dtype, dnums, window_strides, pads, lhs_dilation, rhs_dilation, precision
-        )
       else:
         dw = _weight_grad_chunked(
-          x, g, w.shape, w.dtype, conv, dnums.lhs_spec[0], dnums.out_spec[0], chunk, chunk_impl
+          x, g, w.shape, w.dtype, conv, dnums.lhs_spec[0], dnums.out_spec[0], chunk
         )
       return dx.astype(x.dtype), dw.astype(w.dtype)
 
@@ -466,7 +357,7 @@ def auto_conv(
     weight_grad, kwargs: passed to :func:`make_conv_general_dilated`.
 
   Returns:
-    ``mbn_jax.fast_conv``'s convolution on CPU where it wins, else
+    this module's convolution on CPU where it wins, else
     :func:`jax.lax.conv_general_dilated` (GPU/TPU: XLA's own is used).
   """
   backend = backend or jax.default_backend()

@@ -1,4 +1,4 @@
-"""mbn_jax.fast_conv: outputs and gradients equal lax.conv_general_dilated's.
+"""train.cpu_conv: outputs and gradients equal lax.conv_general_dilated's.
 
 Tiny shapes only; no timing here (benchmarks/ does that).
 """
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from jax import lax
 
-from mbn_jax import fast_conv as fc
+from train import cpu_conv as fc
 
-METHODS = ("auto", "taps", "stack", "chunked", "im2col")
+METHODS = ("auto", "taps", "chunked")
 PADDINGS = ("SAME", "VALID", ((1, 0), (2, 1)))
 NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -77,7 +77,7 @@ def test_matches_lax(method, dtype, small_auto_chunks, monkeypatch):
     monkeypatch.setattr(fc, "AUTO_MATMUL_MAX_ROWS", 512)
     conv = fc.conv_general_dilated
   else:
-    conv = fc.make_conv_general_dilated(method, chunk_size=2, stack_chunk=2)
+    conv = fc.make_conv_general_dilated(method, chunk_size=2)
   want = jax.jit(lambda x, w: _all_configs(lax.conv_general_dilated, x, w, kg))(x, w)
   got = jax.jit(lambda x, w: _all_configs(conv, x, w, kg))(x, w)
   for (strides, padding), got_c, want_c in zip(CONFIGS, got, want):
@@ -100,12 +100,9 @@ def test_nchw_and_1x1(method, small_auto_chunks):
       _close(g, r, jnp.float32)
 
 
-@pytest.mark.parametrize("chunk_impl", ["unroll", "scan"])
-def test_chunked_impls_and_input_grad_chunks(chunk_impl):
+def test_chunked_and_input_grad_chunks():
   x, w, kg = _data(jnp.float32, n=7)
-  conv = fc.make_conv_general_dilated(
-    "chunked", chunk_size=3, chunk_impl=chunk_impl, input_grad_chunk_size=2
-  )
+  conv = fc.make_conv_general_dilated("chunked", chunk_size=3, input_grad_chunk_size=2)
   want = _vjp_all(lax.conv_general_dilated, x, w, kg, (1, 1), "SAME", NHWC)
   got = _vjp_all(conv, x, w, kg, (1, 1), "SAME", NHWC)
   for g, r in zip(got, want):

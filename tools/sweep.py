@@ -1,6 +1,6 @@
 r"""Sweep runner: (norm × per-device batch size × seed) through the training program.
 
-    python -m train.sweep --config configs/cifar10_resnet20_cpu.py \
+    python -m tools.sweep --config configs/cifar10_resnet20_cpu.py \
         --root workdirs/cpu_repro --norms bn,mbn,brn,gn --batch_sizes 2,8,32 --seeds 0,1
 
 Each run is ``python -m train --config CONFIG --workdir ROOT/<norm>-m<m>-s<seed>``
@@ -9,7 +9,7 @@ set (plus any ``--override`` flags), in its own process, one after another.
 A run whose ``summary.json`` says it completed is skipped; an interrupted
 run is restarted with the same command and therefore resumes from its last
 checkpoint. Each run's output goes to ``<workdir>/train.log`` and its wall
-time to ``<workdir>/sweep.json``. ``python -m train.report`` turns the root
+time to ``<workdir>/sweep.json``. ``python -m tools.report`` turns the root
 into tables and plots.
 """
 
@@ -117,6 +117,11 @@ def main(argv):
       print(f"{tag}: FAILED, see {workdir / 'train.log'}", file=sys.stderr, flush=True)
 
 
-if __name__ == "__main__":
+def cli():
+  """The ``mbn-sweep`` console script (``python -m tools.sweep``)."""
   define_flags()
   app.run(main)
+
+
+if __name__ == "__main__":
+  cli()

@@ -1,10 +1,10 @@
 r"""Re-evaluate finished runs with different normalization statistics.
 
-    python -m train.eval_stats --root workdirs/cpu_repro --out docs/results/cpu_repro/eval_stats.md
+    python -m tools.eval_stats --root workdirs/cpu_repro --out docs/results/cpu_repro/eval_stats.md
 
 Asks *where the statistics come from* for a trained network, with its
 parameters frozen. For every ``bn``/``mbn``/``brn`` workdir (a finished
-``python -m train`` run, e.g. from :mod:`train.sweep`), the last checkpoint's
+``python -m train`` run, e.g. from :mod:`tools.sweep`), the last checkpoint's
 validation accuracy is measured with three kinds of inference statistics:
 
 * ``moving`` — the ``mean``/``var`` in ``batch_stats`` as training left them
@@ -38,7 +38,7 @@ in training mode at the last epoch's step, normalizing with its λ-averaged
 training statistics; parameters frozen): the difference to ``replay_own``
 is the effect of training-mode normalization on the statistics collected.
 
-    python -m train.eval_stats --workdirs workdirs/cpu_repro/mbn-m2-s0,... --replays 5 --out X.md
+    python -m tools.eval_stats --workdirs workdirs/cpu_repro/mbn-m2-s0,... --replays 5 --out X.md
 
 Run it from the directory the training ran in (dataset paths in the saved
 config may be relative).
@@ -59,11 +59,17 @@ from tqdm import tqdm
 
 from mbn_jax import analysis, schedules
 from mbn_jax import functional as F
-from train.finished_run import load_run
-from train.sweep import is_finished, parse_run_name
+from mbn_jax import norms as mbn_norms
+from tools.finished_run import load_run
+from tools.sweep import is_finished, parse_run_name
 
 FLAGS = flags.FLAGS
-NORMS = ("bn", "mbn", "brn")
+
+
+def supports(norm: str) -> bool:
+  """Norms whose inference statistics can be re-estimated (their class says so)."""
+  caps = mbn_norms.norm_class(norm).capabilities
+  return caps.running_statistics and caps.precise_statistics
 
 
 def define_flags():
@@ -137,33 +143,36 @@ def _inference_stats(batch_stats: dict, key_mean="mean", key_var="var"):
 def evaluate_run(workdir: str, *, batch: int, precise_batches: int, replays: int = 0) -> dict:
   """Validation accuracy of ``workdir``'s last checkpoint under each kind of statistics."""
   run = load_run(workdir)
-  config = run.config
-  if config.norm not in NORMS:
-    raise ValueError(f"{workdir}: eval_stats supports norms {NORMS}, not {config.norm!r}.")
+  config, caps = run.config, run.capabilities
+  if not supports(config.norm):
+    raise ValueError(
+      f"{workdir}: eval_stats supports norms with re-estimable running statistics "
+      f"({', '.join(n for n in mbn_norms.NORM_NAMES if supports(n))}), not {config.norm!r}."
+    )
   precise_tree = run.precise_stats(batch=batch, num_batches=precise_batches)
+  m = run.replay_batch_size  # the run's statistics batch m·G
   result = {
     "workdir": str(workdir),
     "norm": config.norm,
-    "m": config.per_device_batch_size,
+    "m": m,
     "seed": config.seed,
     "moving": run.accuracy(run.batch_stats),
     "precise": run.accuracy(precise_tree),
   }
-  if config.norm == "mbn":
+  if caps.training_statistics:
     train_stats = _inference_stats(run.batch_stats, "train_mean", "train_var")
     result["mbn_train"] = run.accuracy(_set_stats(run.batch_stats, train_stats))
   if not replays:
     return result
 
-  m = config.per_device_batch_size
   momenta = {
     "replay_own": (
       schedules.inference_momentum(m, ideal_batch_size=config.ideal_batch_size, tau0=config.tau0)
-      if config.norm == "mbn"
+      if caps.momentum_schedule
       else float(config.bn_momentum)
     )
   }
-  if config.norm == "mbn":
+  if caps.momentum_schedule:
     momenta["replay_lambda"] = run.final_lambda
   result["replay_momentum"] = momenta
   precise = _inference_stats(precise_tree)
@@ -200,7 +209,7 @@ def evaluate_run(workdir: str, *, batch: int, precise_batches: int, replays: int
         run.accuracy(_set_stats(run.batch_stats, replay_ema(precise, batch_stream, momentum)))
       )
     result[name] = accs
-  if config.norm == "mbn":
+  if caps.training_statistics:
     # The same τ-EMA, but collected the way training collects it: the layers
     # in training mode at the last epoch's step (each normalizing with its
     # λ-averaged training statistics, which keep updating), the layers' own
@@ -228,7 +237,7 @@ def evaluate_run(workdir: str, *, batch: int, precise_batches: int, replays: int
 
 
 def _std(values) -> float:
-  """Sample standard deviation (ddof = 1, as train.report uses); 0 for one value."""
+  """Sample standard deviation (ddof = 1, as tools.report uses); 0 for one value."""
   return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
@@ -242,7 +251,7 @@ def tables(results: list[dict]) -> str:
   groups = collections.defaultdict(list)
   for r in results:
     groups[(r["norm"], r["m"])].append(r)
-  order = {n: i for i, n in enumerate(NORMS)}
+  order = {n: i for i, n in enumerate(mbn_norms.NORM_NAMES)}
   for (norm, m), rs in sorted(groups.items(), key=lambda kv: (order[kv[0][0]], kv[0][1])):
     cells = []
     for k in kinds:
@@ -299,7 +308,7 @@ def main(argv):
         norm = parse_run_name(wd.name)[0]
       except ValueError:  # not a run directory (.jax_cache, logs)
         continue
-      if wd.is_dir() and norm in NORMS and is_finished(wd):
+      if wd.is_dir() and supports(norm) and is_finished(wd):
         workdirs.append(str(wd))
   if not workdirs:
     raise app.UsageError("Nothing to evaluate: give --root (a sweep root) or --workdirs.")
@@ -318,6 +327,11 @@ def main(argv):
   print(f"wrote {out} and {out.with_suffix('.json')}")
 
 
-if __name__ == "__main__":
+def cli():
+  """The ``mbn-eval-stats`` console script (``python -m tools.eval_stats``)."""
   define_flags()
   app.run(main)
+
+
+if __name__ == "__main__":
+  cli()

@@ -1,12 +1,12 @@
 r"""Compare labelled arms of one or more sweeps, paired by seed: a table and curves.
 
-    python -m train.compare --out docs/results/accumulation \
+    python -m tools.compare --out docs/results/accumulation \
       --arm "BN, batch 2=docs/results/faithful_runs/faithful/bn-m2" \
       --arm "MBN, 16 × 2, deferred=docs/results/accumulation_runs/deferred/mbn-m2" \
       --baseline "BN, batch 2"
 
 An *arm* is ``LABEL=PREFIX``: the finished runs ``PREFIX-s<seed>`` written by
-:mod:`train.sweep` (``PREFIX`` is ``<root>/<norm>-m<m>``), so arms can come
+:mod:`tools.sweep` (``PREFIX`` is ``<root>/<norm>-m<m>``), so arms can come
 from different sweep roots (another schedule, gradient accumulation). Writes
 into ``--out``:
 
@@ -27,7 +27,7 @@ import pathlib
 import numpy as np
 from absl import app, flags
 
-from train.report import PRECISE, _mean_std, _plt, load_runs, plot_seeds_and_mean
+from tools.report import PRECISE, _mean_std, _plt, load_runs, plot_seeds_and_mean
 
 AS_TRAINED = "final_eval_accuracy"
 
@@ -228,6 +228,11 @@ def main(argv):
   print(f"wrote {out}/comparison.md, curves.png, gap.png")
 
 
-if __name__ == "__main__":
+def cli():
+  """The ``mbn-compare`` console script (``python -m tools.compare``)."""
   define_flags()
   app.run(main)
+
+
+if __name__ == "__main__":
+  cli()

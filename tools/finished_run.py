@@ -4,7 +4,7 @@
     run.accuracy(run.batch_stats)                         # as trained
     run.accuracy(run.precise_stats(batch=250, num_batches=20))  # population statistics
 
-:mod:`train.eval_stats` and :mod:`train.noise_probe` use it. Run tools from the
+:mod:`tools.eval_stats` and :mod:`tools.noise_probe` use it. Run tools from the
 directory the training ran in (dataset paths in the saved config may be
 relative).
 """
@@ -21,10 +21,12 @@ import jax.numpy as jnp
 import ml_collections
 
 import mbn_jax
-from mbn_jax import schedules
+from mbn_jax import norms, schedules
 from train import checkpoints as ckpt_lib
 from train import input_pipeline
 from train import train as train_lib
+from train.layout import RunLayout, layout_of_record
+from train.validation import load_saved_config
 
 __all__ = ["FinishedRun", "load_run"]
 
@@ -39,28 +41,31 @@ class FinishedRun:
   model: Any
   params: Any
   batch_stats: Any  # device-averaged, as saved
-  step: int  # optimizer steps taken
-  steps_per_epoch: int  # the run's (not a one-device replay's)
+  step: int  # optimizer steps taken (micro-batches // k under gradient accumulation)
+  steps_per_epoch: int  # the run's optimizer steps per epoch (what λ(t) counts)
+  layout: RunLayout
+  momentum_schedule: schedules.MomentumSchedule  # the run's λ(t), Eq. 11
+
+  @property
+  def capabilities(self) -> norms.Capabilities:
+    return norms.norm_class(self.config.norm).capabilities
+
+  @property
+  def replay_batch_size(self) -> int:
+    """m·G: a one-device batch with the statistics the run's norms saw (λ and τ use it)."""
+    return self.layout.statistics_batch_size
 
   @property
   def final_step(self) -> int:
-    """The 0-based step of the run's last update."""
+    """The 0-based optimizer step of the run's last update."""
     return self.step - 1
 
   @property
   def final_lambda(self) -> float:
-    """λ of the last step (Eq. 11) for MBN; 0 for every other norm."""
-    if self.config.norm != "mbn":
+    """λ of the last step (Eq. 11) for a norm with a momentum schedule (MBN); else 0."""
+    if not self.capabilities.momentum_schedule:
       return 0.0
-    return float(
-      schedules.train_momentum(
-        self.final_step,
-        batch_size=self.config.per_device_batch_size,
-        total_epochs=self.config.mbn_total_epochs,
-        steps_per_epoch=self.steps_per_epoch,
-        ideal_batch_size=self.config.ideal_batch_size,
-      )
-    )
+    return float(self.momentum_schedule(self.final_step))
 
   def train_batches(self, batch_size: int, seed: int) -> input_pipeline.TrainBatches:
     """One-device training batches of ``batch_size`` with the run's augmentation."""
@@ -112,12 +117,29 @@ def _correct(model, params, batch_stats, images, labels, mask):
 
 
 def load_run(workdir: str) -> FinishedRun:
-  """The newest checkpoint of ``workdir`` with its config, data and model."""
+  """The newest checkpoint of ``workdir`` with its config, layout, data and model.
+
+  The model is the run's network with per-device statistics (no device axis:
+  one device, batches of :attr:`FinishedRun.replay_batch_size`) and the run's
+  own λ(t).
+  """
   saved = json.loads((pathlib.Path(workdir) / "config.json").read_text())
-  config = ml_collections.ConfigDict(saved["config"])
+  config = load_saved_config(saved["config"])
+  layout = layout_of_record(saved)
+  info = saved["run_info"]
+  # λ(t) and the learning rate count optimizer steps (micro-batches // k).
+  opt_spe = info.get("optimizer_steps_per_epoch", info["steps_per_epoch"])
+  schedule = train_lib.momentum_schedule_of(config, layout, opt_spe)
   data = input_pipeline.load_dataset(config.dataset)
-  spe = saved["run_info"]["steps_per_epoch"]
-  model = train_lib.build_model(config, num_classes=data.num_classes, steps_per_epoch=spe)
+  one_device = ml_collections.ConfigDict(config.to_dict())
+  one_device.sync_batch_stats = False  # one device holds the whole statistics batch
+  model = train_lib.build_model(
+    one_device,
+    num_classes=data.num_classes,
+    steps_per_epoch=opt_spe,
+    per_device_batch=layout.statistics_batch_size,
+    momentum_schedule=schedule,
+  )
   restored = ckpt_lib.restore_latest(workdir)
   return FinishedRun(
     workdir=str(workdir),
@@ -126,6 +148,8 @@ def load_run(workdir: str) -> FinishedRun:
     model=model,
     params=jax.tree.map(jnp.asarray, restored["params"]),
     batch_stats=jax.tree.map(jnp.asarray, restored["batch_stats"]),
-    step=int(restored["step"]),
-    steps_per_epoch=spe,
+    step=int(restored["step"]) // layout.grad_accum_steps,
+    steps_per_epoch=opt_spe,
+    layout=layout,
+    momentum_schedule=schedule,
   )

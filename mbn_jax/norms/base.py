@@ -1,0 +1,359 @@
+"""What every norm of mbn_jax is made of: a capability declaration and two front ends.
+
+A norm lives in one file (``mbn_jax/norms/<name>.py``) holding
+
+* its pure body ``body(cfg, x, stats, scale, bias, *, use_running_average,
+  initializing, **call) -> (y, new_stats)`` (``cfg``: anything with the
+  layer's fields — the linen module or the nnx module itself);
+* its ``flax.linen`` class: the **declaration** — the dataclass fields (names,
+  defaults), :class:`Capabilities`, the initial ``batch_stats``
+  (classmethod ``statistics_for(cfg)``) and the argument checks (classmethod
+  ``check_fields(cfg)``; ``cfg`` has the fields as attributes);
+* its ``flax.nnx`` class, a :class:`NNXNorm` that takes every field of the
+  linen declaration (same names, same defaults; ``use_running_average``
+  defaults to False as in ``nnx.BatchNorm``) plus ``num_features`` and
+  ``rngs``, and runs the same body.
+
+:func:`linen_front_end` and :func:`nnx_front_end` are the one place where
+variables are read and written around a body. Tools never ask a norm's name:
+they ask :func:`capabilities_of` (the class's ``capabilities``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import numbers
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+from flax import nnx
+
+from mbn_jax import functional as F
+
+__all__ = [
+  "BATCH_NORM_CAPABILITIES",
+  "Capabilities",
+  "NNXNorm",
+  "capabilities_of",
+  "declared_fields",
+  "feature_shape_of",
+  "linen_front_end",
+  "nnx_front_end",
+  "register_capabilities",
+  "statistics_with_accumulator",
+]
+
+
+NORMALIZERS = ("batch", "moving", "renormalized", "per_example", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class Capabilities:
+  """What a normalization layer can do; every tool decides by these, never by a name.
+
+  Attributes:
+    normalizer: what training normalizes with — ``"batch"`` (the current
+      batch's statistics: BN), ``"moving"`` (moving averages of them: MBN),
+      ``"renormalized"`` (batch statistics corrected towards the running
+      ones: BReN), ``"per_example"`` (GN, LN, IN) or ``"none"``.
+    running_statistics: keeps inference ``mean``/``var`` in ``batch_stats``
+      (its evaluation depends on them; devices' copies are averaged before
+      evaluation and checkpoints).
+    batch_statistics: normalizes with statistics of the current batch in
+      training (what :mod:`mbn_jax.analysis.capture` records).
+    precise_statistics: its ``mean``/``var`` can be re-estimated by
+      :func:`mbn_jax.precise_batch_stats` (needs the BatchNorm fields ``axis``,
+      ``epsilon``, ``dtype``, ``axis_name``, ``axis_index_groups``,
+      ``use_fast_variance``, ``use_scale``, ``use_bias``).
+    takes_step: reads the training ``step`` passed through ``apply``.
+    momentum_schedule: normalizes with moving averages whose momentum λ(t)
+      follows a schedule (MBN's Eq. 11): the training program logs λ.
+    training_statistics: keeps training moving statistics ``train_mean``/
+      ``train_var`` apart from the inference ones (MBN).
+    deferred_accumulation: takes ``accumulation_steps`` k > 1 (gradient
+      accumulation's deferred inference statistics).
+    synchronizes: takes ``axis_name`` / ``axis_index_groups`` to pool its
+      statistics over devices.
+  """
+
+  normalizer: str = "none"
+  running_statistics: bool = False
+  batch_statistics: bool = False
+  precise_statistics: bool = False
+  takes_step: bool = False
+  momentum_schedule: bool = False
+  training_statistics: bool = False
+  deferred_accumulation: bool = False
+  synchronizes: bool = False
+
+  def __post_init__(self):
+    if self.normalizer not in NORMALIZERS:
+      raise ValueError(f"normalizer must be one of {NORMALIZERS}, got {self.normalizer!r}.")
+
+
+NO_CAPABILITIES = Capabilities()
+# flax.linen.BatchNorm / flax.nnx.BatchNorm (Flax's own classes, registered below).
+BATCH_NORM_CAPABILITIES = Capabilities(
+  normalizer="batch",
+  running_statistics=True,
+  batch_statistics=True,
+  precise_statistics=True,
+  synchronizes=True,
+)
+_REGISTERED: dict[type, Capabilities] = {
+  nn.BatchNorm: BATCH_NORM_CAPABILITIES,
+  nnx.BatchNorm: BATCH_NORM_CAPABILITIES,
+}
+
+
+def register_capabilities(cls: type, capabilities: Capabilities) -> None:
+  """Declares the capabilities of a class that is not yours to edit (a third-party norm)."""
+  if not isinstance(capabilities, Capabilities):
+    raise TypeError(f"capabilities must be a Capabilities, got {capabilities!r}.")
+  _REGISTERED[cls] = capabilities
+
+
+def capabilities_of(module_or_class) -> Capabilities:
+  """The :class:`Capabilities` of a norm class or instance (none for other modules).
+
+  A class's own ``capabilities`` attribute wins; otherwise the nearest
+  registered base class (``flax.linen.BatchNorm``, ``flax.nnx.BatchNorm``, or
+  one given to :func:`register_capabilities`); otherwise no capability.
+  """
+  cls = module_or_class if isinstance(module_or_class, type) else type(module_or_class)
+  own = getattr(cls, "capabilities", None)
+  if isinstance(own, Capabilities):
+    return own
+  for base in cls.__mro__:
+    if base in _REGISTERED:
+      return _REGISTERED[base]
+  return NO_CAPABILITIES
+
+
+# ----------------------------------------------------------------------------
+# Statistics and fields.
+
+
+def statistics_with_accumulator(statistics: Mapping, accumulation_steps: int) -> dict:
+  """A layer's ``batch_stats`` initializers, plus the deferred accumulator when k > 1."""
+  if accumulation_steps > 1:
+    return {**statistics, **F.DEFERRED_STATISTICS}
+  return dict(statistics)
+
+
+_MODULE_BOOKKEEPING = ("parent", "name")
+
+
+def declared_fields(linen_cls: type) -> dict[str, Any]:
+  """``{field: default}`` of a linen norm class (its dataclass fields; no parent/name)."""
+  out = {}
+  for f in dataclasses.fields(linen_cls):
+    if f.name in _MODULE_BOOKKEEPING or not f.init:
+      continue
+    if f.default is not dataclasses.MISSING:
+      out[f.name] = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+      out[f.name] = f.default_factory()
+    else:
+      raise TypeError(f"{linen_cls.__name__}.{f.name} has no default; norm fields need one.")
+  return out
+
+
+def feature_shape_of(num_features, axis) -> tuple[int, ...]:
+  """The statistics' shape: ``(num_features,)``, or the tuple itself for tuple axes."""
+  shape = (
+    (num_features,)
+    if isinstance(num_features, numbers.Integral) and not isinstance(num_features, bool)
+    else tuple(num_features)
+    if isinstance(num_features, (tuple, list))
+    else None
+  )
+  n_axes = 1 if isinstance(axis, numbers.Integral) else len(tuple(axis))
+  if (
+    shape is None
+    or not shape
+    or any(isinstance(d, bool) or not isinstance(d, numbers.Integral) or d <= 0 for d in shape)
+    or len(shape) != n_axes
+  ):
+    raise ValueError(
+      f"num_features must be a positive int (one feature axis) or a tuple of positive "
+      f"ints, one per feature axis of axis={axis!r}; got {num_features!r}."
+    )
+  return tuple(int(d) for d in shape)
+
+
+# ----------------------------------------------------------------------------
+# flax.linen.
+
+
+def linen_front_end(module, body, x, use_running_average: bool, statistics: dict, **call):
+  """A linen norm's whole ``__call__`` around its pure ``body`` (one for every norm).
+
+  Creates or reads the ``batch_stats`` named in ``statistics`` (float32
+  unless ``force_float32_reductions=False``) and ``params/scale``,
+  ``params/bias`` of the feature shape, runs
+  ``body(module, x, stats, scale, bias, use_running_average=..., initializing=..., **call)``
+  and writes the returned statistics back in training (never during ``init``).
+  """
+  x = jnp.asarray(x)
+  feature_axes, _ = F.feature_and_reduction_axes(x.ndim, module.axis)
+  F.check_mask(call.get("mask"), x.shape)
+  feature_shape = tuple(x.shape[a] for a in feature_axes)
+  stat_dtype = jnp.float32 if module.force_float32_reductions else module.param_dtype
+  variables = {
+    name: module.variable("batch_stats", name, lambda init=init: init(feature_shape, stat_dtype))
+    for name, init in statistics.items()
+  }
+  scale = (
+    module.param("scale", module.scale_init, feature_shape, module.param_dtype)
+    if module.use_scale
+    else None
+  )
+  bias = (
+    module.param("bias", module.bias_init, feature_shape, module.param_dtype)
+    if module.use_bias
+    else None
+  )
+  initializing = module.is_initializing()
+  y, new_stats = body(
+    module,
+    x,
+    {k: v.value for k, v in variables.items()},
+    scale,
+    bias,
+    use_running_average=use_running_average,
+    initializing=initializing,
+    **call,
+  )
+  if not use_running_average and not initializing:
+    for name, value in new_stats.items():
+      variables[name].value = value
+  return y
+
+
+# ----------------------------------------------------------------------------
+# flax.nnx.
+
+# nnx defaults that differ from the linen declaration (as flax.nnx.BatchNorm's do).
+NNX_DEFAULTS = {"use_running_average": False}
+
+
+class NNXNorm(nnx.Module):
+  """Base of every nnx front end: the fields come from the linen declaration ``linen``.
+
+  ``Subclass(num_features, *, rngs, **fields)`` takes exactly the dataclass
+  fields of ``linen`` (same names and defaults, checked by
+  ``linen.check_fields``), creates the ``nnx.BatchStat`` statistics that
+  ``linen.statistics_for`` declares and the ``scale``/``bias`` params, and
+  ``__call__`` runs ``body`` through :func:`nnx_front_end`.
+  ``model.eval()`` / ``model.train()`` (``set_view``) toggle
+  ``use_running_average``.
+  """
+
+  linen: ClassVar[type]
+  body: ClassVar[Callable]
+  capabilities: ClassVar[Capabilities] = NO_CAPABILITIES  # set from ``linen`` per subclass
+
+  def __init_subclass__(cls, **kwargs):
+    super().__init_subclass__(**kwargs)
+    if (
+      "linen" in cls.__dict__
+    ):  # a concrete front end: the declaration's signature and capabilities
+      cls.capabilities = capabilities_of(cls.linen)
+      fields = {**declared_fields(cls.linen), **NNX_DEFAULTS}
+      params = [
+        inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        inspect.Parameter("num_features", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+      ] + [
+        inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d) for n, d in fields.items()
+      ]
+      params.append(inspect.Parameter("rngs", inspect.Parameter.KEYWORD_ONLY))
+      if "__init__" not in cls.__dict__:  # its own __init__, so the signature is its own
+
+        def __init__(self, num_features, *, rngs: nnx.Rngs, **fields):
+          NNXNorm.__init__(self, num_features, rngs=rngs, **fields)
+
+        __init__.__qualname__ = f"{cls.__qualname__}.__init__"
+        cls.__init__ = __init__
+      cls.__init__.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+
+  def __init__(self, num_features, *, rngs: nnx.Rngs, **fields):
+    cls = type(self)
+    declared = {**declared_fields(cls.linen), **NNX_DEFAULTS}
+    unknown = sorted(set(fields) - set(declared))
+    if unknown:
+      raise TypeError(
+        f"{cls.__name__}() got unknown argument(s) {unknown}: it takes num_features, rngs and "
+        f"the fields of {cls.linen.__module__}.{cls.linen.__name__}: {sorted(declared)}."
+      )
+    values = {**declared, **fields}
+    for name, value in values.items():
+      setattr(self, name, value)
+    self.num_features = num_features
+    cls.linen.check_fields(self)
+    shape = feature_shape_of(num_features, values["axis"])
+    stat_dtype = jnp.float32 if values["force_float32_reductions"] else values["param_dtype"]
+    for name, init in cls.linen.statistics_for(self).items():
+      setattr(self, name, nnx.BatchStat(init(shape, stat_dtype)))
+    param_dtype = values["param_dtype"]
+    self.scale = (
+      nnx.Param(values["scale_init"](rngs.params(), shape, param_dtype))
+      if values["use_scale"]
+      else None
+    )
+    self.bias = (
+      nnx.Param(values["bias_init"](rngs.params(), shape, param_dtype))
+      if values["use_bias"]
+      else None
+    )
+
+  @property
+  def statistic_names(self) -> tuple[str, ...]:
+    """The names of this layer's ``nnx.BatchStat`` statistics."""
+    return tuple(type(self).linen.statistics_for(self))
+
+  def set_view(self, use_running_average: bool | None = None):
+    """Used by ``nnx.view``/``model.eval()``: sets ``use_running_average``."""
+    if use_running_average is not None:
+      self.use_running_average = use_running_average
+
+
+def nnx_front_end(module: Any, x, use_running_average, **call) -> jax.Array:
+  """An nnx norm's whole ``__call__`` around its pure ``body`` (the linen layer's body).
+
+  Reads the ``nnx.BatchStat`` statistics and the params, runs
+  ``body(module, x, stats, scale, bias, use_running_average=..., **call)`` and
+  writes the statistics back in training.
+  """
+  layer = type(module).__name__
+  value = module.use_running_average if use_running_average is None else use_running_average
+  if value is None:
+    raise ValueError(
+      f"{layer} needs use_running_average: pass it to the constructor or to __call__ "
+      "(True for inference, False for training)."
+    )
+  x = jnp.asarray(x)
+  names = module.statistic_names
+  axis = module.axis  # a field of every declaration (set in NNXNorm.__init__)
+  feature_axes, _ = F.feature_and_reduction_axes(x.ndim, axis)
+  feature_shape = getattr(module, names[0])[...].shape
+  got = tuple(x.shape[a] for a in feature_axes)
+  if got != tuple(feature_shape):
+    raise ValueError(
+      f"{layer}(num_features={feature_shape if len(feature_shape) > 1 else feature_shape[0]}) "
+      f"got an input with {got} features along axis={axis}: set num_features to the "
+      "input's feature size or fix axis."
+    )
+  F.check_mask(call.get("mask"), x.shape)
+  stats = {name: getattr(module, name)[...] for name in names}
+  scale = module.scale[...] if module.scale is not None else None
+  bias = module.bias[...] if module.bias is not None else None
+  y, new_stats = type(module).body(module, x, stats, scale, bias, use_running_average=value, **call)
+  if not value:
+    for name, new in new_stats.items():
+      getattr(module, name)[...] = new
+  return y
