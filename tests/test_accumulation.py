@@ -6,6 +6,8 @@ optimizer once), NumPy moments of the concatenated micro-batches (the
 deferred statistics), and an uninterrupted run (exact resume mid-accumulation).
 """
 
+import json
+import os
 import zlib
 
 import flax.linen as nn
@@ -270,6 +272,13 @@ def test_program_counts_optimizer_steps_and_resumes_mid_accumulation(tmp_path):
   assert full["status"] == "completed" and full["steps_per_epoch"] == 8
   assert full["grad_accum_steps"] == 2 and full["optimizer_steps_per_epoch"] == 4
   assert full["optimizer_batch_size"] == 16 and full["train_step_traces"] == 1
+  # summary.json names both counts (run_info's steps_per_epoch, kept for resume, is micro-batches).
+  saved = json.load(open(os.path.join(full_dir, "summary.json")))
+  assert saved["micro_batches_per_epoch"] == 8 and saved["optimizer_steps_per_epoch"] == 4
+  assert (
+    "micro_batches_per_epoch"
+    not in json.load(open(os.path.join(full_dir, "config.json")))["run_info"]
+  )
   recs = records(full_dir)
   # lr = 0.1-style rule with the optimizer batch m·k = 4 (base 1.0, reference 64), ÷10 after epoch 1.
   assert recs[0]["learning_rate"] == pytest.approx(1.0 * 4 / 64)

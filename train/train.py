@@ -52,7 +52,7 @@ from train.validation import (
   config_json,
   validate_config,
 )
-from train.writer import MetricWriter, comparison_table, save_json
+from train.writer import MetricWriter, comparison_table, precise_statistics_note, save_json
 
 __all__ = [
   "RESUME_MAY_CHANGE",
@@ -656,6 +656,10 @@ class TrainingRun:
       "wall_time_s": time.time() - self.t_start,
       "software_and_machine": devices.software_and_machine(),
       **self.run_info,
+      # Summary-only (run_info, which resume compares, keeps its keys): under gradient
+      # accumulation an epoch is micro_batches_per_epoch = k · optimizer_steps_per_epoch.
+      "micro_batches_per_epoch": self.spe,
+      "optimizer_steps_per_epoch": self.opt_spe,
       # The statistics layout: how many devices share one set of batch statistics and
       # the batch m they are computed over (what λ and τ use).
       "norm_sync_devices": self.layout.norm_sync_devices,
@@ -674,6 +678,8 @@ class TrainingRun:
         MetricWriter.strict({**summary, "config": config_json(config)}),
       )
       print(self._final_line(summary), flush=True)
+      if note := precise_statistics_note(summary):
+        print(note, flush=True)
     else:
       acc = summary["final_eval_accuracy"]
       print(
