@@ -34,7 +34,10 @@ __all__ = [
   "batch_moments",
   "batch_statistics",
   "check_epsilon",
+  "check_input",
   "check_mask",
+  "check_per_example_reduction",
+  "check_step",
   "check_training_batch",
   "deferred_moving_average",
   "feature_and_reduction_axes",
@@ -110,6 +113,89 @@ def check_epsilon(epsilon) -> None:
     )
 
 
+def check_input(x, layer: str = "the norm") -> jax.Array:
+  """``x`` as a JAX array; raises a TypeError for input no norm can normalize correctly.
+
+  Refused: complex input (``E[|x|²] − |E[x]|²`` and ``E[x²] − E[x]²`` are both not what
+  a real norm's variance means; normalize the real and imaginary parts as separate
+  features instead) and anything that is not a numeric array (a string, an object).
+  """
+  try:
+    x = jnp.asarray(x)
+  except TypeError as e:
+    raise TypeError(
+      f"{layer} takes a numeric array as its input x, got {type(x).__name__} ({e})."
+    ) from None
+  if jnp.issubdtype(x.dtype, jnp.complexfloating):
+    raise TypeError(
+      f"{layer} got a complex input (dtype {x.dtype}): its statistics would not be a mean "
+      "and variance of real features. Normalize the real and imaginary parts as separate "
+      "features, e.g. jnp.concatenate([x.real, x.imag], axis=-1)."
+    )
+  return x
+
+
+def check_per_example_reduction(x_shape, values_per_statistic: int, layer: str, hint: str) -> None:
+  """Raises a ValueError when a per-example norm (GN, LN, IN) would reduce over one value.
+
+  Each statistic of such a norm is computed over ``values_per_statistic``
+  entries of one example; with a single entry the variance is 0 and the
+  output is exactly ``bias`` whatever the input (Flax returns it silently).
+  """
+  if values_per_statistic <= 1:
+    raise ValueError(
+      f"{layer} got an input of shape {tuple(x_shape)}: each of its statistics would be "
+      f"computed over {values_per_statistic} value(s) of one example, so the output "
+      f"would not depend on the input. {hint}"
+    )
+
+
+INT32_RANGE = (-(2**31), 2**31 - 1)
+
+
+def check_step(step, name: str = "step"):
+  """Returns ``step`` unchanged, or raises naming ``name`` if it is not an integer scalar.
+
+  ``step`` is the 0-based global training step: a Python int, a NumPy integer
+  or a 0-d integer array (traced arrays included; their value cannot be
+  checked). Refused: bools, strings, floats, arrays of another shape, and
+  values that JAX would wrap when it converts them to int32 (with
+  ``jax_enable_x64`` off a NumPy ``int64(2**40)`` silently becomes 0).
+  ``None`` passes (no step given).
+  """
+  if step is None:
+    return None
+  what = f"{name} must be an integer scalar (the 0-based global step, e.g. state.step)"
+  if isinstance(step, (bool, np.bool_, str, bytes, list, tuple, dict)):
+    raise TypeError(f"{what}, got {step!r} ({type(step).__name__}).")
+  if isinstance(step, numbers.Integral):
+    value = int(step)
+  else:
+    try:
+      shape, dtype = jnp.shape(step), jnp.result_type(step)
+    except TypeError:
+      raise TypeError(f"{what}, got {step!r} ({type(step).__name__}).") from None
+    if shape != ():
+      raise ValueError(
+        f"{name} must be a scalar (the 0-based global step), got an array of shape {shape}."
+      )
+    if not jnp.issubdtype(dtype, jnp.integer):
+      kind = f"of dtype {dtype}" if hasattr(step, "dtype") else f"({type(step).__name__})"
+      raise TypeError(f"{what}, got {step!r} {kind}.")
+    try:
+      value = int(step)
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerIntegerConversionError):
+      return step  # traced: its dtype is checked, its value cannot be
+  lo, hi = INT32_RANGE
+  if not jax.config.read("jax_enable_x64") and not lo <= value <= hi:
+    raise ValueError(
+      f"{name}={value} does not fit in int32 (JAX's integer type without jax_enable_x64): "
+      f"it would wrap to {(value - lo) % 2**32 + lo}. Pass a step in [{lo}, {hi}] "
+      "(or enable jax_enable_x64)."
+    )
+  return step
+
+
 class Moments(NamedTuple):
   """Per-feature batch statistics: mean, *biased* variance, number of valid entries."""
 
@@ -132,7 +218,11 @@ def batch_moments(
   r"""Batch mean μ_B, *biased* variance σ²_B and valid-entry count n over ``reduction_axes``.
 
   Computed in at least float32 (unless ``force_float32_reductions=False``),
-  with ``mask`` selecting the entries that count.
+  with ``mask`` selecting the entries that count. float16 is always reduced in
+  float32, ``force_float32_reductions=False`` or not: its squares overflow
+  above ``|x| = 256`` (65504 is its largest value), which would make σ²_B = inf
+  and freeze the moving statistics; bfloat16 (float32's range) and wider
+  dtypes follow ``force_float32_reductions``.
 
   * One device (``axis_name=None``): μ_B = mean(x), σ²_B = mean(x²) − μ_B²
     clipped at 0 (or mean((x − μ_B)²) with ``use_fast_variance=False``) —
@@ -149,7 +239,7 @@ def batch_moments(
   """
   if dtype is None:
     dtype = jnp.result_type(x)
-  if force_float32_reductions:
+  if force_float32_reductions or jnp.dtype(dtype) == jnp.float16:  # float16: see above
     dtype = jnp.promote_types(dtype, jnp.float32)
   x = jnp.asarray(x).astype(dtype)
   axes = tuple(sorted({a % x.ndim for a in reduction_axes}))

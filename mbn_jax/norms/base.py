@@ -193,13 +193,18 @@ def feature_shape_of(num_features, axis) -> tuple[int, ...]:
 def linen_front_end(module, body, x, use_running_average: bool, statistics: dict, **call):
   """A linen norm's whole ``__call__`` around its pure ``body`` (one for every norm).
 
-  Creates or reads the ``batch_stats`` named in ``statistics`` (float32
+  Refuses input it cannot normalize (:func:`mbn_jax.functional.check_input`:
+  complex or non-numeric) and a ``step`` that is not an integer scalar or
+  would wrap in int32 (:func:`mbn_jax.functional.check_step`). Creates or
+  reads the ``batch_stats`` named in ``statistics`` (float32
   unless ``force_float32_reductions=False``) and ``params/scale``,
   ``params/bias`` of the feature shape, runs
   ``body(module, x, stats, scale, bias, use_running_average=..., initializing=..., **call)``
   and writes the returned statistics back in training (never during ``init``).
   """
-  x = jnp.asarray(x)
+  x = F.check_input(x, type(module).__name__)
+  if "step" in call:
+    F.check_step(call["step"])
   feature_axes, _ = F.feature_and_reduction_axes(x.ndim, module.axis)
   F.check_mask(call.get("mask"), x.shape)
   feature_shape = tuple(x.shape[a] for a in feature_axes)
@@ -325,7 +330,8 @@ class NNXNorm(nnx.Module):
 def nnx_front_end(module: Any, x, use_running_average, **call) -> jax.Array:
   """An nnx norm's whole ``__call__`` around its pure ``body`` (the linen layer's body).
 
-  Reads the ``nnx.BatchStat`` statistics and the params, runs
+  Checks ``x`` and ``step`` as :func:`linen_front_end` does, reads the
+  ``nnx.BatchStat`` statistics and the params, runs
   ``body(module, x, stats, scale, bias, use_running_average=..., **call)`` and
   writes the statistics back in training.
   """
@@ -336,7 +342,9 @@ def nnx_front_end(module: Any, x, use_running_average, **call) -> jax.Array:
       f"{layer} needs use_running_average: pass it to the constructor or to __call__ "
       "(True for inference, False for training)."
     )
-  x = jnp.asarray(x)
+  x = F.check_input(x, layer)
+  if "step" in call:
+    F.check_step(call["step"])
   names = module.statistic_names
   axis = module.axis  # a field of every declaration (set in NNXNorm.__init__)
   feature_axes, _ = F.feature_and_reduction_axes(x.ndim, axis)

@@ -8,6 +8,7 @@ with ``num_groups=group_count(C)``.
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any, ClassVar
 
@@ -17,6 +18,7 @@ from flax import linen as nn
 from flax.linen import initializers
 from jax.typing import ArrayLike
 
+from mbn_jax import functional as F
 from mbn_jax.norms.base import Capabilities
 
 __all__ = ["GroupNorm", "group_count"]
@@ -42,7 +44,11 @@ class GroupNorm(nn.Module):
   The group count is :func:`group_count` (C, num_groups): 32 when 32 divides
   C, else the largest divisor of C that is <= 32. ``use_running_average`` and
   ``step`` are accepted and ignored. Variables: ``params/scale``,
-  ``params/bias`` (those of ``flax.linen.GroupNorm``).
+  ``params/bias`` (those of ``flax.linen.GroupNorm``). Refused (``ValueError``/
+  ``TypeError``): epsilon NaN or <= 0, complex input, and an input whose
+  groups hold one value each (e.g. ``(N, C)`` with C <= 32 channels: one
+  channel per group and no spatial axes), whose output would be ``bias``
+  whatever the input.
   """
 
   capabilities: ClassVar[Capabilities] = Capabilities(normalizer="per_example")
@@ -56,13 +62,37 @@ class GroupNorm(nn.Module):
   bias_init: Any = initializers.zeros
   scale_init: Any = initializers.ones
 
+  @classmethod
+  def check_fields(cls, cfg) -> None:
+    """Validates epsilon and num_groups, naming the offending argument."""
+    F.check_epsilon(cfg.epsilon)
+    if (
+      isinstance(cfg.num_groups, bool)
+      or not isinstance(cfg.num_groups, numbers.Integral)
+      or cfg.num_groups <= 0
+    ):
+      raise ValueError(f"num_groups must be a positive int, got {cfg.num_groups!r}.")
+
   @nn.compact
   def __call__(
     self, x: ArrayLike, use_running_average: bool | None = None, *, step: ArrayLike | None = None
   ) -> jax.Array:
     del use_running_average, step
-    x = jnp.asarray(x)
+    self.check_fields(self)
+    x = F.check_input(x, "GroupNorm")
+    if x.ndim < 2:
+      raise ValueError(
+        f"GroupNorm needs an input (N, ..., C) with a batch and a channel axis, got shape "
+        f"{x.shape}."
+      )
     groups = group_count(x.shape[-1], self.num_groups)
+    F.check_per_example_reduction(
+      x.shape,
+      math.prod(x.shape[1:-1]) * (x.shape[-1] // groups),
+      "GroupNorm",
+      f"Here {groups} groups of {x.shape[-1] // groups} channel(s) and no spatial axes: give it "
+      "(N, H, W, C) input, or fewer groups (num_groups), or use LayerNorm for (N, C) features.",
+    )
     norm = nn.GroupNorm(
       num_groups=groups,
       epsilon=self.epsilon,

@@ -6,6 +6,7 @@ statistics. In ``flax.nnx`` use ``flax.nnx.LayerNorm(reduction_axes=(1, 2, 3))``
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import jax
@@ -14,6 +15,7 @@ from flax import linen as nn
 from flax.linen import initializers
 from jax.typing import ArrayLike
 
+from mbn_jax import functional as F
 from mbn_jax.norms.base import Capabilities
 
 __all__ = ["LayerNorm"]
@@ -25,7 +27,9 @@ class LayerNorm(nn.Module):
   y = γ (x − μ)/√(σ² + ε) + β, μ and σ² per example over (H, W, C), γ and β
   per channel: the LN of the GroupNorm paper (= GroupNorm with one group).
   (``flax.linen.LayerNorm``'s default would normalize over C only.)
-  ``use_running_average`` and ``step`` are accepted and ignored.
+  ``use_running_average`` and ``step`` are accepted and ignored. Refused:
+  epsilon NaN or <= 0, complex input, and an input with one value per
+  example (e.g. shape ``(N,)`` or ``(N, 1)``), whose output would be ``bias``.
   """
 
   capabilities: ClassVar[Capabilities] = Capabilities(normalizer="per_example")
@@ -38,12 +42,25 @@ class LayerNorm(nn.Module):
   bias_init: Any = initializers.zeros
   scale_init: Any = initializers.ones
 
+  @classmethod
+  def check_fields(cls, cfg) -> None:
+    """Validates epsilon (NaN or <= 0 is refused), naming it."""
+    F.check_epsilon(cfg.epsilon)
+
   @nn.compact
   def __call__(
     self, x: ArrayLike, use_running_average: bool | None = None, *, step: ArrayLike | None = None
   ) -> jax.Array:
     del use_running_average, step
-    x = jnp.asarray(x)
+    self.check_fields(self)
+    x = F.check_input(x, "LayerNorm")
+    F.check_per_example_reduction(
+      x.shape,
+      math.prod(x.shape[1:]),
+      "LayerNorm",
+      "LayerNorm normalizes each example (axis 0) over all its other axes: give it (N, C) "
+      "with C > 1, or (N, H, W, C).",
+    )
     norm = nn.LayerNorm(
       epsilon=self.epsilon,
       dtype=self.dtype,

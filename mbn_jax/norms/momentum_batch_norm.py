@@ -116,7 +116,8 @@ def resolve_train_momentum(cfg, *, step, momentum, batch_size: int):
   *traced* ``momentum`` cannot be checked without ``checkify``; it is made
   safe instead: NaN becomes 0 (plain BN for that step) and other values are
   clipped to [0, 1 − 2⁻²³] (the largest float32 below 1), so the moving
-  statistics stay finite. ``step`` must be a scalar. Raises a ValueError that
+  statistics stay finite. ``step`` must be an integer scalar that fits in
+  int32 (:func:`mbn_jax.functional.check_step`). Raises a ValueError that
   says what to pass when neither is available.
   """
   layer = type(cfg).__name__
@@ -134,11 +135,7 @@ def resolve_train_momentum(cfg, *, step, momentum, batch_size: int):
         f"{momentum}."
       )
     return lam
-  if step is not None and jnp.ndim(step) != 0:
-    raise ValueError(
-      f"step must be a scalar (the 0-based global step, e.g. state.step), got an array of "
-      f"shape {jnp.shape(step)}."
-    )
+  F.check_step(step)
   if step is None:
     raise ValueError(
       f"{layer} in training mode needs the training step: call it with "
