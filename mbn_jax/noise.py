@@ -136,7 +136,7 @@ def bn_output_moments(x_tilde, batch_size):
 
   Note: this is the paper's idealised model, in which the normalised sample
   x is independent of the batch statistics. In a real BN layer x is itself
-  one of the m batch members, which bounds |x̂| ≤ √(m − 1).
+  one of the m batch members, which bounds ``|x̂| ≤ √(m − 1)``.
 
   Args:
     x_tilde: the population-normalised input x̃ = (x − μ)/σ (array-like).

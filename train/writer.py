@@ -62,6 +62,17 @@ class MetricWriter:
           self.tb.add_scalar(k, float(v), global_step=record["step"])
       self.tb.flush()
 
+  def close(self):
+    """Closes the TensorBoard event file (idempotent); ``write`` must not follow.
+
+    Call it when the run ends: tensorboardX otherwise closes the file in an
+    ``atexit`` hook, which on Python >= 3.12 may fail at interpreter shutdown
+    ("can't create new thread") in a process that ran several runs.
+    """
+    if self.tb is not None:
+      self.tb.close()
+      self.tb = None
+
 
 def save_json(path, obj):
   """Writes ``obj`` as strict JSON, atomically (a temporary file, then a rename)."""

@@ -1,14 +1,16 @@
 """The comparison set of the paper: "the same model, another norm", one file per norm.
 
-| name | linen class | nnx class | file |
-|---|---|---|---|
-| ``'bn'`` | :class:`BatchNorm` | :class:`BatchNormNNX` | ``batch_norm.py`` |
-| ``'mbn'`` | :class:`MomentumBatchNorm` | :class:`MomentumBatchNormNNX` | ``momentum_batch_norm.py`` |
-| ``'brn'`` | :class:`BatchRenorm` | :class:`BatchRenormNNX` | ``batch_renorm.py`` |
-| ``'gn'`` | :class:`GroupNorm` | ``flax.nnx.GroupNorm`` | ``group_norm.py`` |
-| ``'ln'`` | :class:`LayerNorm` | ``flax.nnx.LayerNorm`` | ``layer_norm.py`` |
-| ``'in'`` | :class:`InstanceNorm` | ``flax.nnx.InstanceNorm`` | ``instance_norm.py`` |
-| ``'none'`` | :class:`Identity` | — | ``identity.py`` |
+==========  ==========================  =============================  ==========================
+name        linen class                 nnx class                      file
+==========  ==========================  =============================  ==========================
+``'bn'``    :class:`BatchNorm`          :class:`BatchNormNNX`          ``batch_norm.py``
+``'mbn'``   :class:`MomentumBatchNorm`  :class:`MomentumBatchNormNNX`  ``momentum_batch_norm.py``
+``'brn'``   :class:`BatchRenorm`        :class:`BatchRenormNNX`        ``batch_renorm.py``
+``'gn'``    :class:`GroupNorm`          ``flax.nnx.GroupNorm``         ``group_norm.py``
+``'ln'``    :class:`LayerNorm`          ``flax.nnx.LayerNorm``         ``layer_norm.py``
+``'in'``    :class:`InstanceNorm`       ``flax.nnx.InstanceNorm``      ``instance_norm.py``
+``'none'``  :class:`Identity`           —                              ``identity.py``
+==========  ==========================  =============================  ==========================
 
 :func:`make_norm` builds any of them by name; every module it builds is
 called the same way, ``module(x, use_running_average, *, step=None)``, so a
