@@ -62,7 +62,7 @@ def get_config(arm: str = "mbn"):
   config.required_devices = DEVICES
   config.norm = norm
   config.per_device_batch_size = m
-  config.sync_batch_stats = sync
+  config.norm_sync_devices = -1 if sync else 1  # -1: all 4 devices (SyncBN)
   config.lr_batch_size = lr_batch_size
   # One pass over the 5,000 training images, pooled over the 4 devices.
   config.precise_stats_batches = 5 if norm != "gn" else 0

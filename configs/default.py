@@ -7,8 +7,9 @@ overridden on the command line, e.g. `--config.norm=bn
 Reading of the paper (Yong et al., ECCV 2020, Sec. 5):
 
 * ``per_device_batch_size`` is the paper's m, "batch size per GPU". It sets
-  the statistics batch of every norm layer (unless ``sync_batch_stats``), λ(t)
-  of Eq. 11 and τ of Eq. 12. The global batch is m × (number of devices).
+  the statistics batch of every norm layer (m·G when ``norm_sync_devices`` G
+  devices share statistics), λ(t) of Eq. 11 and τ of Eq. 12. The global batch
+  is m × (number of devices).
 * learning rate = ``base_learning_rate`` × m / ``lr_reference_batch_size``
   with m the per-device batch (``lr_batch_size='per_device'``, our reading of
   "0.1 * m/64"); set ``lr_batch_size='global'`` to scale by the global batch
@@ -42,7 +43,12 @@ def get_config():
   # Comma-separated norms, e.g. 'bn,mbn': trains one run per norm into
   # WORKDIR/<norm> and prints their accuracies side by side. '' = just `norm`.
   config.norms = ""
-  config.sync_batch_stats = False  # True: norm statistics over all devices.
+  # G: how many devices share one set of batch statistics (their statistics batch
+  # is m·G, and λ, τ use m·G). 1: per device (the paper); -1: all devices (SyncBN);
+  # any divisor of the device count: groups of G consecutive devices.
+  config.norm_sync_devices = 1
+  # Replaced by norm_sync_devices; still read (True: norm_sync_devices=-1, with a note).
+  config.sync_batch_stats = ml_collections.config_dict.placeholder(bool)
   # > 0: refuse to start unless JAX sees exactly this many devices (an experiment
   # whose meaning depends on the device count; on CPU set
   # XLA_FLAGS=--xla_force_host_platform_device_count=N). 0: any count.
@@ -126,8 +132,9 @@ def get_config():
   config.precise_stats_every_eval = False  # True: precise statistics at every evaluation too.
 
   # Divergence.
-  # A step with a non-finite loss or gradient is skipped (nothing but the step
-  # counter changes) and counted (nonfinite_steps in metrics.jsonl); this many
+  # A step that would leave anything non-finite (its data, loss or gradient, or the
+  # updated parameters or optimizer state) is skipped (nothing but the step counter
+  # changes) and counted (nonfinite_steps in metrics.jsonl); exactly this many
   # consecutive skips stop the run: status "diverged", exit status 3.
   config.max_nonfinite_steps = 20
 
@@ -141,6 +148,11 @@ def get_config():
   # > 0: the run sends itself SIGTERM after this global step (tests of the
   # preemption path: checkpoint, stop, resume). -1: never.
   config.simulate_preemption_at_step = -1
+
+  # Devices.
+  # 'pmap' (jax.pmap over every device; the default) or 'mesh' (jax.jit over
+  # jax.shard_map on a Mesh ('data', 'stats') of every device): the same run.
+  config.parallelism = "pmap"
 
   # Multi-host (flags --coordinator_address/--num_processes/--process_id win).
   config.distributed = ml_collections.ConfigDict()

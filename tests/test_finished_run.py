@@ -1,7 +1,7 @@
 """tools.finished_run reads m from the run's layout: global_batch_size and shared statistics.
 
 The expectations are hand-derived: with ``global_batch_size=16`` on 4 devices
-m = 4; with ``sync_batch_stats`` the 4 devices share statistics, so the
+m = 4; with ``norm_sync_devices=-1`` the 4 devices share statistics, so the
 statistics batch is m·G = 2·4 = 8; Eq. 11's last-epoch λ is 1 − m/m0.
 """
 
@@ -51,7 +51,7 @@ def test_global_batch_size_run(tmp_path):
 
 
 def test_synchronized_statistics_run(tmp_path):
-  workdir, summary = _run(tmp_path, "sync", sync_batch_stats=True)
+  workdir, summary = _run(tmp_path, "sync", norm_sync_devices=-1)
   assert summary["norm_sync_devices"] == 4 and summary["statistics_batch_size"] == 8
   run = load_run(workdir)
   assert run.layout.norm_sync_devices == 4 and run.replay_batch_size == 8

@@ -99,15 +99,34 @@ def test_resume_with_different_config_is_refused(full_run):
 
 def test_fields_added_after_a_run_started_resume_at_their_default():
   saved = train_lib.config_json(tiny_config())
-  del saved["sync_batch_stats"]  # as if the run predates the field
+  del saved["norm_sync_devices"]  # as if the run predates the field
   train_lib.check_resume_compatible(saved, tiny_config())  # default value: compatible
-  with pytest.raises(train_lib.ConfigMismatchError, match="sync_batch_stats"):
-    train_lib.check_resume_compatible(saved, tiny_config(sync_batch_stats=True))
+  with pytest.raises(train_lib.ConfigMismatchError, match="norm_sync_devices"):
+    train_lib.check_resume_compatible(saved, tiny_config(norm_sync_devices=2))
+
+
+def test_a_record_with_the_replaced_sync_batch_stats_resumes_as_norm_sync_devices():
+  """An old config.json says sync_batch_stats=True/False; today's field is norm_sync_devices."""
+  old = train_lib.config_json(tiny_config())
+  del old["norm_sync_devices"]
+  old["sync_batch_stats"] = True
+  train_lib.check_resume_compatible(old, tiny_config(norm_sync_devices=-1))  # all devices
+  with pytest.raises(train_lib.ConfigMismatchError, match="norm_sync_devices"):
+    train_lib.check_resume_compatible(old, tiny_config())  # per device: a different run
+  old["sync_batch_stats"] = False
+  train_lib.check_resume_compatible(old, tiny_config())
+  # An old config file that still sets the field: G = every device, with a note.
+  layout = train_lib.validate_config(tiny_config(sync_batch_stats=True))
+  assert layout.norm_sync_devices == 4 and layout.statistics_batch_size == 8
+  with pytest.raises(ValueError, match="both set"):
+    train_lib.validate_config(tiny_config(sync_batch_stats=True, norm_sync_devices=2))
+  with pytest.raises(ValueError, match="norm_sync_devices=3 does not divide the 4 devices"):
+    train_lib.validate_config(tiny_config(norm_sync_devices=3))
 
 
 def test_synchronized_statistics_and_other_norms(tmp_path):
   summary = train_lib.train_and_evaluate(
-    tiny_config(sync_batch_stats=True, num_epochs=1, mbn_total_epochs=2), str(tmp_path / "s")
+    tiny_config(norm_sync_devices=-1, num_epochs=1, mbn_total_epochs=2), str(tmp_path / "s")
   )
   assert summary["status"] == "completed" and summary["train_step_traces"] == 1
   # GN keeps no batch statistics: asked for precise statistics, the run skips them (it used

@@ -1,4 +1,4 @@
-"""Two processes × 2 CPU devices (gloo collectives) == one process × 4 devices.
+"""Two processes × 2 CPU devices (gloo collectives) == one process × 4 devices, pmap and mesh.
 
 Starts `python -m train` as real separate processes joined by
 jax.distributed.initialize. The two-process run is interrupted after its first
@@ -50,7 +50,7 @@ def free_port():
     return s.getsockname()[1]
 
 
-def run_two_processes(workdir, epochs):
+def run_two_processes(workdir, epochs, extra=()):
   port = free_port()
   procs = [
     subprocess.Popen(
@@ -59,6 +59,7 @@ def run_two_processes(workdir, epochs):
         "-m",
         "train",
         *ARGS,
+        *extra,
         f"--config.num_epochs={epochs}",
         "--workdir",
         workdir,
@@ -93,21 +94,27 @@ def records(workdir):
 
 
 @pytest.mark.slow
-def test_two_processes_train_in_lockstep_and_match_one_process(tmp_path):
+@pytest.mark.parametrize(
+  "parallelism,sync",
+  [("pmap", 1), ("mesh", 4)],  # mesh: statistics shared by all 4 devices, across both hosts
+)
+def test_two_processes_train_in_lockstep_and_match_one_process(tmp_path, parallelism, sync):
   multi, single = str(tmp_path / "multi"), str(tmp_path / "single")
-  run_two_processes(multi, epochs=1)
+  extra = (f"--config.parallelism={parallelism}", f"--config.norm_sync_devices={sync}")
+  run_two_processes(multi, epochs=1, extra=extra)
   assert json.load(open(os.path.join(multi, "summary.json")))["epochs_completed"] == 1
-  outs = run_two_processes(multi, epochs=2)  # Resumes from the 2-process checkpoint.
+  outs = run_two_processes(multi, epochs=2, extra=extra)  # Resumes from the 2-process checkpoint.
   assert "Resuming from step 8" in outs[0]
   # Process 1 finished at the same step with the same evaluation as process 0.
   summary = json.load(open(os.path.join(multi, "summary.json")))
   assert summary["processes"] == 2 and summary["devices"] == 4 and summary["step"] == 16
+  assert summary["parallelism"] == parallelism and summary["statistics_batch_size"] == 2 * sync
   assert (
     f"completed at step 16: final eval accuracy {summary['final_eval_accuracy']:.6f}" in outs[1]
   )
 
   done = subprocess.run(
-    [sys.executable, "-m", "train", *ARGS, "--config.num_epochs=2", "--workdir", single],
+    [sys.executable, "-m", "train", *ARGS, *extra, "--config.num_epochs=2", "--workdir", single],
     cwd=ROOT,
     env=env(4),
     capture_output=True,

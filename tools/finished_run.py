@@ -129,12 +129,11 @@ def load_run(workdir: str) -> FinishedRun:
   info = saved["run_info"]
   # λ(t) and the learning rate count optimizer steps (micro-batches // k).
   opt_spe = info.get("optimizer_steps_per_epoch", info["steps_per_epoch"])
-  schedule = train_lib.momentum_schedule_of(config, layout, opt_spe)
+  schedule = train_lib.momentum_schedule_of(config, layout.statistics_batch_size, opt_spe)
   data = input_pipeline.load_dataset(config.dataset)
-  one_device = ml_collections.ConfigDict(config.to_dict())
-  one_device.sync_batch_stats = False  # one device holds the whole statistics batch
+  # No device axis: one device holds the whole statistics batch m·G.
   model = train_lib.build_model(
-    one_device,
+    config,
     num_classes=data.num_classes,
     steps_per_epoch=opt_spe,
     per_device_batch=layout.statistics_batch_size,

@@ -5,8 +5,9 @@ and meaning, read from configs/default.py); add `--print_config` to a command
 to print its resolved config (file plus overrides) as JSON without running.
 
 Exit status: 0 when the run completed or was interrupted by a signal (rerun to
-resume), 2 for bad input (``error: ...`` and nothing else), 3 when training
-diverged (``config.max_nonfinite_steps`` consecutive non-finite steps).
+resume), 2 for bad input or a full disk (one line ``error: ...`` and nothing
+else), 3 when training diverged (``config.max_nonfinite_steps`` consecutive
+non-finite steps, or a checkpoint that would hold non-finite values).
 
 Multi-host: run the same command on every host with
 ``--coordinator_address=HOST0:PORT --num_processes=N --process_id=I`` (or the
@@ -97,18 +98,30 @@ def _run():
   try:  # Bad input: a clear message, before anything is read or compiled.
     train_lib.validate_config(FLAGS.config, FLAGS.workdir)
   except (ValueError, TypeError, OSError, input_pipeline.DatasetUnavailableError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    cli.fail(cli.disk_full_message(e, FLAGS.workdir) or str(e))
   try:
     summary = train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except checkpoints.NonFiniteStateError as e:  # never expected: the train step skips such updates
+    _error(str(e), DIVERGED)
   except expected as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    cli.fail(str(e))
+  except Exception as e:
+    full = cli.disk_full_message(e, FLAGS.workdir)
+    if full is None:
+      raise
+    cli.fail(full)
   if summary.get("status") == "diverged":  # a single run, or the comparison's last run
     runs = summary.get("runs", {"": summary})
     message = next(r.get("error") for r in runs.values() if r.get("status") == "diverged")
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(3)
+    _error(message, DIVERGED)
+
+
+DIVERGED = 3  # the exit status of a diverged run
+
+
+def _error(message: str, status: int):
+  print("error: " + " ".join(str(message).split()), file=sys.stderr, flush=True)
+  sys.exit(status)
 
 
 def run():

@@ -10,15 +10,26 @@ A checkpoint holds (as host NumPy arrays, saved by the primary process):
 * ``precise_batch_stats`` (only where the run estimated them, see
   ``config.precise_stats_batches``): ``batch_stats`` with population
   ("precise") inference statistics, the alternative to deploy;
-* ``checksums`` (JSON): a SHA-256 checksum of every saved item (over the
-  host arrays that are saved anyway), verified when a run resumes;
+* ``checksums`` (JSON): a SHA-256 checksum of every other item (``state``,
+  ``precise_batch_stats``: over the host arrays that are saved anyway;
+  ``meta``: over its canonical JSON), verified when a run resumes;
 * ``meta`` (JSON): the epoch, the running sums of the current epoch's
-  training metrics, and the device layout.
+  training metrics, the device layout and the run's config.
+
+Every item is covered when a run resumes (:meth:`CheckpointManager.restore_newest_good`):
+``checksums`` must be there, readable and name every other item on disk;
+``state``, ``precise_batch_stats`` and ``meta`` must match it (checkpoints
+written before ``meta`` had a checksum are checked for its structure only);
+``meta`` must have its fields with sensible values and ``state`` finite
+arrays. A checkpoint that fails any of this is moved aside and the next
+newest is tried. Saving refuses non-finite arrays (:class:`NonFiniteStateError`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import os
 import signal
 import threading
@@ -31,15 +42,22 @@ import orbax.checkpoint as ocp
 __all__ = [
   "CheckpointError",
   "CheckpointManager",
+  "NonFiniteStateError",
   "PRECISE_STATS",
   "StopSignal",
   "checksum",
+  "json_checksum",
+  "nonfinite_leaves",
   "restore_latest",
 ]
 
 
 class CheckpointError(ValueError):
   """No checkpoint of the workdir can be restored (each damaged one was moved aside)."""
+
+
+class NonFiniteStateError(CheckpointError):
+  """A checkpoint about to be saved holds NaN/±inf: refused, the previous ones stay."""
 
 
 def checksum(tree) -> str:
@@ -55,8 +73,71 @@ def checksum(tree) -> str:
   return hashlib.sha256("".join(sorted(digests)).encode()).hexdigest()
 
 
+def json_checksum(obj) -> str:
+  """SHA-256 of ``obj``'s canonical JSON (sorted keys), as it reads back from a JSON item."""
+  canonical = json.dumps(json.loads(json.dumps(obj)), sort_keys=True, separators=(",", ":"))
+  return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def nonfinite_leaves(tree) -> list[str]:
+  """The paths (``['params']['w']``) of the floating-point leaves of ``tree`` with NaN/±inf."""
+  bad = []
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    a = np.asarray(leaf)
+    if np.issubdtype(a.dtype, np.inexact) and not np.all(np.isfinite(a)):
+      bad.append(jax.tree_util.keystr(path))
+  return bad
+
+
 PRECISE_STATS = "precise_batch_stats"  # the optional checkpoint item
-CHECKSUMS = "checksums"  # the item holding every item's checksum
+CHECKSUMS = "checksums"  # the item holding every other item's checksum
+META = "meta"
+_ACCUM_FIELDS = {"loss": float, "accuracy": float, "count": int, "nonfinite": int}
+
+
+def _meta_problem(meta) -> str | None:
+  """What is wrong with a checkpoint's ``meta`` (None: it has every field, sensibly valued)."""
+  if not isinstance(meta, dict):
+    return f"it is a {type(meta).__name__}, not a JSON object"
+  epoch = meta.get("epoch")
+  if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+    return f"epoch is {epoch!r}, not an int >= 0"
+  accum = meta.get("accum")
+  if not isinstance(accum, dict) or set(accum) != set(_ACCUM_FIELDS):
+    return f"accum is {accum!r}, not the epoch sums {sorted(_ACCUM_FIELDS)}"
+  for name, kind in _ACCUM_FIELDS.items():
+    v = accum[name]
+    ok = (
+      not isinstance(v, bool)
+      and isinstance(v, (int, float) if kind is float else int)
+      and math.isfinite(v)
+      and (kind is float or v >= 0)
+    )
+    if not ok:
+      return f"accum.{name} is {v!r}"
+  if not isinstance(meta.get("run_info"), dict):
+    return f"run_info is {meta.get('run_info')!r}, not a JSON object"
+  if "config" in meta and not isinstance(meta["config"], dict):
+    return f"config is {meta['config']!r}, not a JSON object"
+  return None
+
+
+def _checksums_problem(sums, items: set) -> str | None:
+  """What is wrong with a checkpoint's ``checksums`` given the items on disk (None: fine)."""
+  if not isinstance(sums, dict) or not sums:
+    return f"its checksums item holds {sums!r}, not the items' checksums"
+  for name, value in sums.items():
+    if not (isinstance(value, str) and len(value) == 64):
+      return f"its checksum of {name!r} is {value!r}, not a SHA-256"
+  if "state" not in sums:
+    return "its checksums item has no checksum of the state"
+  missing = sorted(set(sums) - items)
+  if missing:
+    return f"its item(s) {missing} are missing (the checksums name them)"
+  uncovered = sorted(items - set(sums) - {CHECKSUMS, META})
+  if uncovered:
+    return f"its item(s) {uncovered} have no checksum"
+  return None
 
 
 class CheckpointManager:
@@ -92,7 +173,20 @@ class CheckpointManager:
     """
     if step in self._manager.all_steps():
       return False
-    sums = {"state": checksum(state), **{name: checksum(t) for name, t in (extra or {}).items()}}
+    for name, tree in {"state": state, **(extra or {})}.items():
+      bad = nonfinite_leaves(tree)
+      if bad:
+        raise NonFiniteStateError(
+          f"refusing to save the checkpoint of step {step}: its {name} holds NaN/inf in "
+          f"{', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}. The training step skips "
+          "every update that would do this, so this is a bug; the earlier checkpoints are "
+          "kept (rerun resumes from the newest of them)."
+        )
+    sums = {
+      "state": checksum(state),
+      META: json_checksum(meta),
+      **{name: checksum(t) for name, t in (extra or {}).items()},
+    }
     items = {name: ocp.args.StandardSave(tree) for name, tree in (extra or {}).items()}
     items[CHECKSUMS] = ocp.args.JsonSave(sums)
     self._manager.save(
@@ -120,37 +214,67 @@ class CheckpointManager:
     return self._manager.restore(step, args=ocp.args.Composite(**{name: item}))[name]
 
   def restore_newest_good(self, target, check_meta=None):
-    """``(step, state, meta)`` of the newest checkpoint that restores and verifies, or None.
+    """``(step, state, meta)`` of the newest checkpoint whose every item verifies, or None.
 
-    A checkpoint that cannot be read, or whose contents do not match the
-    checksum written at save time, is reported in one line naming its step
-    and moved aside to ``<checkpoints>_damaged/`` (never deleted); the next
-    newest is tried. ``check_meta(meta)`` may raise to refuse a readable
-    checkpoint (e.g. a different device layout) without moving it.
+    A checkpoint with a missing or unreadable item, a ``checksums`` item that
+    does not cover every other item, contents that do not match their
+    checksum, a ``meta`` without its fields or a non-finite ``state`` is
+    reported in one line naming its step and moved aside to
+    ``<checkpoints>_damaged/`` (never deleted); the next newest is tried.
+    ``check_meta(meta)`` may raise to refuse a sound checkpoint (e.g. a
+    different device layout) without moving it.
     """
     for step in sorted(self.all_steps(), reverse=True):
-      try:
-        meta = self.restore_meta(step)
-      except Exception as e:
-        self._move_aside(step, f"its metadata cannot be read ({type(e).__name__})")
+      found = self._verified(step, target, check_meta)
+      if isinstance(found, str):
+        self._move_aside(step, found)
         continue
-      if check_meta is not None:
-        check_meta(meta)
-      try:
-        state, meta = self.restore(step, target)
-      except Exception as e:
-        self._move_aside(step, f"it cannot be restored ({type(e).__name__}: {_first_line(e)})")
-        continue
-      expected = self._checksums(step).get("state")
-      if expected is not None and checksum(state) != expected:
-        self._move_aside(step, "its contents do not match the checksum written at save time")
-        continue
-      return step, state, meta
+      return found
     return None
 
-  def _checksums(self, step: int) -> dict:
-    """The checksums saved with ``step`` ({} for checkpoints from before they existed)."""
-    return self.restore_item(step, CHECKSUMS, json=True) or {}
+  def _verified(self, step: int, target, check_meta):
+    """``(step, state, meta)`` if every item of ``step`` verifies, else why not (a str)."""
+    try:
+      items = set(self._manager.item_metadata(step).keys())
+    except Exception as e:
+      return f"its items cannot be listed ({type(e).__name__}: {_first_line(e)})"
+    if CHECKSUMS not in items:
+      return "its checksums item is missing"
+    try:
+      sums = self.restore_item(step, CHECKSUMS, json=True)
+    except Exception as e:
+      return f"its checksums cannot be read ({type(e).__name__}: {_first_line(e)})"
+    problem = _checksums_problem(sums, items)
+    if problem:
+      return problem
+    try:
+      meta = self.restore_meta(step)
+    except Exception as e:
+      return f"its metadata cannot be read ({type(e).__name__}: {_first_line(e)})"
+    if META in sums and json_checksum(meta) != sums[META]:
+      return "its metadata do not match the checksum written at save time"
+    problem = _meta_problem(meta)
+    if problem:
+      return f"its metadata are not valid ({problem})"
+    if check_meta is not None:
+      check_meta(meta)
+    try:
+      state, meta = self.restore(step, target)
+    except Exception as e:
+      return f"it cannot be restored ({type(e).__name__}: {_first_line(e)})"
+    if checksum(state) != sums["state"]:
+      return "its contents do not match the checksum written at save time"
+    bad = nonfinite_leaves(state)
+    if bad:
+      return f"its state holds NaN/inf ({', '.join(bad[:3])})"
+    for name in sorted(items - {CHECKSUMS, META, "state"}):
+      try:
+        tree = self.restore_item(step, name)
+      except Exception as e:
+        return f"its item {name!r} cannot be read ({type(e).__name__}: {_first_line(e)})"
+      if checksum(tree) != sums[name]:
+        return f"its item {name!r} does not match the checksum written at save time"
+    return step, state, meta
 
   def _move_aside(self, step: int, reason: str) -> None:
     aside = os.path.join(self.directory + "_damaged", f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")

@@ -13,6 +13,8 @@
   wrong type, a missing or broken ``--config`` file, a missing ``--workdir``)
   prints one line ``error: ...`` on stderr and exits 2.
 * :func:`remove_if_empty` prunes a workdir that a failed start left empty.
+* :func:`disk_full_message` finds a full disk (``ENOSPC``) anywhere in an
+  exception's chain (Orbax and TensorFlow wrap it) and says which path.
 
 Nothing here imports JAX: a bad command line fails in well under a second.
 """
@@ -23,6 +25,7 @@ import ast
 import contextlib
 import dataclasses
 import difflib
+import errno
 import importlib.util
 import inspect
 import io
@@ -46,6 +49,7 @@ __all__ = [
   "config_fields",
   "config_help",
   "config_text",
+  "disk_full_message",
   "fail",
   "load_config",
   "parse_flags",
@@ -214,6 +218,44 @@ def fail(message: str) -> NoReturn:
   """Prints ``error: <message>`` as one line on stderr and exits with status 2."""
   print("error: " + " ".join(str(message).split()), file=sys.stderr, flush=True)
   sys.exit(BAD_INPUT)
+
+
+def _chain(e: BaseException):
+  """``e``, its causes and contexts, and the members of exception groups, each once."""
+  seen, stack = set(), [e]
+  while stack:
+    x = stack.pop()
+    if x is None or id(x) in seen:
+      continue
+    seen.add(id(x))
+    yield x
+    stack += [x.__cause__, x.__context__]
+    stack += list(getattr(x, "exceptions", None) or ())
+
+
+def disk_full_message(e: BaseException, workdir: str | None) -> str | None:
+  """The one-line message for a full disk if ENOSPC is anywhere in ``e``'s chain, else None.
+
+  Names the path being written when an ``OSError`` carries it (else the
+  workdir); libraries that report ENOSPC only in their text ("No space left
+  on device") are recognised too.
+  """
+  found = None
+  for x in _chain(e):
+    if isinstance(x, OSError) and x.errno == errno.ENOSPC:
+      found = x
+      if x.filename:
+        break
+    elif found is None and ("No space left on device" in str(x) or "ENOSPC" in str(x)):
+      found = x
+  if found is None:
+    return None
+  path = getattr(found, "filename", None) or workdir
+  return (
+    f"no space left on device (ENOSPC) while writing {str(path)!r}: free space on that disk "
+    "(or use a --workdir on another one) and rerun the same command; it resumes from the "
+    "newest checkpoint."
+  )
 
 
 def _one_line(e: BaseException) -> str:

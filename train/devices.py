@@ -1,4 +1,7 @@
-"""Host <-> device helpers for the pmapped loop (values carry a leading local-device axis)."""
+"""What a run's numbers depend on beyond its config: package versions and the machine.
+
+(Placing values on the devices and reading them back is :mod:`train.parallel`'s job.)
+"""
 
 from __future__ import annotations
 
@@ -7,9 +10,8 @@ import os
 import platform
 
 import jax
-import numpy as np
 
-__all__ = ["all_rows", "first", "local_rows", "replicate", "software_and_machine"]
+__all__ = ["software_and_machine"]
 
 RECORDED_PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "tensorflow-cpu", "tensorflow")
 
@@ -48,26 +50,3 @@ def software_and_machine() -> dict:
     "cpu": _cpu_model(),
     "cpu_count": os.cpu_count(),
   }
-
-
-def replicate(tree, n):
-  return jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n,) + np.shape(x)).copy(), tree)
-
-
-def local_rows(x) -> np.ndarray:
-  """This process's per-device values of a pmapped array, in device order."""
-  shards = sorted(x.addressable_shards, key=lambda s: s.index[0].start or 0)
-  return np.concatenate([np.asarray(s.data) for s in shards])
-
-
-def first(tree):
-  return jax.tree.map(lambda x: np.asarray(x.addressable_shards[0].data)[0], tree)
-
-
-def all_rows(tree):
-  local = jax.tree.map(local_rows, tree)
-  if jax.process_count() == 1:
-    return local
-  from jax.experimental import multihost_utils
-
-  return jax.tree.map(lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True)), local)

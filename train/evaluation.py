@@ -1,40 +1,57 @@
-"""Evaluation of the pmapped model: validation sums and population ("precise") statistics."""
+"""Evaluation through the seam: validation sums and population ("precise") statistics."""
 
 from __future__ import annotations
 
-import functools
+from train import input_pipeline
 
-import mbn_jax
-from train import devices, input_pipeline
-
-__all__ = ["PRECISE_STATS_SEED_OFFSET", "evaluate", "precise_stats", "precise_stats_stream"]
+__all__ = ["PRECISE_STATS_SEED_OFFSET", "evaluate", "evaluate_epoch", "precise_stats_stream"]
 
 # The precise-statistics batches are drawn from their own stream (never the
 # training order): seed + this offset.
 PRECISE_STATS_SEED_OFFSET = 7919
 
 
-def evaluate(p_eval, variables, data, *, batch_size: int, layout: dict) -> dict:
+def evaluate(s, params, batch_stats) -> dict:
   """``eval_loss`` and ``eval_accuracy`` over the whole validation set (every device).
 
-  ``p_eval`` is the pmapped :func:`train.steps.eval_step`; ``variables``
-  carry the leading local-device axis.
+  ``params`` and ``batch_stats`` are laid out on the devices as the seam
+  (:mod:`train.parallel`) keeps them.
   """
   sums = {"loss": 0.0, "correct": 0.0, "count": 0.0}
+  layout = s.layout
   for batch in input_pipeline.eval_batches(
-    data,
-    per_device_batch_size=batch_size,
+    s.data,
+    per_device_batch_size=s.config.eval_per_device_batch_size,
     local_devices=layout.local_devices,
     process_index=layout.process_index,
     process_count=layout.process_count,
   ):
-    out = devices.first(p_eval(variables, batch))
+    out = s.parallel.eval_sums(
+      {"params": params, "batch_stats": batch_stats}, s.parallel.shard(batch)
+    )
     for k in sums:
-      sums[k] += float(out[k])
+      sums[k] += out[k]
   return {
     "eval_loss": sums["loss"] / sums["count"],
     "eval_accuracy": sums["correct"] / sums["count"],
   }
+
+
+def evaluate_epoch(s, p, record: dict, last_epoch: bool):
+  """Evaluates with the device-averaged moving statistics (and, if configured, precise ones).
+
+  Adds ``eval_*`` (and ``eval_*_precise``) to ``record``; returns ``(mean_stats,
+  precise_stats)`` for the checkpoint.
+  """
+  config = s.config
+  mean_stats = s.parallel.mean_stats(p.state.batch_stats)
+  record.update(evaluate(s, p.state.params, mean_stats))
+  precise = None
+  if s.precise_stats_on and (last_epoch or config.precise_stats_every_eval):
+    batches = precise_stats_stream(config, s.data, s.layout, record["epoch"] - 1)
+    precise = s.parallel.precise_stats(p.state.params, mean_stats, batches)
+    record.update({f"{k}_precise": v for k, v in evaluate(s, p.state.params, precise).items()})
+  return mean_stats, precise
 
 
 def precise_stats_stream(config, data, layout, epoch: int):
@@ -58,7 +75,7 @@ def precise_stats_stream(config, data, layout, epoch: int):
       pad=config.dataset.crop_padding,
     )
   except ValueError as e:
-    raise ValueError(
+    raise input_pipeline.DataConfigError(
       f"config.precise_stats_batch_size={config.precise_stats_batch_size} per "
       f"device: {e} Use a smaller precise_stats_batch_size."
     ) from None
@@ -66,29 +83,3 @@ def precise_stats_stream(config, data, layout, epoch: int):
   for i in range(config.precise_stats_batches):
     rep, index = divmod(i, stream.steps_per_epoch)
     yield {"image": stream.batch(epoch * passes + rep, index)["image"]}
-
-
-@functools.lru_cache(maxsize=8)
-def _estimation_fn(model):
-  """``train_fn`` of :func:`mbn_jax.precise_batch_stats` for ``model`` (cached: one compilation)."""
-
-  def run(variables, batch):
-    return model.apply(variables, batch["image"], train=True, step=0, mutable=["batch_stats"])
-
-  return run
-
-
-def precise_stats(model, params, mean_stats, batches, *, axis_name: str):
-  """Population statistics (:func:`mbn_jax.precise_batch_stats`) pooled over every device.
-
-  Returns the device-averaged ``mean_stats`` with every BN/MBN/BReN layer's
-  ``mean``/``var`` replaced by its population statistics: the complete
-  ``batch_stats`` to evaluate or deploy with (replicated on every device).
-  One estimation function per model, so repeated estimations compile once.
-  """
-  return mbn_jax.precise_batch_stats(
-    _estimation_fn(model),
-    {"params": params, "batch_stats": mean_stats},
-    batches,
-    axis_name=axis_name,
-  )

@@ -49,8 +49,10 @@ from collections.abc import Iterator
 import numpy as np
 
 __all__ = [
+  "DataConfigError",
   "Dataset",
   "DatasetUnavailableError",
+  "check_batch_fits",
   "load_dataset",
   "TrainBatches",
   "eval_batches",
@@ -98,8 +100,91 @@ def _tf():
   return tf
 
 
+# Channels of the images each source yields, where the config alone tells (TFDS: its info).
+SOURCE_CHANNELS = {"digits": 1, "image_folder": 3}
+
+
+def _check_split(dc, field: str) -> None:
+  """Parses ``config.dataset.<field>`` with TFDS's split syntax; a DataConfigError naming it."""
+  import tensorflow_datasets as tfds
+
+  spec = dc[field]
+  try:
+    tfds.core.ReadInstruction.from_spec(spec)
+  except (ValueError, AssertionError, TypeError) as e:
+    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise DataConfigError(
+      f"config.dataset.{field}={spec!r} is not a split ({reason}): use a name such as 'train', "
+      "or a slice such as 'train[:4500]' or 'train[90%:]'."
+    ) from None
+  if dc.source != "tfds" and "+" in spec:
+    raise DataConfigError(
+      f"config.dataset.{field}={spec!r} names several splits; {dc.source} data takes one, "
+      "e.g. 'train[90%:]'."
+    )
+
+
+def _check_tfds_name(dc) -> None:
+  """A TFDS name must name a registered dataset (or one prepared in ``data_dir``)."""
+  import difflib
+
+  import tensorflow_datasets as tfds
+
+  base = dc.name.split(":", 1)[0].split("/", 1)[0]
+  known = tfds.list_builders(with_community_datasets=False)
+  if base in known:
+    return
+  data_dir = os.path.expanduser(dc.data_dir) if dc.data_dir else None
+  if data_dir and os.path.isdir(os.path.join(data_dir, base)):
+    return  # prepared there without a registered builder: TFDS reads it from its files
+  close = difflib.get_close_matches(base, known, n=3, cutoff=0.6)
+  raise DataConfigError(
+    f"config.dataset.name={dc.name!r} is not a TFDS dataset"
+    + (f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else "")
+    + ": use a name of `tfds.list_builders()` (e.g. 'cifar10'), a dataset prepared in "
+    "config.dataset.data_dir, or --config.dataset.source=image_folder "
+    "--config.dataset.root=DIR for a folder of images."
+  )
+
+
+def _check_mean_std(dc, channels: int | None) -> None:
+  """``dataset.mean``/``std``: both or neither, finite, std > 0, one value per channel."""
+  if (dc.mean is None) != (dc.std is None):
+    given, missing = ("mean", "std") if dc.std is None else ("std", "mean")
+    raise DataConfigError(
+      f"config.dataset.{given} is set but config.dataset.{missing} is not: set both (one value "
+      "per channel, in [0, 1] pixel units) or neither (both from the training set)."
+    )
+  if dc.mean is None:
+    return
+  for name in ("mean", "std"):
+    values = dc[name]
+    try:
+      array = np.asarray(values, np.float64)
+    except (TypeError, ValueError):
+      array = None
+    if array is None or array.ndim != 1 or not np.all(np.isfinite(array)):
+      raise DataConfigError(
+        f"config.dataset.{name}={values!r} must be a tuple of finite numbers, one per channel."
+      )
+    if name == "std" and np.any(array <= 0):
+      raise DataConfigError(
+        f"config.dataset.std={values!r} must be > 0 per channel (pixels are divided by it)."
+      )
+    if channels is not None and len(array) != channels:
+      raise DataConfigError(
+        f"config.dataset.{name}={values!r} has {len(array)} value(s), but the "
+        f"{dc.source} images have {channels} channel(s): give one value per channel (or None: "
+        "computed from the training set)."
+      )
+
+
 def validate_dataset_config(dc) -> None:
-  """Cheap checks of ``config.dataset`` (no data is read)."""
+  """Checks of ``config.dataset`` that need no data: names, splits, sizes, ranges.
+
+  Raises ValueError (or its subclass :class:`DataConfigError`) naming the field,
+  or :class:`DatasetUnavailableError` for a missing image folder.
+  """
   if dc.source not in SOURCES:
     raise ValueError(f"config.dataset.source={dc.source!r} is not one of {SOURCES}.")
   if dc.source == "tfds" and not dc.name:
@@ -127,13 +212,25 @@ def validate_dataset_config(dc) -> None:
     raise ValueError("config.dataset.train_per_class must be positive or None.")
   if dc.max_eval_examples is not None and dc.max_eval_examples <= 0:
     raise ValueError("config.dataset.max_eval_examples must be positive or None.")
+  pad = dc.crop_padding
+  if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
+    raise ValueError(
+      f"config.dataset.crop_padding must be an int >= 0 (pixels of padding before the random "
+      f"crop; 0: no crop), got {pad!r}."
+    )
+  _check_mean_std(dc, SOURCE_CHANNELS.get(dc.source))
+  _check_split(dc, "train_split")
+  if dc.holdout_per_class == 0:
+    _check_split(dc, "eval_split")
+  if dc.source == "tfds":
+    _check_tfds_name(dc)
 
 
 # ----------------------------------------------------------------------------
 # Reading sources into memory.
 
 
-def _to_numpy(ds, image_size, channels):
+def _to_numpy(ds, image_size, channels, split=""):
   """Decodes a tf.data dataset of (image, label) into uint8/int32 arrays."""
   tf = _tf()
 
@@ -152,7 +249,7 @@ def _to_numpy(ds, image_size, channels):
     images.append(image)
     labels.append(label)
   if not images:
-    raise ValueError("The split is empty.")
+    raise DataConfigError(f"The split {split!r} is empty: check its slice (e.g. 'train[:100]').")
   return np.concatenate(images).astype(np.uint8), np.concatenate(labels).astype(np.int32)
 
 
@@ -170,11 +267,11 @@ def _slice_split(spec: str, n: int):
       {name: tfds.core.SplitInfo(name=name, shard_lengths=[n], num_bytes=0)}
     )
   except (ValueError, KeyError, AssertionError) as e:
-    raise ValueError(
+    raise DataConfigError(
       f"Cannot parse split {spec!r} ({e}): use 'train', 'train[:4500]' or 'train[90%:]'."
     ) from None
   if len(parts) != 1:
-    raise ValueError(f"Split {spec!r} names {len(parts)} splits; use one, e.g. 'train[90%:]'.")
+    raise DataConfigError(f"Split {spec!r} names {len(parts)} splits; use one, e.g. 'train[90%:]'.")
   return name, slice(parts[0].from_, parts[0].to)
 
 
@@ -200,6 +297,8 @@ def _image_folder_files(root: str, split_name: str):
   for label, name in enumerate(names):
     folder = os.path.join(split_dir, name)
     files = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
+    for f in files:
+      _check_image_path(os.path.join(folder, f))
     if not files:
       raise DatasetUnavailableError(
         f"Class folder {folder!r} holds no images ({', '.join(IMAGE_EXTENSIONS)}): remove it "
@@ -208,6 +307,30 @@ def _image_folder_files(root: str, split_name: str):
     paths += [os.path.join(folder, f) for f in files]
     labels += [label] * len(files)
   return paths, labels, names
+
+
+def _check_image_path(path: str) -> None:
+  """A DataConfigError naming ``path`` unless it is a regular file (or a link to one)."""
+  if os.path.islink(path) and not os.path.exists(path):
+    raise DataConfigError(
+      f"{path!r} is a dangling symbolic link (to {os.readlink(path)!r}, which does not exist): "
+      "remove it or restore its target."
+    )
+  if os.path.isdir(path):
+    raise DataConfigError(
+      f"{path!r} is a directory, not an image (its name ends in an image extension): rename or "
+      "remove it (class folders hold image files only)."
+    )
+  if not os.path.isfile(path):
+    raise DataConfigError(f"{path!r} is not a regular file: remove it or replace it by an image.")
+
+
+def _image_shape(tf, path: str) -> tuple:
+  """(height, width, ...) of an image file (JPEGs from their header, others decoded)."""
+  data = tf.io.read_file(path)
+  if path.lower().endswith((".jpg", ".jpeg")):
+    return tuple(int(d) for d in tf.io.extract_jpeg_shape(data).numpy())
+  return tuple(tf.io.decode_image(data, channels=3, expand_animations=False).shape)
 
 
 def _read_image_folder(dc, split_spec):
@@ -238,10 +361,28 @@ def _read_image_folder(dc, split_spec):
     ds = ds.map(check)
   tf = _tf()
   try:
-    images, labels = _to_numpy(ds, dc.image_size, 3)
+    images, labels = _to_numpy(ds, dc.image_size, 3, split_spec)
   except tf.errors.InvalidArgumentError as e:
-    raise DataConfigError(_first_bad_image(paths) or f"An image could not be read: {e}") from None
+    message = _first_bad_image(paths)
+    if not message and dc.image_size is None:
+      message = _first_of_another_size(tf, paths)
+    raise DataConfigError(message or f"An image could not be read: {e}") from None
   return images, labels, len(names)
+
+
+def _first_of_another_size(tf, paths) -> str:
+  """A message naming the first image whose size differs from the first one's ('' if none)."""
+  first = _image_shape(tf, paths[0])
+  for path in paths[1:]:
+    shape = _image_shape(tf, path)
+    if shape[:2] != first[:2]:
+      return (
+        f"Image {path!r} is {shape[0]}x{shape[1]}, but the first image ({paths[0]!r}) is "
+        f"{first[0]}x{first[1]}: set config.dataset.image_size=S to resize every image to "
+        "S x S (e.g. --config.dataset.image_size="
+        f"{first[0]}), or make the images one size."
+      )
+  return ""
 
 
 def _first_bad_image(paths) -> str:
@@ -289,9 +430,10 @@ def _read_tfds(dc, split_spec):
   try:
     builder = tfds.builder(dc.name, data_dir=data_dir)
   except Exception as e:  # DatasetNotFoundError and friends.
-    raise ValueError(
-      f"Unknown TFDS dataset {dc.name!r}: {e}\nFor a folder of images use "
-      "--config.dataset.source=image_folder --config.dataset.root=DIR."
+    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise DataConfigError(
+      f"Unknown TFDS dataset config.dataset.name={dc.name!r} ({reason}): for a folder of "
+      "images use --config.dataset.source=image_folder --config.dataset.root=DIR."
     ) from None
   if not builder.is_prepared():
     msg = (
@@ -319,8 +461,15 @@ def _read_tfds(dc, split_spec):
     raise ValueError(f"TFDS dataset {dc.name!r} has no 'image' and 'label' features.")
   num_classes = builder.info.features["label"].num_classes
   channels = builder.info.features["image"].shape[-1]
-  ds = builder.as_dataset(split=split_spec, shuffle_files=False, as_supervised=True)
-  images, labels = _to_numpy(ds, dc.image_size, 3 if channels == 3 else None)
+  try:
+    ds = builder.as_dataset(split=split_spec, shuffle_files=False, as_supervised=True)
+  except (ValueError, KeyError, AssertionError) as e:
+    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise DataConfigError(
+      f"TFDS dataset {dc.name!r} has no split {split_spec!r} ({reason}): its splits are "
+      f"{sorted(builder.info.splits)}."
+    ) from None
+  images, labels = _to_numpy(ds, dc.image_size, 3 if channels == 3 else None, split_spec)
   return images, labels, num_classes
 
 
@@ -332,7 +481,7 @@ def _read_digits(dc, split_spec):
   labels = digits.target.astype(np.int32)
   name, sl = _slice_split(split_spec, len(labels))
   if name != "train":
-    raise ValueError(f"The digits dataset has one split, 'train'; got {split_spec!r}.")
+    raise DataConfigError(f"The digits dataset has one split, 'train'; got {split_spec!r}.")
   return images[sl], labels[sl], 10
 
 
@@ -438,6 +587,7 @@ def load_dataset(dc) -> Dataset:
       eval_images[: dc.max_eval_examples],
       eval_labels[: dc.max_eval_examples],
     )
+  _check_mean_std(dc, images.shape[-1])  # the channels now known for every source
   if dc.mean is not None and dc.std is not None:
     mean = np.asarray(dc.mean, np.float32)
     std = np.asarray(dc.std, np.float32)
@@ -476,6 +626,16 @@ def _apply_augment(images, flips, offsets, pad):
   if flips is not None:
     images = np.where(flips[:, None, None, None], images[:, :, ::-1], images)
   return images
+
+
+def check_batch_fits(dataset: Dataset, batch: int, what: str) -> None:
+  """A DataConfigError naming ``what`` when ``batch`` images exceed the training set."""
+  n = len(dataset.train_labels)
+  if batch > n:
+    raise DataConfigError(
+      f"{what} ({batch} images) is larger than the training set ({n} images): use a smaller "
+      "batch, or more training data."
+    )
 
 
 class TrainBatches:

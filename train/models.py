@@ -1,4 +1,4 @@
-"""Model lookup for the training program.
+"""The training program's models: lookup, two tiny networks, and the configured network of a run.
 
 The paper's networks come from ``mbn_jax.models.create_model``; this module
 adds two tiny networks for 8x8-16x16 inputs (the quickstart and the tests).
@@ -104,5 +104,97 @@ def create_model(
     input_variant=input_variant,
     dtype=dtype,
     conv_general_dilated=conv_general_dilated,
+    **norm_options,
+  )
+
+
+# ----------------------------------------------------------------------------
+# The configured network of a run.
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+CONVS = ("auto", "xla", "fast")
+
+
+def conv_function(conv: str, per_device_batch: int):
+  """``config.conv`` → the convolution of every conv layer (None: XLA's).
+
+  ``'auto'``: :func:`train.cpu_conv.auto_conv` — the fast path on CPU
+  (chunked weight gradients, matmul convs for tiny layers), XLA's conv on
+  GPU/TPU; ``'xla'``: always XLA's; ``'fast'``: the fast path on any backend.
+  """
+  from train import cpu_conv
+
+  if conv == "xla":
+    return None
+  if conv == "fast":
+    return cpu_conv.conv_general_dilated
+  if conv == "auto":
+    return cpu_conv.auto_conv(per_device_batch)
+  raise ValueError(f"config.conv must be one of {CONVS}, got {conv!r}.")
+
+
+def accumulation_steps_of(config) -> int:
+  """The norms' ``accumulation_steps``: k with deferred statistics, else 1 (sequential)."""
+  k = config.grad_accum_steps
+  return k if config.grad_accum_stats == "deferred" else 1
+
+
+def momentum_schedule_of(config, statistics_batch_size: int, steps_per_epoch: int):
+  """MBN's λ(t) (Eq. 11) of a run: m = the statistics batch m·G, T = ``mbn_total_epochs``,
+  optimizer ``steps_per_epoch``, m0 = ``ideal_batch_size``.
+
+  Built once per run and shared by the norms (``make_norm(momentum_schedule=...)``),
+  the logged λ and :mod:`tools.finished_run`.
+  """
+  from mbn_jax import schedules
+
+  return schedules.momentum_schedule(
+    batch_size=statistics_batch_size,
+    total_epochs=config.mbn_total_epochs,
+    steps_per_epoch=steps_per_epoch,
+    ideal_batch_size=config.ideal_batch_size,
+  )
+
+
+def build_model(
+  config,
+  *,
+  num_classes: int,
+  steps_per_epoch: int,
+  per_device_batch: int | None = None,
+  momentum_schedule=None,
+  sync: dict | None = None,
+):
+  """The configured network, its norms built from the config's norm options.
+
+  ``steps_per_epoch`` counts optimizer steps (what the norms' ``step`` counts);
+  ``momentum_schedule`` (:func:`momentum_schedule_of`) is MBN's λ(t); ``sync``
+  the norms' ``axis_name``/``axis_index_groups`` (from
+  :meth:`train.parallel.Parallel.norm_options`; None: per-device statistics).
+  The model's dtype reaches its norms through ``create_model(dtype=...)``; its
+  convolutions are ``config.conv``'s (:func:`conv_function` for
+  ``per_device_batch``, default ``config.per_device_batch_size``).
+  """
+  norm_options = dict(
+    **(sync or {}),
+    accumulation_steps=accumulation_steps_of(config),
+    total_epochs=config.mbn_total_epochs,
+    steps_per_epoch=steps_per_epoch,
+    ideal_batch_size=config.ideal_batch_size,
+    tau0=config.tau0,
+    r_max=config.r_max,
+    d_max=config.d_max,
+    warmup_steps=config.brn_warmup_steps,
+    bn_momentum=config.bn_momentum,
+    momentum_schedule=momentum_schedule,
+  )
+  conv = conv_function(config.conv, per_device_batch or config.per_device_batch_size)
+  return create_model(
+    config.model,
+    num_classes=num_classes,
+    norm=config.norm,
+    input_variant=config.input_variant,
+    dtype=DTYPES[config.dtype],
+    conv_general_dilated=conv,
     **norm_options,
   )

@@ -12,9 +12,12 @@ One step: ``model.apply(..., train=True, step=state.step,
 mutable=['batch_stats'])`` (every norm computes λ(step) itself; the step is
 traced data, so one compilation serves the run), softmax cross-entropy,
 ``jax.grad``, ``pmean`` of the gradients over devices, SGD with momentum and
-weight decay (optax). A step whose loss or gradient is not finite changes
-nothing but the step counter (parameters, optimizer state and
-``batch_stats`` stay) and is counted in the metrics (``nonfinite``).
+weight decay (optax). A step that would leave anything non-finite — its
+input batch, loss or gradient, or the *updated* parameters, optimizer state
+or ``batch_stats`` (an update can overflow with a finite loss and gradient)
+— changes nothing but the step counter (parameters, optimizer state and
+``batch_stats`` stay) and is counted in the metrics (``nonfinite``, and
+``nonfinite_kind``: what was non-finite, :mod:`train.divergence`).
 """
 
 from __future__ import annotations
@@ -120,8 +123,13 @@ def train_step(
   learning_rate_fn: Callable,
   momentum_fn: Callable,
   grad_accum_steps: int = 1,
+  axis_name: str | tuple[str, ...] = AXIS,
 ) -> tuple[TrainState, dict]:
-  """One data-parallel SGD step (one micro-batch); call it under ``jax.pmap(..., axis_name=AXIS)``.
+  """One data-parallel SGD step (one micro-batch) on one device's share of the batch.
+
+  Called under ``jax.pmap(..., axis_name=AXIS)`` or inside ``jax.shard_map``
+  (:mod:`train.parallel`); ``axis_name`` names the mapped axis (or axes) that
+  gradients and metrics are averaged over.
 
   With gradient accumulation (``grad_accum_steps`` k > 1, the optimizer an
   ``optax.MultiSteps``; see :func:`make_optimizer`) this is one micro-batch:
@@ -140,11 +148,14 @@ def train_step(
     learning_rate_fn, momentum_fn: ``optimizer step -> value`` for the
       metrics (the optimizer and the layers compute their own).
     grad_accum_steps: k, micro-batches per optimizer update (1: none).
+    axis_name: the device axis (or axes) of the data-parallel batch.
 
   Returns:
     ``(new_state, metrics)``; metrics (identical on every device) hold the
     device-mean ``loss`` and ``accuracy``, ``lr`` and ``lambda`` at this
-    step, ``stop`` and ``nonfinite`` (1 if this update was skipped).
+    step, ``stop``, ``nonfinite`` (1 if this update was skipped) and
+    ``nonfinite_kind`` (0, or the bit mask of :mod:`train.divergence`: data 1,
+    loss 2, gradients 4, updated state 8, OR-ed over devices).
   """
 
   step = optimizer_step(state.step, grad_accum_steps)
@@ -161,23 +172,37 @@ def train_step(
     return loss, (logits, updates)
 
   (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  grads = jax.lax.pmean(grads, AXIS)
-  finite = jax.lax.pmin(_all_finite((loss, grads)).astype(jnp.int32), AXIS) > 0
+  grads = jax.lax.pmean(grads, axis_name)
   updated = state.apply_gradients(grads=grads, batch_stats=updates.get("batch_stats", {}))
-  # A non-finite loss or gradient on any device: keep everything but the step counter.
+  # What is non-finite on any device (train.divergence's bits: data, loss, gradients, the
+  # updated state); anything at all: keep everything but the step counter.
+  bad = jnp.stack(
+    [
+      ~_all_finite(batch["image"]),
+      ~jnp.isfinite(loss),
+      ~_all_finite(grads),
+      ~_all_finite((updated.params, updated.opt_state, updated.batch_stats)),
+    ]
+  ).astype(jnp.int32)
+  bad = jax.lax.pmax(bad, axis_name)
+  kind = jnp.sum(bad * jnp.asarray([1, 2, 4, 8], jnp.int32))
+  finite = kind == 0
   new_state = jax.tree.map(
     lambda new, old: jnp.where(finite, new, old), updated, state.replace(step=updated.step)
   )
   accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
-  metrics = jax.lax.pmean({"loss": loss, "accuracy": accuracy}, AXIS)
+  metrics = jax.lax.pmean({"loss": loss, "accuracy": accuracy}, axis_name)
   metrics["lr"] = learning_rate_fn(step)
   metrics["lambda"] = momentum_fn(step)
-  metrics["stop"] = jax.lax.psum(stop, AXIS)
+  metrics["stop"] = jax.lax.psum(stop, axis_name)
   metrics["nonfinite"] = 1 - finite.astype(jnp.int32)
+  metrics["nonfinite_kind"] = kind
   return new_state, metrics
 
 
-def eval_step(variables: dict, batch: dict, *, apply_fn: Callable) -> dict:
+def eval_step(
+  variables: dict, batch: dict, *, apply_fn: Callable, axis_name: str | tuple[str, ...] = AXIS
+) -> dict:
   """Sums of loss, correct predictions and valid examples over every device (``psum``).
 
   ``batch["mask"]`` marks the real examples of a padded last batch.
@@ -187,5 +212,6 @@ def eval_step(variables: dict, batch: dict, *, apply_fn: Callable) -> dict:
   loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
   correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
   return jax.lax.psum(
-    {"loss": jnp.sum(loss * mask), "correct": jnp.sum(correct * mask), "count": jnp.sum(mask)}, AXIS
+    {"loss": jnp.sum(loss * mask), "correct": jnp.sum(correct * mask), "count": jnp.sum(mask)},
+    axis_name,
   )

@@ -12,12 +12,12 @@ import os
 import tempfile
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 
 from mbn_jax import norms as mbn_norms
-from train import input_pipeline, models
+from train import checks, input_pipeline, models
 from train.layout import RunLayout
+from train.models import CONVS, DTYPES
 
 __all__ = [
   "ACCUMULATION_STATS",
@@ -55,10 +55,9 @@ RESUME_MAY_CHANGE = (
   "precise_stats_every_eval",
   "max_nonfinite_steps",
   "required_devices",
+  "parallelism",
 )
-CONVS = ("auto", "xla", "fast")
 ACCUMULATION_STATS = ("sequential", "deferred")
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
 class ConfigMismatchError(ValueError):
@@ -85,6 +84,47 @@ def _check_writable(directory: str, workdir: str) -> None:
       f"--workdir={workdir!r}: cannot write in {directory!r} ({e.strerror}); "
       "pick a writable directory."
     ) from None
+
+
+_NOTED: list = []  # the sync_batch_stats note is printed once per process
+
+
+def resolve_norm_sync_devices(config, devices: int, *, note: bool = False) -> int:
+  """G, the devices that share one set of batch statistics, from ``config.norm_sync_devices``.
+
+  -1 means every device (SyncBN); G must divide ``devices``. The replaced
+  field ``sync_batch_stats`` is still read: True is G = every device, False
+  is G = 1 (``note``: say so once).
+  """
+  g = config.norm_sync_devices
+  old = config.get("sync_batch_stats")
+  if old is not None:
+    if g not in (1, -1):
+      raise ValueError(
+        f"config.sync_batch_stats={old} and config.norm_sync_devices={g} both set the "
+        "statistics groups; norm_sync_devices replaces sync_batch_stats: drop sync_batch_stats."
+      )
+    g = -1 if old else 1
+    if note and jax.process_index() == 0 and not _NOTED:
+      _NOTED.append(old)
+      print(
+        f"note: config.sync_batch_stats={old} is read as norm_sync_devices={g} "
+        f"({'every device' if old else 'per device'}); sync_batch_stats is replaced by "
+        "norm_sync_devices.",
+        flush=True,
+      )
+  if isinstance(g, bool) or not isinstance(g, int) or not (g == -1 or g >= 1):
+    raise ValueError(
+      f"config.norm_sync_devices must be a positive int (1: per device) or -1 (all devices), "
+      f"got {g!r}."
+    )
+  g = devices if g == -1 else g
+  if devices % g:
+    raise ValueError(
+      f"config.norm_sync_devices={g} does not divide the {devices} devices: statistics groups "
+      f"must split the devices evenly (use a divisor of {devices}, 1 or -1 for all)."
+    )
+  return g
 
 
 def check_complete(config) -> None:
@@ -146,6 +186,9 @@ def validate_config(config, workdir: str | None = None) -> RunLayout:
   for n in norms + [config.norm]:
     if n not in valid_norms:
       raise ValueError(f"Unknown norm {n!r}: choose one of {', '.join(valid_norms)}.")
+  if workdir is not None:  # what an earlier run left there (one workdir per norm when comparing)
+    for run_dir in [os.path.join(workdir, n) for n in norms] if config.norms else [workdir]:
+      checks.check_workdir_files(run_dir)
   valid_models = models.model_names()
   if config.model not in valid_models:
     raise ValueError(f"Unknown model {config.model!r}: choose one of {', '.join(valid_models)}.")
@@ -222,10 +265,17 @@ def validate_config(config, workdir: str | None = None) -> RunLayout:
       f"config.bn_momentum must lie in [0, 1) (the weight on the OLD running value, Flax "
       f"convention; PyTorch's momentum=0.1 is 0.9 here), got {config.bn_momentum}."
     )
-  if config.base_learning_rate <= 0 or config.weight_decay < 0 or not 0 <= config.momentum < 1:
-    raise ValueError("Need base_learning_rate > 0, weight_decay >= 0 and 0 <= momentum < 1.")
+  checks.check_numeric_fields(config)  # lr, weight decay, momentum, decay factor, seed, counts
+  checks.check_norm_options(config, norms + [config.norm])  # r_max, d_max, warm-up, ... per norm
   input_pipeline.validate_dataset_config(config.dataset)
   devices = jax.device_count()
+  from train.parallel import PARALLELISMS
+
+  if config.parallelism not in PARALLELISMS:
+    raise ValueError(
+      f"config.parallelism must be one of {PARALLELISMS} ('pmap': jax.pmap; 'mesh': jax.jit "
+      f"over jax.shard_map on a Mesh), got {config.parallelism!r}."
+    )
   required = config.required_devices
   if isinstance(required, bool) or not isinstance(required, int) or required < 0:
     raise ValueError(
@@ -251,7 +301,7 @@ def validate_config(config, workdir: str | None = None) -> RunLayout:
   return RunLayout(
     per_device_batch_size=m,
     devices=devices,
-    norm_sync_devices=devices if config.sync_batch_stats else 1,
+    norm_sync_devices=resolve_norm_sync_devices(config, devices, note=True),
     grad_accum_steps=accum,
     local_devices=jax.local_device_count(),
     process_count=jax.process_count(),
@@ -274,6 +324,15 @@ def config_json(config) -> dict:
   return json.loads(config.to_json_best_effort())
 
 
+def _with_sync_groups(flat: dict) -> dict:
+  """The replaced ``sync_batch_stats`` read as ``norm_sync_devices`` (True: -1, all devices)."""
+  out = dict(flat)
+  old = out.pop("sync_batch_stats", None)
+  if old is not None and out.get("norm_sync_devices", 1) in (1, -1):
+    out["norm_sync_devices"] = -1 if old else 1
+  return out
+
+
 def check_resume_compatible(saved: dict, config) -> None:
   """Raises ConfigMismatchError if a field outside RESUME_MAY_CHANGE differs.
 
@@ -283,7 +342,7 @@ def check_resume_compatible(saved: dict, config) -> None:
   """
   from configs import default
 
-  a, b = _flatten(saved), _flatten(config_json(config))
+  a, b = _with_sync_groups(_flatten(saved)), _with_sync_groups(_flatten(config_json(config)))
   defaults = _flatten(config_json(default.get_config()))
   bad = []
   for key in sorted(set(a) | set(b)):

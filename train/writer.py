@@ -4,15 +4,64 @@ Process 0 only."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 
-__all__ = ["MetricWriter", "comparison_table", "precise_statistics_note", "save_json"]
+__all__ = [
+  "MetricWriter",
+  "MetricsFileError",
+  "comparison_table",
+  "precise_statistics_note",
+  "read_metrics",
+  "save_json",
+]
 
 # How much better (accuracy, a fraction) precise statistics must evaluate than the moving
 # ones before the run says so in one line: more than one point.
 PRECISE_NOTE_MARGIN = 0.01
+
+
+class MetricsFileError(ValueError):
+  """A workdir's ``metrics.jsonl`` holds a line that is not one epoch's record."""
+
+
+def read_metrics(path: str) -> list[dict]:
+  """The records of a ``metrics.jsonl``: one JSON object with an int ``step`` per line.
+
+  A last line without its newline that does not parse is a write cut short
+  (the process was killed while writing it; its epoch was never
+  checkpointed): it is left out. Any other line that is not such a record
+  raises :class:`MetricsFileError` naming the file and the line.
+  """
+  with open(path) as f:
+    lines = f.readlines()
+  records = []
+  for number, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError as e:
+      if number == len(lines) and not line.endswith("\n"):
+        break  # a torn last write
+      raise MetricsFileError(
+        f"{path!r} line {number} is not JSON ({e.msg}): it holds one JSON record per epoch. "
+        "Delete that line (or the file: the epochs' records are lost, the checkpoints are not), "
+        "or use a new --workdir."
+      ) from None
+    if (
+      not isinstance(record, dict)
+      or isinstance(record.get("step"), bool)
+      or not isinstance(record.get("step"), int)
+    ):
+      raise MetricsFileError(
+        f"{path!r} line {number} is not an epoch record (a JSON object with an int 'step'): "
+        "delete that line (or the file), or use a new --workdir."
+      )
+    records.append(record)
+  return records
 
 
 class MetricWriter:
@@ -25,10 +74,9 @@ class MetricWriter:
     if not enabled:
       return
     if os.path.exists(self.path):  # Drop lines written after the checkpoint we resume from.
-      with open(self.path) as f:
-        lines = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
+      kept = [r for r in read_metrics(self.path) if r["step"] <= resume_step]
       with open(self.path, "w") as f:
-        f.writelines(lines)
+        f.writelines(json.dumps(r, allow_nan=False) + "\n" for r in kept)
     if tensorboard:
       from tensorboardX import SummaryWriter
 
@@ -49,7 +97,7 @@ class MetricWriter:
     """Appends ``record`` as one strict-JSON line (non-finite numbers become null) and to TensorBoard."""
     if not self.enabled:
       return
-    with open(self.path, "a") as f:
+    with _naming(self.path), open(self.path, "a") as f:
       f.write(json.dumps(self.strict(record), allow_nan=False) + "\n")
     if self.tb is not None:
       for k, v in record.items():
@@ -74,10 +122,28 @@ class MetricWriter:
       self.tb = None
 
 
+def _naming(path: str):
+  """A context in which an OSError without a file name (a failed write or flush) gets ``path``."""
+
+  @contextlib.contextmanager
+  def context():
+    try:
+      yield
+    except OSError as e:
+      if e.filename is None:
+        raise OSError(e.errno, e.strerror, path) from e
+      raise
+
+  return context()
+
+
 def save_json(path, obj):
-  """Writes ``obj`` as strict JSON, atomically (a temporary file, then a rename)."""
+  """Writes ``obj`` as strict JSON, atomically (a temporary file, then a rename).
+
+  A failed write (e.g. a full disk, ENOSPC) raises an OSError naming the file.
+  """
   tmp = path + ".tmp"
-  with open(tmp, "w") as f:
+  with _naming(tmp), open(tmp, "w") as f:
     json.dump(MetricWriter.strict(obj), f, indent=2, sort_keys=True, default=str, allow_nan=False)
   os.replace(tmp, path)
 
