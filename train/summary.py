@@ -95,6 +95,7 @@ def summarize(s: RunSetup, p: Progress, history: list[dict], outcome, last_eval:
       flush=True,
     )
   s.manager.close()
+  s.writer.close()  # the TensorBoard file, now: at interpreter exit Python >= 3.12 may refuse
   return summary
 
 
