@@ -84,12 +84,15 @@ def divergence_message(
   Names how many steps were skipped and up to which step, what was
   non-finite (``nonfinite_kind``, the OR of the skipped steps' kinds), that no
   skipped update reached the parameters, the last checkpoint only if there
-  is one, and the config values that can cause it: the learning rate
+  is one, and the config values that can cause it (non-finite data, which
+  makes the loss and all after it non-finite too, is named alone): the learning rate
   (``base_learning_rate``, its value at the last step, ``lr_decay_factor``),
   ``weight_decay``, ``momentum`` and the data.
   """
-  what = describe(nonfinite_kind)
-  were = "was" if nonfinite_kind in (DATA, LOSS) else "were"
+  # Non-finite data makes everything after it non-finite too: name the data alone.
+  kind = DATA if nonfinite_kind & DATA else nonfinite_kind
+  what = describe(kind)
+  were = "was" if kind in (DATA, LOSS) else "were"
   head = (
     f"training diverged: {consecutive} consecutive steps up to step {last_step} were skipped "
     f"because {what} {were} non-finite (config.max_nonfinite_steps="
@@ -110,9 +113,9 @@ def divergence_message(
     "the data (non-finite or extreme pixels after normalization: check the images and "
     f"config.dataset.mean={config.dataset.mean}, config.dataset.std={config.dataset.std})"
   )
-  if nonfinite_kind == DATA:
+  if kind == DATA:
     cause = f" The cause is {data}."
-  elif nonfinite_kind & (DATA | LOSS | GRADIENTS):
+  elif kind & (LOSS | GRADIENTS):
     cause = (
       f" Values that can cause this: a learning rate too high for this batch ({optimizer}), "
       f"or {data}."
