@@ -150,17 +150,15 @@ def check_per_example_reduction(x_shape, values_per_statistic: int, layer: str, 
     )
 
 
-INT32_RANGE = (-(2**31), 2**31 - 1)
-
-
 def check_step(step, name: str = "step"):
   """Returns ``step`` unchanged, or raises naming ``name`` if it is not an integer scalar.
 
   ``step`` is the 0-based global training step: a Python int, a NumPy integer
   or a 0-d integer array (traced arrays included; their value cannot be
   checked). Refused: bools, strings, floats, arrays of another shape, and
-  values that JAX would wrap when it converts them to int32 (with
-  ``jax_enable_x64`` off a NumPy ``int64(2**40)`` silently becomes 0).
+  values that JAX would wrap when it converts them to its integer type
+  (with ``jax_enable_x64`` off a NumPy ``int64(2**40)`` silently becomes
+  int32 0; a ``uint32`` up to 2³² − 1 stays as it is).
   ``None`` passes (no step given).
   """
   if step is None:
@@ -186,12 +184,21 @@ def check_step(step, name: str = "step"):
       value = int(step)
     except (jax.errors.ConcretizationTypeError, jax.errors.TracerIntegerConversionError):
       return step  # traced: its dtype is checked, its value cannot be
-  lo, hi = INT32_RANGE
-  if not jax.config.read("jax_enable_x64") and not lo <= value <= hi:
+  # The integer type JAX makes of it: its default int for a Python int, else the
+  # canonical type of its dtype (int64 -> int32, uint64 -> uint32 without jax_enable_x64).
+  x64 = jax.config.read("jax_enable_x64")
+  if type(step) is int:
+    target = np.dtype(np.int64 if x64 else np.int32)
+  else:
+    target = np.dtype(jax.dtypes.canonicalize_dtype(np.asarray(step).dtype))
+  info = np.iinfo(target)
+  lo, hi = int(info.min), int(info.max)
+  if not lo <= value <= hi:
+    wrapped = (value - lo) % 2**info.bits + lo
     raise ValueError(
-      f"{name}={value} does not fit in int32 (JAX's integer type without jax_enable_x64): "
-      f"it would wrap to {(value - lo) % 2**32 + lo}. Pass a step in [{lo}, {hi}] "
-      "(or enable jax_enable_x64)."
+      f"{name}={value} does not fit in {target} (the integer type JAX makes of it"
+      f"{'' if x64 else ' without jax_enable_x64'}): it would wrap to {wrapped}. Pass a step "
+      f"in [{lo}, {hi}]."
     )
   return step
 

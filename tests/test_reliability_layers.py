@@ -161,3 +161,12 @@ def test_float16_statistics_that_overflow_float16_are_computed_in_float32(name):
   want_var = momentum * 1.0 + (1 - momentum) * x64.var(0)
   np.testing.assert_allclose(np.asarray(stats["var"], np.float64), want_var, rtol=1e-3)
   assert np.all(np.asarray(stats["var"]) > 1e4)  # moved: not frozen at the initial 1
+
+
+def test_a_uint32_step_beyond_int32_does_not_wrap_and_is_taken():
+  """JAX keeps uint32 as it is: 3e9 is a valid step (the last epoch's λ), not a wrap."""
+  layer = BUILD["mbn"]()
+  step = np.uint32(3_000_000_000)
+  y, _ = _train(layer, X, step=step)
+  y_last, _ = _train(layer, X, step=5)  # epoch 3 of 3: the same λ
+  np.testing.assert_array_equal(y, y_last)
