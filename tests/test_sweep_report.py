@@ -177,3 +177,30 @@ def test_report_tabulates_the_late_swings_of_the_as_trained_accuracy(tmp_path):
     f"{(8 + 3) / 2:.2f} [8.00] |"
   )
   assert row in md
+
+
+def test_runs_of_different_settings_never_share_a_cell(tmp_path):
+  """Issue 22: per-device and synchronized statistics (or another device count) are other cells."""
+  for seed, sync in ((0, 1), (1, 4)):
+    fake_run(tmp_path, "bn", 2, seed, [0.3, 0.4 + 0.1 * seed])
+    path = tmp_path / sweep.run_name("bn", 2, seed) / "summary.json"
+    summary = json.loads(path.read_text())
+    summary.update(devices=4, per_device_batch_size=2, global_batch_size=8)
+    summary["layout"] = {
+      "per_device_batch_size": 2,
+      "devices": 4,
+      "norm_sync_devices": sync,
+      "grad_accum_steps": 1,
+    }
+    path.write_text(json.dumps(summary))
+  runs = report.load_runs(tmp_path)
+  with pytest.raises(ValueError, match="different settings.*bn-m2-s0.*bn-m2-s1"):
+    report.aggregate(runs)
+  from tools import compare
+
+  with pytest.raises(ValueError, match="different settings"):
+    compare.load_arm(f"BN={tmp_path / 'bn-m2'}")
+  # One setting: fine, and the arm says which.
+  (tmp_path / "bn-m2-s1" / "summary.json").unlink()
+  arm = compare.load_arm(f"BN={tmp_path / 'bn-m2'}")
+  assert arm["setting"]["norm_sync_devices"] == 1 and arm["setting"]["devices"] == 4

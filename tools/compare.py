@@ -27,7 +27,7 @@ import pathlib
 import numpy as np
 from absl import app, flags
 
-from tools.report import PRECISE, _mean_std, _plt, load_runs, plot_seeds_and_mean
+from tools.report import PRECISE, _mean_std, _plt, check_one_setting, load_runs, plot_seeds_and_mean
 
 AS_TRAINED = "final_eval_accuracy"
 
@@ -55,7 +55,8 @@ def load_arm(spec: str) -> dict:
     for r in load_runs(root)
     if r["norm"] == norm and r["m"] == m and r["status"] == "completed"
   }
-  return {"label": label, "spec": spec, "runs": runs}
+  setting = check_one_setting(list(runs.values()), f"--arm {spec!r}")
+  return {"label": label, "spec": spec, "runs": runs, "setting": setting}
 
 
 def _values(arm: dict, key: str) -> dict[int, float]:

@@ -30,6 +30,7 @@ from absl import app, flags
 
 import mbn_jax
 from tools.sweep import parse_run_name
+from train.layout import layout_of_record
 
 NORM_ORDER = ["bn", "mbn", "brn", "gn", "ln", "in", "none"]
 NORM_LABEL = {
@@ -99,12 +100,53 @@ def _completed(runs):
   return [r for r in runs if r["status"] == "completed"]  # interrupted runs are listed only
 
 
+def run_setting(summary: dict) -> dict:
+  """What makes runs comparable beyond norm, m and seed: devices, shared statistics, lr, accumulation.
+
+  Read from the run record's layout (:func:`train.layout.layout_of_record`,
+  older records included) and config.
+  """
+  config = summary.get("config", {})
+  setting = {
+    "lr_batch_size": config.get("lr_batch_size", "per_device"),
+    "grad_accum_stats": config.get("grad_accum_stats", "sequential"),
+  }
+  if "layout" in summary or "devices" in summary:  # a record of the training program
+    layout = layout_of_record(summary)
+    setting.update(
+      devices=layout.devices,
+      norm_sync_devices=layout.norm_sync_devices,
+      grad_accum_steps=layout.grad_accum_steps,
+    )
+  return setting
+
+
+def check_one_setting(runs, where: str) -> dict:
+  """The common :func:`run_setting` of ``runs``; a ValueError naming the runs that differ."""
+  settings = {}
+  for r in runs:
+    settings.setdefault(json.dumps(run_setting(r["summary"]), sort_keys=True), []).append(r)
+  if len(settings) > 1:
+    name = lambda x: "{}-m{}-s{}".format(x["norm"], x["m"], x["seed"])
+    detail = "; ".join(f"{', '.join(map(name, rs))}: {k}" for k, rs in settings.items())
+    raise ValueError(
+      f"{where}: runs of different settings would share one cell ({detail}). Put each setting "
+      "in its own sweep root (or arm)."
+    )
+  return json.loads(next(iter(settings))) if settings else {}
+
+
 def aggregate(runs, key: str = "final_eval_accuracy"):
-  """{(norm, m): (mean, std, n, mean wall)} of ``key`` over the completed runs that have it."""
+  """{(norm, m): (mean, std, n, mean wall)} of ``key`` over the completed runs that have it.
+
+  Every cell holds runs of one setting (:func:`check_one_setting`).
+  """
   groups = collections.defaultdict(list)
   for r in _completed(runs):
     if r["summary"].get(key) is not None:
       groups[(r["norm"], r["m"])].append(r)
+  for (norm, m), rs in groups.items():
+    check_one_setting(rs, f"{norm} at m = {m}")
   out = {}
   for k, rs in groups.items():
     acc = np.array([r["summary"][key] for r in rs], float)
