@@ -74,7 +74,17 @@ def _favour(diffs: dict) -> str:
   return f"{sum(v > 0 for v in diffs.values())} / {sum(v < 0 for v in diffs.values())}"
 
 
-def comparison_markdown(arms: list[dict], baseline: str | None) -> str:
+def _setting_text(setting: dict) -> str:
+  if "devices" not in setting:
+    return "—"
+  g = setting["norm_sync_devices"]
+  return (
+    f"{setting['devices']} device(s), statistics "
+    f"{'per device' if g == 1 else f'over {g} devices'}, lr by {setting['lr_batch_size']} batch"
+  )
+
+
+def comparison_markdown(arms: list[dict], baseline: str | None, wall_times: bool = False) -> str:
   lines = [
     "Final validation accuracy (%), mean ± std over seeds (n), as trained (the moving-average "
     "inference statistics) and with population (precise) statistics; precise − as trained in "
@@ -128,6 +138,21 @@ def comparison_markdown(arms: list[dict], baseline: str | None) -> str:
       t, p = r["summary"].get(AS_TRAINED), r["summary"].get(PRECISE)
       cells.append(f"{100 * t:.2f}" + (f" / {100 * p:.2f}" if p is not None else ""))
     lines.append(f"| {arm['label']} | " + " | ".join(cells) + " |")
+  if wall_times:
+    lines += [
+      "",
+      "Setting and wall time of every arm (minutes per run, mean and range over its seeds; "
+      "the runs shared the machine two at a time).",
+      "",
+      "| arm | setting | minutes per run |",
+      "|---|---|---:|",
+    ]
+    for arm in arms:
+      walls = np.array([r["wall"] for r in arm["runs"].values()], float) / 60
+      lines.append(
+        f"| {arm['label']} | {_setting_text(arm['setting'])} | "
+        f"{walls.mean():.1f} [{walls.min():.1f}, {walls.max():.1f}] |"
+      )
   lines += ["", "Arms (LABEL=PREFIX of the runs PREFIX-s<seed>):", ""]
   lines += [f"* `{arm['spec']}`" for arm in arms]
   return "\n".join(lines) + "\n"
@@ -205,6 +230,7 @@ def define_flags():
   flags.DEFINE_multi_string("arm", [], "LABEL=ROOT/<norm>-m<m> (repeat: one per arm).")
   flags.DEFINE_string("baseline", None, "The LABEL of the arm every other arm is paired with.")
   flags.DEFINE_string("out", None, "Output directory.", required=True)
+  flags.DEFINE_bool("wall_times", False, "Also tabulate each arm's setting and wall time per run.")
 
 
 def main(argv):
@@ -222,7 +248,7 @@ def main(argv):
     raise SystemExit(f"--arm: no completed runs for {empty}.")
   out = pathlib.Path(FLAGS.out)
   out.mkdir(parents=True, exist_ok=True)
-  (out / "comparison.md").write_text(comparison_markdown(arms, FLAGS.baseline))
+  (out / "comparison.md").write_text(comparison_markdown(arms, FLAGS.baseline, FLAGS.wall_times))
   plot_curves(arms, out / "curves.png")
   plot_gap(arms, out / "gap.png")
   print((out / "comparison.md").read_text())

@@ -160,22 +160,58 @@ def load_saved_config(saved: dict) -> ml_collections.ConfigDict:
 
 
 def validate_config(config, workdir: str | None = None) -> RunLayout:
-  """Checks names, sizes and the device split; returns the batch layout (:class:`RunLayout`)."""
+  """Checks names, sizes and the device split; returns the batch layout (:class:`RunLayout`).
+
+  Everything here looks only at the config, the workdir and the device count:
+  a mistake is reported before any data is read or anything is compiled.
+  """
   check_complete(config)
   if workdir is not None:
-    path = os.path.abspath(os.path.expanduser(workdir))
-    if os.path.exists(path) and not os.path.isdir(path):
-      raise NotADirectoryError(
-        f"--workdir={workdir!r} is a file, not a directory: pick a "
-        "directory (new or one of an earlier run)."
-      )
-    _check_writable(path if os.path.isdir(path) else os.path.dirname(path), workdir)
-    parent = os.path.dirname(os.path.abspath(os.path.expanduser(workdir)))
-    if not os.path.isdir(parent):
-      raise FileNotFoundError(
-        f"The parent directory of --workdir={workdir!r} does not exist ({parent!r}). "
-        "Create it first (mkdir -p), or pick another workdir."
-      )
+    _check_workdir(workdir)
+  norms = _norms(config)
+  if workdir is not None:  # what an earlier run left there (one workdir per norm when comparing)
+    for run_dir in [os.path.join(workdir, n) for n in norms] if config.norms else [workdir]:
+      checks.check_workdir_files(run_dir)
+  _check_names(config)
+  _check_sizes(config)
+  _check_accumulation(config, norms)
+  _check_momenta(config)
+  checks.check_numeric_fields(config)  # lr, weight decay, momentum, decay factor, seed, counts
+  checks.check_norm_options(config, norms + [config.norm])  # r_max, d_max, warm-up, ... per norm
+  input_pipeline.validate_dataset_config(config.dataset)
+  devices = jax.device_count()
+  m = _per_device_batch(config, devices)
+  return RunLayout(
+    per_device_batch_size=m,
+    devices=devices,
+    norm_sync_devices=resolve_norm_sync_devices(config, devices, note=True),
+    grad_accum_steps=config.grad_accum_steps,
+    local_devices=jax.local_device_count(),
+    process_count=jax.process_count(),
+    process_index=jax.process_index(),
+    norms=tuple(norms),
+  )
+
+
+def _check_workdir(workdir: str) -> None:
+  """--workdir is a writable directory, or can be made in an existing one."""
+  path = os.path.abspath(os.path.expanduser(workdir))
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise NotADirectoryError(
+      f"--workdir={workdir!r} is a file, not a directory: pick a "
+      "directory (new or one of an earlier run)."
+    )
+  _check_writable(path if os.path.isdir(path) else os.path.dirname(path), workdir)
+  parent = os.path.dirname(os.path.abspath(os.path.expanduser(workdir)))
+  if not os.path.isdir(parent):
+    raise FileNotFoundError(
+      f"The parent directory of --workdir={workdir!r} does not exist ({parent!r}). "
+      "Create it first (mkdir -p), or pick another workdir."
+    )
+
+
+def _norms(config) -> list[str]:
+  """The norms this command trains (``config.norms`` or ``config.norm``), each a known name."""
   if config.norms:
     norms = [n.strip() for n in config.norms.split(",") if n.strip()]
     if not norms:
@@ -186,9 +222,11 @@ def validate_config(config, workdir: str | None = None) -> RunLayout:
   for n in norms + [config.norm]:
     if n not in valid_norms:
       raise ValueError(f"Unknown norm {n!r}: choose one of {', '.join(valid_norms)}.")
-  if workdir is not None:  # what an earlier run left there (one workdir per norm when comparing)
-    for run_dir in [os.path.join(workdir, n) for n in norms] if config.norms else [workdir]:
-      checks.check_workdir_files(run_dir)
+  return norms
+
+
+def _check_names(config) -> None:
+  """Model, input variant, convolution, dtype, learning-rate reading and parallelism are known."""
   valid_models = models.model_names()
   if config.model not in valid_models:
     raise ValueError(f"Unknown model {config.model!r}: choose one of {', '.join(valid_models)}.")
@@ -207,6 +245,17 @@ def validate_config(config, workdir: str | None = None) -> RunLayout:
     raise ValueError(
       f"config.lr_batch_size must be 'per_device' or 'global', got {config.lr_batch_size!r}."
     )
+  from train.parallel import PARALLELISMS
+
+  if config.parallelism not in PARALLELISMS:
+    raise ValueError(
+      f"config.parallelism must be one of {PARALLELISMS} ('pmap': jax.pmap; 'mesh': jax.jit "
+      f"over jax.shard_map on a Mesh), got {config.parallelism!r}."
+    )
+
+
+def _check_sizes(config) -> None:
+  """Batch sizes, epochs, cadences and counts are positive ints (or >= 0 where 0 means off)."""
   for name in (
     "per_device_batch_size",
     "eval_per_device_batch_size",
@@ -238,6 +287,10 @@ def validate_config(config, workdir: str | None = None) -> RunLayout:
   ):
     if not isinstance(config[name], int):
       raise TypeError(f"config.{name} must be an int, got {config[name]!r}.")
+
+
+def _check_accumulation(config, norms: list[str]) -> None:
+  """grad_accum_steps k >= 1; deferred statistics only for norms that can defer them."""
   accum = config.grad_accum_steps
   if isinstance(accum, bool) or not isinstance(accum, int) or accum <= 0:
     raise ValueError(
@@ -258,6 +311,10 @@ def validate_config(config, workdir: str | None = None) -> RunLayout:
           "deferring them would change training itself. Use grad_accum_stats='sequential' "
           "(or norm bn/mbn)."
         )
+
+
+def _check_momenta(config) -> None:
+  """τ0 in (0, 1) and BN's momentum in [0, 1) (weights on the old value)."""
   if not 0.0 < config.tau0 < 1.0:
     raise ValueError(f"config.tau0 must lie in (0, 1), got {config.tau0}.")
   if not 0.0 <= config.bn_momentum < 1.0:  # NaN fails too
@@ -265,17 +322,10 @@ def validate_config(config, workdir: str | None = None) -> RunLayout:
       f"config.bn_momentum must lie in [0, 1) (the weight on the OLD running value, Flax "
       f"convention; PyTorch's momentum=0.1 is 0.9 here), got {config.bn_momentum}."
     )
-  checks.check_numeric_fields(config)  # lr, weight decay, momentum, decay factor, seed, counts
-  checks.check_norm_options(config, norms + [config.norm])  # r_max, d_max, warm-up, ... per norm
-  input_pipeline.validate_dataset_config(config.dataset)
-  devices = jax.device_count()
-  from train.parallel import PARALLELISMS
 
-  if config.parallelism not in PARALLELISMS:
-    raise ValueError(
-      f"config.parallelism must be one of {PARALLELISMS} ('pmap': jax.pmap; 'mesh': jax.jit "
-      f"over jax.shard_map on a Mesh), got {config.parallelism!r}."
-    )
+
+def _per_device_batch(config, devices: int) -> int:
+  """m: ``per_device_batch_size``, or ``global_batch_size`` / devices; checks required_devices."""
   required = config.required_devices
   if isinstance(required, bool) or not isinstance(required, int) or required < 0:
     raise ValueError(
@@ -298,16 +348,7 @@ def validate_config(config, workdir: str | None = None) -> RunLayout:
         f"use a multiple of {devices}, or set per_device_batch_size instead."
       )
     m = g // devices
-  return RunLayout(
-    per_device_batch_size=m,
-    devices=devices,
-    norm_sync_devices=resolve_norm_sync_devices(config, devices, note=True),
-    grad_accum_steps=accum,
-    local_devices=jax.local_device_count(),
-    process_count=jax.process_count(),
-    process_index=jax.process_index(),
-    norms=tuple(norms),
-  )
+  return m
 
 
 def _flatten(d, prefix=""):

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Regenerates every table and plot of docs/results/cpu_repro.md and
-# docs/results/accumulation.md from the run records kept in the repository
-# (docs/results/faithful_runs/, docs/results/accumulation_runs/). Seconds, no training.
+# Regenerates every table and plot of docs/results/cpu_repro.md,
+# docs/results/accumulation.md and docs/results/multi_device.md from the run records kept in
+# the repository (docs/results/faithful_runs/, accumulation_runs/, multi_device_runs/).
+# Seconds, no training.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 R=docs/results/faithful_runs
@@ -24,6 +25,21 @@ python -m tools.compare --out docs/results/accumulation --baseline "BN, batch 2"
   --arm "BN, 16×2 sequential=$A/sequential/bn-m2" --arm "MBN, 16×2 sequential=$A/sequential/mbn-m2" \
   --arm "BN, 16×2 deferred=$A/deferred/bn-m2" --arm "MBN, 16×2 deferred=$A/deferred/mbn-m2" \
   --arm "BN, batch 32=$R/faithful/bn-m32"
+
+# Issue 22: 2 images per device on 4 devices (configs/cifar10_resnet20_cpu_4dev.py), paper shape.
+M=docs/results/multi_device_runs
+python -m tools.compare --out docs/results/multi_device --baseline "BN" --wall_times \
+  --arm "BN=$M/bn/bn-m2" --arm "MBN=$M/mbn/mbn-m2" --arm "SyncBN=$M/syncbn/bn-m2" \
+  --arm "SyncMBN=$M/syncmbn/mbn-m2" --arm "GN=$M/gn/gn-m2" --arm "BN, 8 per device=$M/bn8/bn-m8"
+# ... MBN (no communication) against SyncBN, paired.
+python -m tools.compare --out docs/results/multi_device/vs_syncbn --baseline "SyncBN" \
+  --arm "SyncBN=$M/syncbn/bn-m2" --arm "MBN=$M/mbn/mbn-m2" --arm "SyncMBN=$M/syncmbn/mbn-m2"
+# ... the other reading of the learning rate, 0.1·(global batch 8)/64.
+python -m tools.compare --out docs/results/multi_device/global_lr --baseline "BN, global lr" --wall_times \
+  --arm "BN, global lr=$M/bn-globallr/bn-m2" --arm "MBN, global lr=$M/mbn-globallr/mbn-m2" \
+  --arm "SyncBN, global lr=$M/syncbn-globallr/bn-m2"
+python -m tools.compare --out docs/results/multi_device/global_lr/vs_syncbn --baseline "SyncBN, global lr" \
+  --arm "SyncBN, global lr=$M/syncbn-globallr/bn-m2" --arm "MBN, global lr=$M/mbn-globallr/mbn-m2"
 
 # Copy the tables into docs/results/cpu_repro.md and the README (between their markers).
 python docs/results/embed_tables.py
