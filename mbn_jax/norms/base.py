@@ -31,16 +31,19 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 from flax import nnx
+from flax.linen.module import merge_param
 
 from mbn_jax import functional as F
 
 __all__ = [
   "BATCH_NORM_CAPABILITIES",
+  "BatchStatisticsFields",
   "Capabilities",
   "NNXNorm",
   "capabilities_of",
   "declared_fields",
   "feature_shape_of",
+  "linen_call",
   "linen_front_end",
   "nnx_front_end",
   "register_capabilities",
@@ -188,6 +191,53 @@ def feature_shape_of(num_features, axis) -> tuple[int, ...]:
 
 # ----------------------------------------------------------------------------
 # flax.linen.
+
+
+class BatchStatisticsFields(nn.Module):
+  """The fields the batch-statistics norms share: ``flax.linen.BatchNorm``'s (all but
+  ``momentum``) plus ``guard_nonfinite``. MBN and BReN declare theirs on top of these.
+
+  Attributes:
+    use_running_average: True for inference; may also be given to ``__call__``.
+    axis: the feature axis (or axes); default -1 (channels last).
+    epsilon: added to the variance (default 1e-5, as in Flax).
+    dtype: the output dtype (statistics are always float32 or wider).
+    param_dtype: dtype of scale and bias.
+    use_bias, use_scale, bias_init, scale_init: the affine part, as in Flax.
+    axis_name: the ``pmap``/``shard_map`` axis to synchronize statistics over
+      (None: per-device statistics, as in the paper).
+    axis_index_groups: groups of devices within ``axis_name`` (under ``pmap``;
+      on a Mesh, a second mesh axis names the groups instead).
+    use_fast_variance: Var = E[x²] − E[x]² in one pass (as in Flax).
+    force_float32_reductions: compute statistics in at least float32.
+    guard_nonfinite: keep a feature's statistics unchanged when its batch
+      statistics are NaN/±inf (default True).
+  """
+
+  use_running_average: bool | None = None
+  axis: int | tuple[int, ...] = -1
+  epsilon: float = 1e-5
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+  use_bias: bool = True
+  use_scale: bool = True
+  bias_init: Any = nn.initializers.zeros
+  scale_init: Any = nn.initializers.ones
+  axis_name: str | None = None
+  axis_index_groups: Any = None
+  use_fast_variance: bool = True
+  force_float32_reductions: bool = True
+  guard_nonfinite: bool = True
+
+
+def linen_call(module, body, x, use_running_average, **call) -> jax.Array:
+  """A declared linen norm's ``__call__``: its checks, the mode, then :func:`linen_front_end`."""
+  cls = type(module)
+  cls.check_fields(module)
+  use_running_average = merge_param(
+    "use_running_average", module.use_running_average, use_running_average
+  )
+  return linen_front_end(module, body, x, use_running_average, cls.statistics_for(module), **call)
 
 
 def linen_front_end(module, body, x, use_running_average: bool, statistics: dict, **call):

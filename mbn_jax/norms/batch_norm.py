@@ -20,7 +20,6 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
-from flax.linen.module import merge_param
 from jax.typing import ArrayLike
 
 from mbn_jax import functional as F
@@ -28,7 +27,7 @@ from mbn_jax import schedules
 from mbn_jax.norms.base import (
   Capabilities,
   NNXNorm,
-  linen_front_end,
+  linen_call,
   nnx_front_end,
   statistics_with_accumulator,
 )
@@ -143,13 +142,7 @@ class BatchNorm(nn.BatchNorm):
     mask: ArrayLike | None = None,
   ) -> jax.Array:
     del step  # BatchNorm has no schedule.
-    self.check_fields(self)
-    use_running_average = merge_param(
-      "use_running_average", self.use_running_average, use_running_average
-    )
-    return linen_front_end(
-      self, batch_norm, x, use_running_average, self.statistics_for(self), mask=mask
-    )
+    return linen_call(self, batch_norm, x, use_running_average, mask=mask)
 
 
 class BatchNormNNX(NNXNorm):

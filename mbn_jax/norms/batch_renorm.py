@@ -12,17 +12,21 @@ convention; PyTorch's ``momentum=0.1`` is 0.9 here).
 from __future__ import annotations
 
 import numbers
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
-from flax.linen import initializers
-from flax.linen.module import merge_param
 from jax.typing import ArrayLike
 
 from mbn_jax import functional as F
-from mbn_jax.norms.base import Capabilities, NNXNorm, linen_front_end, nnx_front_end
+from mbn_jax.norms.base import (
+  BatchStatisticsFields,
+  Capabilities,
+  NNXNorm,
+  linen_call,
+  nnx_front_end,
+)
 from mbn_jax.norms.batch_norm import BN_STATISTICS
 
 __all__ = [
@@ -165,7 +169,7 @@ def batch_renorm(
   return y, {"mean": mean, "var": var}
 
 
-class BatchRenorm(nn.Module):
+class BatchRenorm(BatchStatisticsFields):
   r"""Batch Renormalization (Ioffe 2017), ``flax.linen``: the paper's BReN.
 
   Training (``use_running_average=False``), per feature:
@@ -210,24 +214,11 @@ class BatchRenorm(nn.Module):
     synchronizes=True,
   )
 
-  use_running_average: bool | None = None
-  axis: int | tuple[int, ...] = -1
+  # The fields of BatchStatisticsFields (Flax's BatchNorm's but momentum, guard_nonfinite), and:
   momentum: float = 0.99
-  epsilon: float = 1e-5
-  dtype: Any = None
-  param_dtype: Any = jnp.float32
-  use_bias: bool = True
-  use_scale: bool = True
-  bias_init: Any = initializers.zeros
-  scale_init: Any = initializers.ones
-  axis_name: str | None = None
-  axis_index_groups: Any = None
-  use_fast_variance: bool = True
-  force_float32_reductions: bool = True
   r_max: float = 3.0
   d_max: float = 5.0
   warmup_steps: int = 0
-  guard_nonfinite: bool = True
 
   @classmethod
   def statistics_for(cls, cfg) -> dict:
@@ -258,13 +249,7 @@ class BatchRenorm(nn.Module):
       mask: boolean array broadcastable to ``x``: which entries enter the
         batch statistics.
     """
-    use_running_average = merge_param(
-      "use_running_average", self.use_running_average, use_running_average
-    )
-    self.check_fields(self)
-    return linen_front_end(
-      self, batch_renorm, x, use_running_average, self.statistics_for(self), mask=mask, step=step
-    )
+    return linen_call(self, batch_renorm, x, use_running_average, mask=mask, step=step)
 
 
 class BatchRenormNNX(NNXNorm):

@@ -12,21 +12,20 @@ PyTorch's ``momentum`` is 1 − τ).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
-from flax.linen import initializers
-from flax.linen.module import merge_param
 from jax.typing import ArrayLike
 
 from mbn_jax import functional as F
 from mbn_jax import schedules
 from mbn_jax.norms.base import (
+  BatchStatisticsFields,
   Capabilities,
   NNXNorm,
-  linen_front_end,
+  linen_call,
   nnx_front_end,
   statistics_with_accumulator,
 )
@@ -240,7 +239,7 @@ def momentum_batch_norm(
   return y, new_stats
 
 
-class MomentumBatchNorm(nn.Module):
+class MomentumBatchNorm(BatchStatisticsFields):
   r"""Momentum Batch Normalization (Yong et al., ECCV 2020), ``flax.linen``.
 
   Training (``use_running_average=False``), per feature, Algorithm 1:
@@ -321,26 +320,13 @@ class MomentumBatchNorm(nn.Module):
     synchronizes=True,
   )
 
-  use_running_average: bool | None = None
-  axis: int | tuple[int, ...] = -1
-  epsilon: float = 1e-5
-  dtype: Any = None
-  param_dtype: Any = jnp.float32
-  use_bias: bool = True
-  use_scale: bool = True
-  bias_init: Any = initializers.zeros
-  scale_init: Any = initializers.ones
-  axis_name: str | None = None
-  axis_index_groups: Any = None
-  use_fast_variance: bool = True
-  force_float32_reductions: bool = True
+  # The fields of BatchStatisticsFields (Flax's BatchNorm's but momentum, guard_nonfinite), and:
   total_epochs: int | None = None
   steps_per_epoch: int | None = None
   ideal_batch_size: int = 32
   tau0: float = 0.85
   batch_size: int | None = None
   momentum_schedule: Callable | None = None
-  guard_nonfinite: bool = True
   accumulation_steps: int = 1
 
   @classmethod
@@ -387,19 +373,8 @@ class MomentumBatchNorm(nn.Module):
     Returns:
       The normalized input, with the shape of ``x``.
     """
-    self.check_fields(self)
-    use_running_average = merge_param(
-      "use_running_average", self.use_running_average, use_running_average
-    )
-    return linen_front_end(
-      self,
-      momentum_batch_norm,
-      x,
-      use_running_average,
-      self.statistics_for(self),
-      step=step,
-      momentum=momentum,
-      mask=mask,
+    return linen_call(
+      self, momentum_batch_norm, x, use_running_average, step=step, momentum=momentum, mask=mask
     )
 
 
