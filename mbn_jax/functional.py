@@ -182,7 +182,11 @@ def check_step(step, name: str = "step"):
       raise TypeError(f"{what}, got {step!r} {kind}.")
     try:
       value = int(step)
-    except (jax.errors.ConcretizationTypeError, jax.errors.TracerIntegerConversionError):
+    except (
+      jax.errors.ConcretizationTypeError,
+      jax.errors.TracerIntegerConversionError,
+      jax.errors.TracerArrayConversionError,
+    ):
       return step  # traced: its dtype is checked, its value cannot be
   # The integer type JAX makes of it: its default int for a Python int, else the
   # canonical type of its dtype (int64 -> int32, uint64 -> uint32 without jax_enable_x64).
