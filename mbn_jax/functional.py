@@ -194,7 +194,7 @@ def check_step(step, name: str = "step"):
   if type(step) is int:
     target = np.dtype(np.int64 if x64 else np.int32)
   else:
-    target = np.dtype(jax.dtypes.canonicalize_dtype(np.asarray(step).dtype))
+    target = np.dtype(jax.dtypes.canonicalize_dtype(jnp.result_type(step)))
   info = np.iinfo(target)
   lo, hi = int(info.min), int(info.max)
   if not lo <= value <= hi:
