@@ -188,7 +188,7 @@ def test_statistics_groups_are_exact_moments_per_group(group):
 
 
 def test_norm_sync_devices_must_divide_the_devices():
-  with pytest.raises(ValueError, match="norm_sync_devices=3 does not divide the 4 devices"):
+  with pytest.raises(ValueError, match="norm_sync_devices=3 does not divide the 4 device"):
     train_lib.validate_config(quick("mesh", norm_sync_devices=3))
   with pytest.raises(ValueError, match="parallelism must be one of"):
     train_lib.validate_config(quick("xmap"))

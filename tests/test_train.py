@@ -120,7 +120,7 @@ def test_a_record_with_the_replaced_sync_batch_stats_resumes_as_norm_sync_device
   assert layout.norm_sync_devices == 4 and layout.statistics_batch_size == 8
   with pytest.raises(ValueError, match="both set"):
     train_lib.validate_config(tiny_config(sync_batch_stats=True, norm_sync_devices=2))
-  with pytest.raises(ValueError, match="norm_sync_devices=3 does not divide the 4 devices"):
+  with pytest.raises(ValueError, match="norm_sync_devices=3 does not divide the 4 device"):
     train_lib.validate_config(tiny_config(norm_sync_devices=3))
 
 

@@ -121,7 +121,7 @@ def resolve_norm_sync_devices(config, devices: int, *, note: bool = False) -> in
   g = devices if g == -1 else g
   if devices % g:
     raise ValueError(
-      f"config.norm_sync_devices={g} does not divide the {devices} devices: statistics groups "
+      f"config.norm_sync_devices={g} does not divide the {devices} device(s): statistics groups "
       f"must split the devices evenly (use a divisor of {devices}, 1 or -1 for all)."
     )
   return g
