@@ -192,3 +192,6 @@ def test_norm_sync_devices_must_divide_the_devices():
     train_lib.validate_config(quick("mesh", norm_sync_devices=3))
   with pytest.raises(ValueError, match="parallelism must be one of"):
     train_lib.validate_config(quick("xmap"))
+  with pytest.raises(ValueError, match="required_devices=2, but JAX sees 4 device"):
+    train_lib.validate_config(quick("pmap", required_devices=2))
+  assert train_lib.validate_config(quick("mesh", required_devices=4)).devices == 4
