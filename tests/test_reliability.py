@@ -266,6 +266,16 @@ def test_an_undecodable_image_is_named(tmp_path):
     input_pipeline.load_dataset(_folder_config(root))
 
 
+def test_an_undecodable_first_image_is_named(tmp_path):
+  # The first image also gives the shape every other must have: decoding it fails first.
+  root = _image_folder(tmp_path / "imgs")
+  first = sorted((root / "train").glob("*/*.png"))[0]
+  first.write_bytes(first.read_bytes()[:20])  # truncated
+  assert first.parent.name == "cat"
+  with pytest.raises(input_pipeline.DataConfigError, match="cat/000.png"):
+    input_pipeline.load_dataset(_folder_config(root))
+
+
 def test_an_empty_class_folder_is_an_error(tmp_path):
   root = _image_folder(tmp_path / "imgs")
   (root / "train" / "emu").mkdir()

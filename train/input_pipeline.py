@@ -348,19 +348,18 @@ def _read_image_folder(dc, split_spec):
   ds = tf.data.Dataset.from_tensor_slices((paths, labels)).map(
     load, num_parallel_calls=tf.data.AUTOTUNE
   )
-  if dc.image_size is None:
-    # Batching needs one shape: take the first image's.
-    first = next(iter(ds.take(1)))[0].shape
-
-    def check(image, label):
-      tf.debugging.assert_equal(
-        tf.shape(image), first, message="Images differ in size: set config.dataset.image_size."
-      )
-      return tf.ensure_shape(image, first), label
-
-    ds = ds.map(check)
-  tf = _tf()
   try:
+    if dc.image_size is None:
+      # Batching needs one shape: take the first image's (decoding it may fail too).
+      first = next(iter(ds.take(1)))[0].shape
+
+      def check(image, label):
+        tf.debugging.assert_equal(
+          tf.shape(image), first, message="Images differ in size: set config.dataset.image_size."
+        )
+        return tf.ensure_shape(image, first), label
+
+      ds = ds.map(check)
     images, labels = _to_numpy(ds, dc.image_size, 3, split_spec)
   except tf.errors.InvalidArgumentError as e:
     message = _first_bad_image(paths)
@@ -458,7 +457,10 @@ def _read_tfds(dc, split_spec):
         f"{msg}\nThe download failed with: {type(e).__name__}: {e}"
       ) from None
   if "label" not in builder.info.features or "image" not in builder.info.features:
-    raise ValueError(f"TFDS dataset {dc.name!r} has no 'image' and 'label' features.")
+    raise DataConfigError(
+      f"TFDS dataset {dc.name!r} has no 'image' and 'label' features: config.dataset.name "
+      "must name an image classification dataset."
+    )
   num_classes = builder.info.features["label"].num_classes
   channels = builder.info.features["image"].shape[-1]
   try:
