@@ -20,7 +20,7 @@ device; m = 2 by default. After every epoch the network is also evaluated
 with population ("precise") statistics from 20 augmented training batches of
 250 images (one pass over the subset): ``eval_accuracy_precise``.
 
-    python -m train.sweep --config configs/cifar10_resnet20_cpu.py \\
+    python -m tools.sweep --config configs/cifar10_resnet20_cpu.py \\
         --root workdirs/faithful --norms bn,mbn --batch_sizes 2 --seeds 0,1,2
 """
 

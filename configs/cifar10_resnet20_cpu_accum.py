@@ -21,7 +21,7 @@ optimizer step with the pooled moments of its 16 micro-batches (τ for
 m·k = 32; BN by its momentum 0.9), MBN's training statistics still follow
 Eq. 8 per micro-batch.
 
-    python -m train.sweep --config configs/cifar10_resnet20_cpu_accum.py:deferred \\
+    python -m tools.sweep --config configs/cifar10_resnet20_cpu_accum.py:deferred \\
         --root workdirs/accum_deferred --norms bn,mbn --batch_sizes 2 --seeds 0,1,2
 """
 

@@ -15,7 +15,7 @@ CPU runs divided once and reported that gap).
 | MBN's T | 180 | 9 | 9 |
 | last epoch's lr | 0.001 × base | 0.001 × base | 0.1 × base |
 
-    python -m train.sweep --config configs/cifar10_resnet20_cpu_one_decay.py \\
+    python -m tools.sweep --config configs/cifar10_resnet20_cpu_one_decay.py \\
         --root workdirs/one_decay --norms bn,mbn --batch_sizes 2 --seeds 0,1,2
 """
 

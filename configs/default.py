@@ -24,9 +24,9 @@ Reading of the paper (Yong et al., ECCV 2020, Sec. 5):
   epochs; λ stays at its final value after epoch T).
 
 Resuming: a workdir remembers its config (``config.json``); rerunning with a
-config that differs in any field outside ``RESUME_MAY_CHANGE`` (see
-train/validation.py: num_epochs, logging, evaluation and checkpoint cadence,
-progress bar, data_dir/root paths, distributed settings) is refused.
+config that differs in any field outside ``train.validation.RESUME_MAY_CHANGE``
+(cadence, logging, paths, devices and parallelism, precise statistics, the
+convolution; the list is kept there only) is refused.
 """
 
 import ml_collections

@@ -48,6 +48,11 @@ def test_global_batch_size_run(tmp_path):
   result = eval_stats.evaluate_run(workdir, batch=16, precise_batches=2, replays=1)
   assert result["m"] == 4
   assert result["replay_momentum"]["replay_own"] == pytest.approx(0.85 ** (4 / 32))
+  # noise_probe replays batches of m = 4 (not the config's per_device_batch_size).
+  rows, (bm, _, m, _) = noise_probe.probe_run(workdir, steps=8, skip=2)
+  assert m == 4 and bm.shape[0] == 8
+  main = [r for r in rows if not r.layer.endswith("]")]
+  assert all(r.batch_size == 4 and r.momentum == pytest.approx(1 - 4 / 32) for r in main)
 
 
 def test_synchronized_statistics_run(tmp_path):

@@ -31,6 +31,7 @@ from absl import app, flags
 import mbn_jax
 from tools.sweep import parse_run_name
 from train.layout import layout_of_record
+from train.validation import load_saved_config
 
 NORM_ORDER = ["bn", "mbn", "brn", "gn", "ln", "in", "none"]
 NORM_LABEL = {
@@ -106,11 +107,8 @@ def run_setting(summary: dict) -> dict:
   Read from the run record's layout (:func:`train.layout.layout_of_record`,
   older records included) and config.
   """
-  config = summary.get("config", {})
-  setting = {
-    "lr_batch_size": config.get("lr_batch_size", "per_device"),
-    "grad_accum_stats": config.get("grad_accum_stats", "sequential"),
-  }
+  config = load_saved_config(summary.get("config", {}))  # absent fields at their defaults
+  setting = {"lr_batch_size": config.lr_batch_size, "grad_accum_stats": config.grad_accum_stats}
   if "layout" in summary or "devices" in summary:  # a record of the training program
     layout = layout_of_record(summary)
     setting.update(
@@ -473,8 +471,8 @@ def plot_schedules(runs, path):
   a1.set_ylabel("training momentum λ (Eq. 11), last step of epoch")
   a1.legend()
   a1.grid(alpha=0.3)
-  cfg = next((r["summary"].get("config", {}) for r in scheduled), {})
-  m0, tau0 = cfg.get("ideal_batch_size", 32), cfg.get("tau0", 0.85)
+  cfg = load_saved_config(next((r["summary"].get("config", {}) for r in scheduled), {}))
+  m0, tau0 = cfg.ideal_batch_size, cfg.tau0
   sizes = np.array(sorted({r["m"] for r in runs} | {1, 64}))
   a2.plot(
     sizes,

@@ -173,28 +173,8 @@ class CheckpointManager:
     """
     if step in self._manager.all_steps():
       return False
-    for name, tree in {"state": state, **(extra or {})}.items():
-      bad = nonfinite_leaves(tree)
-      if bad:
-        raise NonFiniteStateError(
-          f"refusing to save the checkpoint of step {step}: its {name} holds NaN/inf in "
-          f"{', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}. The training step skips "
-          "every update that would do this, so this is a bug; the earlier checkpoints are "
-          "kept (rerun resumes from the newest of them)."
-        )
-    sums = {
-      "state": checksum(state),
-      META: json_checksum(meta),
-      **{name: checksum(t) for name, t in (extra or {}).items()},
-    }
-    items = {name: ocp.args.StandardSave(tree) for name, tree in (extra or {}).items()}
-    items[CHECKSUMS] = ocp.args.JsonSave(sums)
-    self._manager.save(
-      step,
-      args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta), **items
-      ),
-    )
+    _refuse_nonfinite(step, {"state": state, **(extra or {})})
+    self._manager.save(step, args=_save_args(state, meta, extra or {}))
     self._manager.wait_until_finished()
     return True
 
@@ -206,9 +186,13 @@ class CheckpointManager:
     )
     return restored["state"], restored["meta"]
 
+  def item_names(self, step: int) -> set:
+    """The names of the items saved with ``step`` (Orbax's item metadata)."""
+    return set(self._manager.item_metadata(step).keys())
+
   def restore_item(self, step: int, name: str, *, json: bool = False):
     """The extra item ``name`` saved with ``step`` (a JSON item with ``json``), or None."""
-    if name not in self._manager.item_metadata(step):
+    if name not in self.item_names(step):
       return None
     item = ocp.args.JsonRestore() if json else ocp.args.StandardRestore(None)
     return self._manager.restore(step, args=ocp.args.Composite(**{name: item}))[name]
@@ -225,73 +209,107 @@ class CheckpointManager:
     different device layout) without moving it.
     """
     for step in sorted(self.all_steps(), reverse=True):
-      found = self._verified(step, target, check_meta)
+      found = _verified(self, step, target, check_meta)
       if isinstance(found, str):
         self._move_aside(step, found)
         continue
       return found
     return None
 
-  def _verified(self, step: int, target, check_meta):
-    """``(step, state, meta)`` if every item of ``step`` verifies, else why not (a str)."""
-    try:
-      items = set(self._manager.item_metadata(step).keys())
-    except Exception as e:
-      return f"its items cannot be listed ({type(e).__name__}: {_first_line(e)})"
-    if CHECKSUMS not in items:
-      return "its checksums item is missing"
-    try:
-      sums = self.restore_item(step, CHECKSUMS, json=True)
-    except Exception as e:
-      return f"its checksums cannot be read ({type(e).__name__}: {_first_line(e)})"
-    problem = _checksums_problem(sums, items)
-    if problem:
-      return problem
-    try:
-      meta = self.restore_meta(step)
-    except Exception as e:
-      return f"its metadata cannot be read ({type(e).__name__}: {_first_line(e)})"
-    if META in sums and json_checksum(meta) != sums[META]:
-      return "its metadata do not match the checksum written at save time"
-    problem = _meta_problem(meta)
-    if problem:
-      return f"its metadata are not valid ({problem})"
-    if check_meta is not None:
-      check_meta(meta)
-    try:
-      state, meta = self.restore(step, target)
-    except Exception as e:
-      return f"it cannot be restored ({type(e).__name__}: {_first_line(e)})"
-    if checksum(state) != sums["state"]:
-      return "its contents do not match the checksum written at save time"
-    bad = nonfinite_leaves(state)
-    if bad:
-      return f"its state holds NaN/inf ({', '.join(bad[:3])})"
-    for name in sorted(items - {CHECKSUMS, META, "state"}):
-      try:
-        tree = self.restore_item(step, name)
-      except Exception as e:
-        return f"its item {name!r} cannot be read ({type(e).__name__}: {_first_line(e)})"
-      if checksum(tree) != sums[name]:
-        return f"its item {name!r} does not match the checksum written at save time"
-    return step, state, meta
-
   def _move_aside(self, step: int, reason: str) -> None:
-    aside = os.path.join(self.directory + "_damaged", f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
-    os.makedirs(os.path.dirname(aside), exist_ok=True)
-    os.rename(ocp.step.find_step_path(self.directory, self._name_format, step=step), aside)
+    path = ocp.step.find_step_path(self.directory, self._name_format, step=step)
+    _move_step_aside(path, self.directory + "_damaged", step, reason)
     self._manager.reload()
-    print(
-      f"warning: checkpoint at step {step} is damaged: {reason}; moved it to {aside} and "
-      "trying the previous one.",
-      flush=True,
-    )
 
   def restore_meta(self, step: int):
     return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
   def close(self):
     self._manager.close()
+
+
+def _verified(manager: CheckpointManager, step: int, target, check_meta):
+  """``(step, state, meta)`` if every item of ``step`` of ``manager`` verifies, else why not (a str)."""
+  try:
+    items = manager.item_names(step)
+  except Exception as e:
+    return f"its items cannot be listed ({type(e).__name__}: {_first_line(e)})"
+  if CHECKSUMS not in items:
+    return "its checksums item is missing"
+  try:
+    sums = manager.restore_item(step, CHECKSUMS, json=True)
+  except Exception as e:
+    return f"its checksums cannot be read ({type(e).__name__}: {_first_line(e)})"
+  problem = _checksums_problem(sums, items)
+  if problem:
+    return problem
+  try:
+    meta = manager.restore_meta(step)
+  except Exception as e:
+    return f"its metadata cannot be read ({type(e).__name__}: {_first_line(e)})"
+  if META in sums and json_checksum(meta) != sums[META]:
+    return "its metadata do not match the checksum written at save time"
+  problem = _meta_problem(meta)
+  if problem:
+    return f"its metadata are not valid ({problem})"
+  if check_meta is not None:
+    check_meta(meta)
+  try:
+    state, meta = manager.restore(step, target)
+  except Exception as e:
+    return f"it cannot be restored ({type(e).__name__}: {_first_line(e)})"
+  if checksum(state) != sums["state"]:
+    return "its contents do not match the checksum written at save time"
+  bad = nonfinite_leaves(state)
+  if bad:
+    return f"its state holds NaN/inf ({', '.join(bad[:3])})"
+  for name in sorted(items - {CHECKSUMS, META, "state"}):
+    try:
+      tree = manager.restore_item(step, name)
+    except Exception as e:
+      return f"its item {name!r} cannot be read ({type(e).__name__}: {_first_line(e)})"
+    if checksum(tree) != sums[name]:
+      return f"its item {name!r} does not match the checksum written at save time"
+  return step, state, meta
+
+
+def _save_args(state, meta: dict, extra: dict):
+  """Orbax's arguments of one save: state, meta, the extra items and every item's checksum."""
+  sums = {
+    "state": checksum(state),
+    META: json_checksum(meta),
+    **{name: checksum(t) for name, t in extra.items()},
+  }
+  items = {name: ocp.args.StandardSave(tree) for name, tree in extra.items()}
+  items[CHECKSUMS] = ocp.args.JsonSave(sums)
+  return ocp.args.Composite(
+    state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta), **items
+  )
+
+
+def _move_step_aside(path, damaged_dir: str, step: int, reason: str) -> None:
+  """Moves a damaged step's folder into ``damaged_dir`` (never deletes it) and says so."""
+  aside = os.path.join(damaged_dir, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+  os.makedirs(damaged_dir, exist_ok=True)
+  os.rename(path, aside)
+  print(
+    f"warning: checkpoint at step {step} is damaged: {reason}; moved it to {aside} and "
+    "trying the previous one.",
+    flush=True,
+  )
+
+
+def _refuse_nonfinite(step: int, trees: dict) -> None:
+  """A NonFiniteStateError naming the first non-finite leaves of any of ``trees`` (by item)."""
+  for name, tree in trees.items():
+    bad = nonfinite_leaves(tree)
+    if bad:
+      raise NonFiniteStateError(
+        f"refusing to save the checkpoint of step {step}: its {name} holds NaN/inf in "
+        f"{', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}. The training step skips "
+        "every update that would do this, so this is a bug; the earlier checkpoints are "
+        "kept (rerun resumes from the newest of them)."
+      )
 
 
 def _first_line(e: BaseException) -> str:

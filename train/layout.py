@@ -78,13 +78,18 @@ def layout_of_record(record: dict) -> RunLayout:
   config = record.get("config", {})
   saved = record.get("layout")
   if saved is None:
+    from configs import default  # the defaults of the fields an old record lacks
+
+    defaults = default.get_config()
     info = record.get("run_info", record)
     devices = int(info["devices"])
     saved = {
       "per_device_batch_size": int(info["per_device_batch_size"]),
       "devices": devices,
       "norm_sync_devices": devices if config.get("sync_batch_stats") else 1,
-      "grad_accum_steps": int(info.get("grad_accum_steps", config.get("grad_accum_steps", 1))),
+      "grad_accum_steps": int(
+        info.get("grad_accum_steps", config.get("grad_accum_steps", defaults.grad_accum_steps))
+      ),
     }
   return RunLayout(
     per_device_batch_size=int(saved["per_device_batch_size"]),

@@ -1,12 +1,13 @@
 """The training program's state and steps, as module-level pure functions.
 
-The loop (:mod:`train.train`) ``jax.pmap``s :func:`train_step` and
-:func:`eval_step` over axis ``'batch'``; ``benchmarks/`` and the tests import
-and time/check the same functions (in the manner of Flax's ImageNet example):
+The seam (:mod:`train.parallel`) maps :func:`train_step` and :func:`eval_step`
+over the devices along axis ``'batch'`` — ``jax.pmap``, or ``jax.jit`` over
+``jax.shard_map`` on a Mesh — and nothing here knows which; ``benchmarks/``
+and the tests import and time/check the same functions (in the manner of
+Flax's ImageNet example):
 
-    state = create_train_state(config, model, image_shape, steps_per_epoch=spe, ...)
-    p_train = jax.pmap(functools.partial(train_step, learning_rate_fn=lr, momentum_fn=lam),
-                       axis_name="batch", donate_argnums=(0,))
+    step = functools.partial(train_step, learning_rate_fn=lr, momentum_fn=lam)
+    p_train = jax.pmap(step, axis_name=AXIS, donate_argnums=(0,))   # what PmapParallel does
 
 One step: ``model.apply(..., train=True, step=state.step,
 mutable=['batch_stats'])`` (every norm computes λ(step) itself; the step is

@@ -369,7 +369,7 @@ def _with_sync_groups(flat: dict) -> dict:
   """The replaced ``sync_batch_stats`` read as ``norm_sync_devices`` (True: -1, all devices)."""
   out = dict(flat)
   old = out.pop("sync_batch_stats", None)
-  if old is not None and out.get("norm_sync_devices", 1) in (1, -1):
+  if old is not None and out.get("norm_sync_devices") in (None, 1, -1):  # absent, or no groups
     out["norm_sync_devices"] = -1 if old else 1
   return out
 
