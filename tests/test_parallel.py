@@ -74,19 +74,23 @@ def compare_runs(wa, wb):
 
 
 @pytest.mark.parametrize(
-  "norm,sync,accum",
+  "norm,sync,accum,accum_stats",
   [
-    ("bn", 1, 1),
-    ("mbn", 1, 1),
-    ("bn", -1, 1),
-    ("mbn", -1, 1),
-    ("mbn", 2, 1),
-    ("bn", 1, 2),
-    ("mbn", -1, 2),
+    # BN and MBN × per-device and synchronized statistics × without and with accumulation
+    # (both ways of accumulating statistics), and statistics shared by pairs of devices.
+    ("bn", 1, 1, "sequential"),
+    ("mbn", 1, 1, "sequential"),
+    ("bn", -1, 1, "sequential"),
+    ("mbn", -1, 1, "sequential"),
+    ("bn", 1, 2, "sequential"),
+    ("mbn", 1, 2, "deferred"),
+    ("bn", -1, 2, "deferred"),
+    ("mbn", -1, 2, "sequential"),
+    ("mbn", 2, 1, "sequential"),
   ],
 )
-def test_mesh_trains_what_pmap_trains(tmp_path, norm, sync, accum):
-  extra = dict(norm_sync_devices=sync, grad_accum_steps=accum)
+def test_mesh_trains_what_pmap_trains(tmp_path, norm, sync, accum, accum_stats):
+  extra = dict(norm_sync_devices=sync, grad_accum_steps=accum, grad_accum_stats=accum_stats)
   if norm == "mbn":  # population statistics through the seam too
     extra.update(precise_stats_batches=2, precise_stats_batch_size=4, precise_stats_every_eval=True)
   sa = train_lib.train_and_evaluate(quick("pmap", norm, **extra), str(tmp_path / "pmap"))

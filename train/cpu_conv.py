@@ -258,60 +258,41 @@ def make_conv_general_dilated(
       padding, lhs.shape, rhs.shape, window_strides, lhs_dilation, rhs_dilation, dnums
     )
     dilated = any(d != 1 for d in (lhs_dilation or ())) or any(d != 1 for d in (rhs_dilation or ()))
-    negative_pad = any(lo < 0 or hi < 0 for lo, hi in pads)
-    method = weight_grad
-    chunk = chunk_size
-    if method == "auto" and not (
-      feature_group_count != 1 or dilated or negative_pad or preferred_element_type is not None
-    ):
-      n = lhs.shape[dnums.lhs_spec[0]]
-      out_sp = [
-        (lhs.shape[i] + lo + hi - rhs.shape[j]) // s + 1
-        for i, j, (lo, hi), s in zip(dnums.lhs_spec[2:], dnums.rhs_spec[2:], pads, window_strides)
-      ]
-      if n * int(np.prod(out_sp)) <= AUTO_MATMUL_MAX_ROWS:
-        return matmul_conv(
-          lhs, rhs, window_strides, pads, dimension_numbers=dimension_numbers, precision=precision
-        )
-    if method == "auto":
-      k_sp = [rhs.shape[i] for i in dnums.rhs_spec[2:]]
-      if all(k == 1 for k in k_sp) and feature_group_count == 1 and not dilated:
-        method = "taps"  # a 1×1 kernel: the weight gradient is one matmul.
-      else:
-        method = "chunked"
-        n = lhs.shape[dnums.lhs_spec[0]]
-        chunk = auto_chunk_size(lhs.size // max(n, 1) * lhs.dtype.itemsize)
-        if n <= chunk:
-          method = "lax"
+    method, chunk = _choose_method(
+      weight_grad,
+      chunk_size,
+      lhs,
+      rhs,
+      dnums,
+      pads,
+      window_strides,
+      grouped_or_dilated=feature_group_count != 1 or dilated,
+      negative_pad=any(lo < 0 or hi < 0 for lo, hi in pads),
+      matmul_ok=preferred_element_type is None,
+    )
+    if method == "matmul":
+      return matmul_conv(
+        lhs, rhs, window_strides, pads, dimension_numbers=dimension_numbers, precision=precision
+      )
     if method == "lax":
       return conv(lhs, rhs)
-    if method == "taps" and (feature_group_count != 1 or dilated or negative_pad):
-      method = "chunked"
+    bwd = functools.partial(
+      _conv_backward,
+      conv=conv,
+      dnums=dnums,
+      method=method,
+      chunk=chunk,
+      window_strides=window_strides,
+      pads=pads,
+      precision=precision,
+      input_grad_chunk_size=input_grad_chunk_size,
+    )
 
     @jax.custom_vjp
     def f(x, w):
       return conv(x, w)
 
-    def f_fwd(x, w):
-      return conv(x, w), (x, w)
-
-    def f_bwd(res, g):
-      x, w = res
-      # input gradient: XLA's transposed convolution (optionally chunked).
-      if input_grad_chunk_size and x.shape[dnums.lhs_spec[0]] > input_grad_chunk_size:
-        dx = _input_grad_chunked(x, w, g, conv, dnums, input_grad_chunk_size)
-      else:
-        _, vjp_x = jax.vjp(lambda xx: conv(xx, w), x)
-        dx = vjp_x(g)[0]
-      if method == "taps":
-        dw = _weight_grad_taps(x, g, w.shape, w.dtype, dnums, window_strides, pads, precision)
-      else:
-        dw = _weight_grad_chunked(
-          x, g, w.shape, w.dtype, conv, dnums.lhs_spec[0], dnums.out_spec[0], chunk
-        )
-      return dx.astype(x.dtype), dw.astype(w.dtype)
-
-    f.defvjp(f_fwd, f_bwd)
+    f.defvjp(lambda x, w: (conv(x, w), (x, w)), bwd)
     return f(lhs, rhs)
 
   conv_general_dilated.__name__ = f"conv_general_dilated_{weight_grad}"
@@ -319,6 +300,65 @@ def make_conv_general_dilated(
     f"lax.conv_general_dilated with weight gradient method {weight_grad!r}."
   )
   return conv_general_dilated
+
+
+def _choose_method(
+  weight_grad,
+  chunk_size,
+  lhs,
+  rhs,
+  dnums,
+  pads,
+  window_strides,
+  *,
+  grouped_or_dilated,
+  negative_pad,
+  matmul_ok,
+):
+  """``(method, chunk)``: how to compute this convolution and its weight gradient.
+
+  ``method`` is ``'matmul'`` (the whole conv as one matrix product: "auto" on
+  a small output), ``'taps'``, ``'chunked'`` or ``'lax'``. "taps" needs no
+  feature groups, no dilation and no negative padding; otherwise "chunked".
+  """
+  n = lhs.shape[dnums.lhs_spec[0]]
+  method, chunk = weight_grad, chunk_size
+  if method == "auto":
+    if not (grouped_or_dilated or negative_pad) and matmul_ok:
+      out_sp = [
+        (lhs.shape[i] + lo + hi - rhs.shape[j]) // s + 1
+        for i, j, (lo, hi), s in zip(dnums.lhs_spec[2:], dnums.rhs_spec[2:], pads, window_strides)
+      ]
+      if n * int(np.prod(out_sp)) <= AUTO_MATMUL_MAX_ROWS:
+        return "matmul", chunk
+    if not grouped_or_dilated and all(rhs.shape[i] == 1 for i in dnums.rhs_spec[2:]):
+      method = "taps"  # a 1×1 kernel: the weight gradient is one matmul.
+    else:
+      chunk = auto_chunk_size(lhs.size // max(n, 1) * lhs.dtype.itemsize)
+      method = "lax" if n <= chunk else "chunked"
+  if method == "taps" and (grouped_or_dilated or negative_pad):
+    method = "chunked"
+  return method, chunk
+
+
+def _conv_backward(
+  res, g, *, conv, dnums, method, chunk, window_strides, pads, precision, input_grad_chunk_size
+):
+  """The custom VJP's backward pass: XLA's input gradient, our weight gradient (``method``)."""
+  x, w = res
+  # input gradient: XLA's transposed convolution (optionally chunked).
+  if input_grad_chunk_size and x.shape[dnums.lhs_spec[0]] > input_grad_chunk_size:
+    dx = _input_grad_chunked(x, w, g, conv, dnums, input_grad_chunk_size)
+  else:
+    _, vjp_x = jax.vjp(lambda xx: conv(xx, w), x)
+    dx = vjp_x(g)[0]
+  if method == "taps":
+    dw = _weight_grad_taps(x, g, w.shape, w.dtype, dnums, window_strides, pads, precision)
+  else:
+    dw = _weight_grad_chunked(
+      x, g, w.shape, w.dtype, conv, dnums.lhs_spec[0], dnums.out_spec[0], chunk
+    )
+  return dx.astype(x.dtype), dw.astype(w.dtype)
 
 
 def _input_grad_chunked(x, w, g, conv, dnums, chunk):

@@ -710,42 +710,51 @@ class TrainBatches:
     return flips, offsets
 
   def epoch(self, epoch: int, start: int = 0, prefetch: int = 2) -> Iterator[dict]:
-    """Batches ``start, start+1, ...`` of ``epoch``, prepared in a thread."""
+    """Batches ``start, start+1, ...`` of ``epoch``, prepared in a thread (``prefetch`` ahead)."""
     order = self.order(epoch)
+    batches = (self.batch(epoch, i, order) for i in range(start, self.steps_per_epoch))
     if prefetch <= 0:
-      for i in range(start, self.steps_per_epoch):
-        yield self.batch(epoch, i, order)
-      return
-    q: queue.Queue = queue.Queue(maxsize=prefetch)
-    stop = threading.Event()
+      yield from batches
+    else:
+      yield from _in_a_thread(batches, prefetch)
 
-    def work():
-      try:
-        for i in range(start, self.steps_per_epoch):
-          if stop.is_set():
-            return
-          q.put(self.batch(epoch, i, order))
-        q.put(None)
-      except BaseException as e:  # Surface errors in the consumer.
-        q.put(e)
 
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
+def _in_a_thread(items: Iterator, prefetch: int) -> Iterator:
+  """``items``, produced in a daemon thread at most ``prefetch`` ahead of the consumer.
+
+  An error in the producer is raised in the consumer; a consumer that stops
+  early (or is closed) stops the producer and drains its queue.
+  """
+  q: queue.Queue = queue.Queue(maxsize=prefetch)
+  stop = threading.Event()
+
+  def work():
     try:
-      while True:
-        item = q.get()
-        if item is None:
+      for item in items:
+        if stop.is_set():
           return
-        if isinstance(item, BaseException):
-          raise item
-        yield item
-    finally:
-      stop.set()
-      while thread.is_alive():
-        try:
-          q.get_nowait()
-        except queue.Empty:
-          thread.join(0.01)
+        q.put(item)
+      q.put(None)
+    except BaseException as e:  # Surface errors in the consumer.
+      q.put(e)
+
+  thread = threading.Thread(target=work, daemon=True)
+  thread.start()
+  try:
+    while True:
+      item = q.get()
+      if item is None:
+        return
+      if isinstance(item, BaseException):
+        raise item
+      yield item
+  finally:
+    stop.set()
+    while thread.is_alive():
+      try:
+        q.get_nowait()
+      except queue.Empty:
+        thread.join(0.01)
 
 
 def eval_batches(

@@ -270,22 +270,26 @@ class MeshParallel(Parallel):
 
   def first(self, tree):
     """Device 0's value of every leaf on the host: a replicated leaf whole, a row leaf its row."""
-
-    def one(x):
-      data = np.asarray(x.addressable_shards[0].data)
-      return data[0] if _is_rows(x) else data
-
-    return jax.tree.map(one, tree)
+    return jax.tree.map(_first_device_value, tree)
 
   def all_rows(self, tree):
     """Every device's row (all processes), stacked on the host: ``[devices, ...]``."""
-    if jax.process_count() == 1:
-      return jax.tree.map(np.asarray, tree)
-    from jax.experimental import multihost_utils
+    return _gather_rows(tree)
 
-    return jax.tree.map(
-      lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True)), tree
-    )
+
+def _first_device_value(x):
+  """The value of a global array on its first addressable device (its row, if sharded in rows)."""
+  data = np.asarray(x.addressable_shards[0].data)
+  return data[0] if _is_rows(x) else data
+
+
+def _gather_rows(tree):
+  """Every device's row of every leaf, from every process, on the host: ``[devices, ...]``."""
+  if jax.process_count() == 1:
+    return jax.tree.map(np.asarray, tree)
+  from jax.experimental import multihost_utils
+
+  return jax.tree.map(lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True)), tree)
 
 
 def _mesh_train_fn(mp: MeshParallel, step):
