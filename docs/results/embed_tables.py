@@ -6,7 +6,12 @@ Replaces what sits between `<!-- KEY -->` and `<!-- /KEY -->` markers:
   * docs/results/cpu_repro.md, LAG_TABLE: the three tables of
     cpu_repro_lag_ablation/comparison.md (with their captions);
   * README.md, README_TABLE: as trained / precise statistics per norm and m
-    (mean ± std over seeds, one decimal), from the faithful run records.
+    (mean ± std over seeds, one decimal), from the faithful run records;
+  * docs/results/multi_device.md, MD_MAIN / MD_VS_SYNCBN / MD_GLOBAL_LR /
+    MD_GLOBAL_LR_VS_SYNCBN / MD_ONE_VS_FOUR: the tables of the comparisons
+    under docs/results/multi_device/ (without their arm lists);
+  * README.md, README_MULTI_DEVICE_TABLE: the four-device arms, one line each
+    (as trained / precise statistics, and the paired difference to BN).
 Idempotent: running it twice changes nothing.
 """
 
@@ -14,11 +19,27 @@ import pathlib
 import re
 import sys
 
+import numpy as np
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 RESULTS = REPO / "docs" / "results"
 sys.path.insert(0, str(REPO))
 
-from tools import report  # noqa: E402
+from tools import compare, report  # noqa: E402
+
+MULTI = "docs/results/multi_device_runs"
+# The four-device arms of the README's table: (label, arm spec, statistics batch, lr).
+README_MULTI_ARMS = [
+  ("BN", f"{MULTI}/bn/bn-m2", "2 (own device)", "0.1·2/64"),
+  ("MBN", f"{MULTI}/mbn/mbn-m2", "2 (own device)", "0.1·2/64"),
+  ("SyncBN", f"{MULTI}/syncbn/bn-m2", "8 (all devices)", "0.1·2/64"),
+  ("SyncMBN", f"{MULTI}/syncmbn/mbn-m2", "8 (all devices)", "0.1·2/64"),
+  ("GN", f"{MULTI}/gn/gn-m2", "—", "0.1·2/64"),
+  ("BN", f"{MULTI}/bn-globallr/bn-m2", "2 (own device)", "0.1·8/64"),
+  ("MBN", f"{MULTI}/mbn-globallr/mbn-m2", "2 (own device)", "0.1·8/64"),
+  ("SyncBN", f"{MULTI}/syncbn-globallr/bn-m2", "8 (all devices)", "0.1·8/64"),
+  ("BN, 8 per device", f"{MULTI}/bn8/bn-m8", "8 (own device)", "0.1·8/64"),
+]
 
 
 def blocks(markdown: str) -> list[str]:
@@ -66,6 +87,41 @@ def readme_table(root: pathlib.Path) -> str:
   return "\n".join(rows) + "\n\n" + note
 
 
+def _mean_std(values) -> str:
+  v = 100 * np.asarray(list(values), float)
+  return f"{v.mean():+.1f} ± {v.std(ddof=1):.1f}" if len(v) > 1 else f"{v.mean():+.1f}"
+
+
+def readme_multi_device_table() -> str:
+  """The four-device arms: as trained / precise, and the paired difference to BN at the same lr."""
+  rows = [
+    "| norm | statistics over | lr | as trained / precise (%) | − BN at the same lr, paired (points) |",
+    "|---|---|---|---|---|",
+  ]
+  arms = [
+    (label, stats, lr, compare.load_arm(f"{label}={REPO / spec}"))
+    for label, spec, stats, lr in README_MULTI_ARMS
+  ]
+  bn_of_lr = {lr: arm for label, stats, lr, arm in arms if label == "BN"}
+  for label, stats, lr, arm in arms:
+    trained = compare._values(arm, compare.AS_TRAINED)
+    precise = compare._values(arm, compare.PRECISE)
+    cell = _mean_std(trained.values()).lstrip("+")
+    cell += f" / {_mean_std(precise.values()).lstrip('+')}" if precise else " / —"
+    base = compare._values(bn_of_lr[lr], compare.AS_TRAINED)
+    diff = {s: trained[s] - base[s] for s in trained if s in base}
+    favour = f" ({sum(d > 0 for d in diff.values())} / {sum(d < 0 for d in diff.values())} seeds)"
+    paired = "—" if label == "BN" else _mean_std(diff.values()) + favour
+    rows.append(f"| {label} | {stats} | {lr} | {cell} (n={len(trained)}) | {paired} |")
+  return "\n".join(rows)
+
+
+def comparison_tables(name: str) -> str:
+  """A comparison.md of docs/results/multi_device/ without its trailing list of arms."""
+  parts = blocks((RESULTS / "multi_device" / name / "comparison.md").read_text())
+  return "\n\n".join(parts[:-2])
+
+
 def main() -> None:
   lag = blocks((RESULTS / "cpu_repro_lag_ablation" / "comparison.md").read_text())
   faithful = blocks((RESULTS / "cpu_repro_faithful" / "results.md").read_text())
@@ -75,7 +131,19 @@ def main() -> None:
   page.write_text(text)
   readme = REPO / "README.md"
   table = readme_table(RESULTS / "faithful_runs" / "faithful")
-  readme.write_text(put(readme.read_text(), "README_TABLE", table))
+  text = put(readme.read_text(), "README_TABLE", table)
+  readme.write_text(put(text, "README_MULTI_DEVICE_TABLE", readme_multi_device_table()))
+  page = RESULTS / "multi_device.md"
+  text = page.read_text()
+  for key, name in [
+    ("MD_MAIN", "."),
+    ("MD_VS_SYNCBN", "vs_syncbn"),
+    ("MD_GLOBAL_LR", "global_lr"),
+    ("MD_GLOBAL_LR_VS_SYNCBN", "global_lr/vs_syncbn"),
+    ("MD_ONE_VS_FOUR", "one_vs_four_devices"),
+  ]:
+    text = put(text, key, comparison_tables(name))
+  page.write_text(text)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,16 @@ python -m tools.compare --out docs/results/multi_device/global_lr --baseline "BN
   --arm "SyncBN, global lr=$M/syncbn-globallr/bn-m2"
 python -m tools.compare --out docs/results/multi_device/global_lr/vs_syncbn --baseline "SyncBN, global lr" \
   --arm "SyncBN, global lr=$M/syncbn-globallr/bn-m2" --arm "MBN, global lr=$M/mbn-globallr/mbn-m2"
+# ... the one-device runs of issue 11 beside the four-device ones (same data, seeds, schedule).
+python -m tools.compare --out docs/results/multi_device/one_vs_four_devices --wall_times \
+  --baseline "1 device, BN, batch 8" \
+  --arm "1 device, BN, batch 8=$R/faithful/bn-m8" --arm "1 device, MBN, batch 8=$R/faithful/mbn-m8" \
+  --arm "4 devices, SyncBN, global lr=$M/syncbn-globallr/bn-m2" \
+  --arm "4 devices, SyncMBN=$M/syncmbn/mbn-m2" \
+  --arm "1 device, BN, batch 2=$R/faithful/bn-m2" --arm "1 device, MBN, batch 2=$R/faithful/mbn-m2" \
+  --arm "4 devices, BN=$M/bn/bn-m2" --arm "4 devices, MBN=$M/mbn/mbn-m2" \
+  --arm "4 devices, BN, global lr=$M/bn-globallr/bn-m2" \
+  --arm "4 devices, MBN, global lr=$M/mbn-globallr/mbn-m2"
 
-# Copy the tables into docs/results/cpu_repro.md and the README (between their markers).
+# Copy the tables into docs/results/cpu_repro.md, multi_device.md and the README (between markers).
 python docs/results/embed_tables.py
