@@ -305,11 +305,16 @@ def _check_accumulation(config, norms: list[str]) -> None:
     for n in norms + [config.norm]:
       caps = mbn_norms.norm_class(n).capabilities
       if caps.running_statistics and not caps.deferred_accumulation:
+        able = [
+          name
+          for name, cls in mbn_norms.NORM_CLASSES.items()
+          if cls.capabilities.running_statistics and cls.capabilities.deferred_accumulation
+        ]
         raise ValueError(
           f"config.grad_accum_stats='deferred' is not defined for norm {n!r}: its running "
           "statistics enter training (Batch Renormalization normalizes with them), so "
           "deferring them would change training itself. Use grad_accum_stats='sequential' "
-          "(or norm bn/mbn)."
+          f"(or a norm that defers: {', '.join(able)})."
         )
 
 
