@@ -78,6 +78,24 @@ class Parallel:
     """Builds the compiled train and eval steps of ``model``."""
     raise NotImplementedError
 
+  def first(self, tree):
+    """Device 0's value of every leaf, on the host."""
+    raise NotImplementedError
+
+  # compile() sets the compiled steps these run: _train, _eval (sums over every device,
+  # read back through first()) and _mean (the batch_stats mean over every device).
+  def train_step(self, state, batch, stop):
+    """One training step on every device: ``(state, metrics)``."""
+    return self._train(state, batch, stop)
+
+  def eval_sums(self, variables, batch) -> dict:
+    """The evaluation sums of one batch over every device, as host floats."""
+    return {k: float(v) for k, v in self.first(self._eval(variables, batch)).items()}
+
+  def mean_stats(self, stats):
+    """The per-device ``batch_stats`` averaged over every device ({} stays {})."""
+    return self._mean(stats) if jax.tree.leaves(stats) else stats
+
   def _counted(self, fn):
     def counted(*args):
       self.train_traces += 1  # Python side effect: runs once per trace
@@ -136,16 +154,6 @@ class PmapParallel(Parallel):
 
   def stop_flags(self, requested: bool):
     return np.full((self.layout.local_devices,), int(requested), np.int32)
-
-  def train_step(self, state, batch, stop):
-    return self._train(state, batch, stop)
-
-  def eval_sums(self, variables, batch) -> dict:
-    return {k: float(v) for k, v in self.first(self._eval(variables, batch)).items()}
-
-  def mean_stats(self, stats):
-    """The per-device ``batch_stats`` averaged over every device ({} stays {})."""
-    return self._mean(stats) if jax.tree.leaves(stats) else stats
 
   def precise_stats(self, params, mean_stats, batches):
     """Population statistics pooled over every device (``batches``: host batches)."""
@@ -254,15 +262,6 @@ class MeshParallel(Parallel):
   def stop_flags(self, requested: bool):
     flags = np.full((self.layout.local_devices,), int(requested), np.int32)
     return self._global(flags, self.rows, (self.layout.devices,))
-
-  def train_step(self, state, batch, stop):
-    return self._train(state, batch, stop)
-
-  def eval_sums(self, variables, batch) -> dict:
-    return {k: float(v) for k, v in self.first(self._eval(variables, batch)).items()}
-
-  def mean_stats(self, stats):
-    return self._mean(stats) if jax.tree.leaves(stats) else stats
 
   def precise_stats(self, params, mean_stats, batches):
     """Population statistics pooled over every device (``batches``: host batches)."""

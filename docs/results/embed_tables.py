@@ -110,8 +110,7 @@ def readme_multi_device_table() -> str:
     cell += f" / {_mean_std(precise.values()).lstrip('+')}" if precise else " / —"
     base = compare._values(bn_of_lr[lr], compare.AS_TRAINED)
     diff = {s: trained[s] - base[s] for s in trained if s in base}
-    favour = f" ({sum(d > 0 for d in diff.values())} / {sum(d < 0 for d in diff.values())} seeds)"
-    paired = "—" if label == "BN" else _mean_std(diff.values()) + favour
+    paired = "—" if label == "BN" else f"{_mean_std(diff.values())} ({compare._favour(diff)} seeds)"
     rows.append(f"| {label} | {stats} | {lr} | {cell} (n={len(trained)}) | {paired} |")
   return "\n".join(rows)
 
