@@ -66,6 +66,15 @@ def get_config():
   config.r_max = 1.5  # Batch Renorm (paper's Mini-ImageNet best: r_max 1.5, d_max 0.5).
   config.d_max = 0.5  # Batch Renorm: the bound of its mean correction d.
   config.brn_warmup_steps = 0  # Batch Renorm: ramp (1, 0) -> (r_max, d_max) over k steps; 0: none.
+  # MABN: K iterations averaged; 0: m0/m (ideal_batch_size / per-device batch, at least 1).
+  config.mabn_buffer_size = 0
+  config.mabn_momentum = 0.98  # MABN: running_var momentum (weight on the old value).
+  config.mabn_warmup_iters = 100  # MABN: iterations that normalize with the current statistics.
+  config.mabn_r_clip = 5.0  # MABN: r is clipped to [1/r_clip, r_clip].
+  config.mabn_r_clip_start = 1000  # MABN: r is 1 for max(this, warm-up) iterations.
+  config.frozen_bn_train_affine = False  # FrozenBN: train gamma/beta (True) or freeze them.
+  # Centre every conv kernel per output channel (MABN's CenConv2d); any norm.
+  config.centered_weights = False
 
   # Batch and optimizer.
   config.per_device_batch_size = 2  # The paper's m.

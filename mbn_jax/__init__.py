@@ -12,9 +12,13 @@ Public API:
 * :mod:`mbn_jax.functional` — the pure pieces every norm shares (moments,
   exact pooling, moving averages, checks).
 * :func:`make_norm` / :mod:`mbn_jax.norms` — every norm the paper compares
-  (bn, mbn, brn, gn, ln, in, none), one file each, behind one call
-  signature; :class:`BatchRenorm` is the BReN baseline; each class declares
-  its :class:`Capabilities` (:func:`capabilities_of`).
+  (bn, mbn, brn, gn, ln, in, none) and the rivals that need no communication
+  (mabn: :class:`MovingAverageBatchNorm`; frozen_bn: :class:`FrozenBatchNorm`),
+  one file each, behind one call signature; :class:`BatchRenorm` is the BReN
+  baseline; each class declares its :class:`Capabilities` (:func:`capabilities_of`).
+* :mod:`mbn_jax.backward_statistics` — statistics of a norm's backward pass
+  (MABN's): the probes (:data:`BACKWARD_PROBES`, :func:`zero_probes`) and
+  :func:`fold_backward_statistics` / :func:`fold_backward_statistics_nnx`.
 * :func:`create_model` / :mod:`mbn_jax.models` — the paper's networks.
 * :func:`precise_batch_stats` (linen) / :func:`precise_batch_stats_nnx` —
   population ("precise") inference statistics, law of total variance.
@@ -23,14 +27,29 @@ Every momentum in mbn_jax weights the *old* value (Flax's convention).
 """
 
 from mbn_jax import (
+  backward_statistics,
   functional,
   models,
   noise,
   norms,
   precise,
 )
-from mbn_jax.models import create_model
-from mbn_jax.norms import BatchRenorm, Capabilities, MomentumBatchNorm, capabilities_of, make_norm
+from mbn_jax.backward_statistics import (
+  BACKWARD_PROBES,
+  fold_backward_statistics,
+  fold_backward_statistics_nnx,
+  zero_probes,
+)
+from mbn_jax.models import centered_conv, create_model
+from mbn_jax.norms import (
+  BatchRenorm,
+  Capabilities,
+  FrozenBatchNorm,
+  MomentumBatchNorm,
+  MovingAverageBatchNorm,
+  capabilities_of,
+  make_norm,
+)
 from mbn_jax.precise import precise_batch_stats, precise_batch_stats_nnx
 from mbn_jax.schedules import (
   MomentumSchedule,
@@ -42,12 +61,19 @@ from mbn_jax.schedules import (
 __version__ = "0.1.0"
 
 __all__ = [
+  "BACKWARD_PROBES",
   "BatchRenorm",
   "Capabilities",
+  "FrozenBatchNorm",
   "MomentumBatchNorm",
   "MomentumSchedule",
+  "MovingAverageBatchNorm",
+  "backward_statistics",
   "capabilities_of",
+  "centered_conv",
   "create_model",
+  "fold_backward_statistics",
+  "fold_backward_statistics_nnx",
   "functional",
   "make_norm",
   "models",
@@ -59,4 +85,5 @@ __all__ = [
   "precise_batch_stats",
   "precise_batch_stats_nnx",
   "train_momentum",
+  "zero_probes",
 ]

@@ -39,6 +39,7 @@ from flax import linen as nn
 
 from mbn_jax import norms
 from mbn_jax.models import MODEL_NAMES, create_model, resnet, vgg
+from mbn_jax.norms import capabilities_of, norm_class
 from train import steps as train_steps
 
 NORM_OPTIONS = dict(
@@ -253,10 +254,16 @@ def test_one_jitted_training_step(name, norm):
   assert np.isfinite(float(loss)) and float(loss) > 0
   changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), new_params, variables["params"])
   assert all(jax.tree.leaves(changed)), "every parameter gets a gradient"
-  if norm in ("bn", "mbn", "brn"):  # stateful norms update their statistics
+  caps = capabilities_of(norm_class(norm))
+  if caps.batch_statistics:  # BN, MBN, BReN update every statistic
     for new, old in zip(
       jax.tree.leaves(updates["batch_stats"]), jax.tree.leaves(variables["batch_stats"])
     ):
       assert bool(jnp.all(jnp.isfinite(new))) and bool(jnp.any(new != old))
+  elif caps.normalizer == "frozen":  # FrozenBN's statistics never move
+    jax.tree.map(np.testing.assert_array_equal, updates["batch_stats"], variables["batch_stats"])
+  elif caps.backward_statistics:  # MABN: the forward statistics move (ψ needs its probe fold)
+    for layer in jax.tree.leaves(updates["batch_stats"], is_leaf=lambda d: "running_var" in d):
+      assert int(layer["iters"]) == 1 and bool(jnp.all(jnp.isfinite(layer["running_var"])))
   else:
     assert not updates.get("batch_stats")

@@ -13,6 +13,7 @@ from flax import linen as nn
 from flax import nnx
 
 from mbn_jax import MomentumBatchNorm, norms
+from mbn_jax.norms.base import affine_is_learned
 
 EPS = 1e-5
 C = 6
@@ -256,8 +257,10 @@ def test_make_norm_accepts_the_training_options_for_every_name(name):
   if name == "none":
     assert variables == {}
     np.testing.assert_array_equal(y, x)
-  else:  # Flat parameter trees, whatever the wrapper.
+  elif affine_is_learned(module):  # Flat parameter trees, whatever the wrapper.
     assert set(variables["params"]) == {"scale", "bias"}
+  else:  # FrozenBN: γ/β are frozen statistics, out of the optimizer's reach
+    assert "params" not in variables and {"scale", "bias"} <= set(variables["batch_stats"])
 
 
 def test_make_norm_routes_options_to_the_right_fields():
@@ -291,7 +294,9 @@ def test_make_norm_bn_is_flax_batchnorm_with_bn_momentum():
 
 
 def test_make_norm_errors():
-  with pytest.raises(ValueError, match="'bn', 'mbn', 'brn', 'gn', 'ln', 'in', 'none'"):
+  with pytest.raises(
+    ValueError, match="'bn', 'mbn', 'brn', 'gn', 'ln', 'in', 'mabn', 'frozen_bn', 'none'"
+  ):
     norms.make_norm("batchnorm")
   with pytest.raises(ValueError, match="r_mx"):
     norms.make_norm("bn", r_mx=2.0)

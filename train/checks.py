@@ -59,7 +59,15 @@ NORM_OPTION_FIELDS = {
   "d_max": "d_max",
   "warmup_steps": "brn_warmup_steps",
   "bn_momentum": "bn_momentum",
+  "buffer_size": "mabn_buffer_size",
+  "mabn_momentum": "mabn_momentum",
+  "warmup_iters": "mabn_warmup_iters",
+  "r_clip": "mabn_r_clip",
+  "r_clip_start": "mabn_r_clip_start",
+  "train_affine": "frozen_bn_train_affine",
 }
+# Options whose config value 0 means "derived from the run" (train.models.build_model).
+DERIVED_WHEN_ZERO = ("buffer_size",)
 
 
 def _real(value) -> bool:
@@ -104,13 +112,17 @@ def check_numeric_fields(config) -> None:
 def check_norm_options(config, norm_names) -> None:
   """Builds every norm of the run with the config's norm options; a refusal names the field."""
   options = {option: config[field] for option, field in NORM_OPTION_FIELDS.items()}
+  for option in DERIVED_WHEN_ZERO:
+    if options[option] == 0:
+      options[option] = None  # the norm's default stands in for the derived value
   for name in dict.fromkeys(norm_names):
     try:
       mbn_norms.make_norm(name, **options)
     except (ValueError, TypeError) as e:
       text = str(e)
       option = next((o for o in NORM_OPTION_FIELDS if text.startswith(o + " ")), None)
-      option = option or ("bn_momentum" if text.startswith("momentum ") else None)
+      aliases = mbn_norms.option_aliases(mbn_norms.norm_class(name))
+      option = option or next((a for a, f in aliases.items() if text.startswith(f + " ")), None)
       if option is None:
         raise
       field = NORM_OPTION_FIELDS[option]
@@ -172,12 +184,12 @@ def check_precise_stats_batch(config, data, layout) -> None:
   """A DataConfigError when the precise-statistics batch exceeds the training set.
 
   Only where precise statistics will be estimated (``precise_stats_batches`` >
-  0 and a norm that keeps running statistics); its global batch is
+  0 and a norm whose capabilities say ``precise_statistics``); its global batch is
   ``precise_stats_batch_size`` per device × every device.
   """
   if not config.precise_stats_batches:
     return
-  if not mbn_norms.norm_class(config.norm).capabilities.running_statistics:
+  if not mbn_norms.norm_class(config.norm).capabilities.precise_statistics:
     return
   m = config.precise_stats_batch_size
   input_pipeline.check_batch_fits(

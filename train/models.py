@@ -139,6 +139,19 @@ def accumulation_steps_of(config) -> int:
   return k if config.grad_accum_stats == "deferred" else 1
 
 
+def mabn_options_of(config, per_device_batch: int) -> dict:
+  """MABN's options of a run: K = ``mabn_buffer_size``, or m0/m when it is 0 (the reference's
+  ``real_B // B`` with m0 = ``ideal_batch_size`` and m the per-device batch; at least 1)."""
+  k = config.mabn_buffer_size or max(1, config.ideal_batch_size // per_device_batch)
+  return dict(
+    buffer_size=k,
+    mabn_momentum=config.mabn_momentum,
+    warmup_iters=config.mabn_warmup_iters,
+    r_clip=config.mabn_r_clip,
+    r_clip_start=config.mabn_r_clip_start,
+  )
+
+
 def momentum_schedule_of(config, statistics_batch_size: int, steps_per_epoch: int):
   """MBN's λ(t) (Eq. 11) of a run: m = the statistics batch m·G, T = ``mbn_total_epochs``,
   optimizer ``steps_per_epoch``, m0 = ``ideal_batch_size``.
@@ -173,10 +186,14 @@ def build_model(
   :meth:`train.parallel.Parallel.norm_options`; None: per-device statistics).
   The model's dtype reaches its norms through ``create_model(dtype=...)``; its
   convolutions are ``config.conv``'s (:func:`conv_function` for
-  ``per_device_batch``, default ``config.per_device_batch_size``).
+  ``per_device_batch``, default ``config.per_device_batch_size``), centred
+  per output channel with ``config.centered_weights``
+  (:func:`mbn_jax.models.centered_conv`; the MLP has no convolution).
   """
   norm_options = dict(
     **(sync or {}),
+    **mabn_options_of(config, per_device_batch or config.per_device_batch_size),
+    train_affine=config.frozen_bn_train_affine,
     accumulation_steps=accumulation_steps_of(config),
     total_epochs=config.mbn_total_epochs,
     steps_per_epoch=steps_per_epoch,
@@ -189,6 +206,8 @@ def build_model(
     momentum_schedule=momentum_schedule,
   )
   conv = conv_function(config.conv, per_device_batch or config.per_device_batch_size)
+  if config.centered_weights:
+    conv = paper_models.centered_conv(conv)
   return create_model(
     config.model,
     num_classes=num_classes,

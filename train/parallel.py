@@ -54,6 +54,14 @@ def sync_groups(devices: int, group: int) -> list[list[int]]:
   return [list(range(i, i + group)) for i in range(0, devices, group)]
 
 
+def mean_over_devices(stats, axis):
+  """The devices' mean of every floating statistic; integer ones (MABN's iteration counter,
+  the same on every device) are kept as they are — a ``pmean`` would make them floats."""
+  return jax.tree.map(
+    lambda x: jax.lax.pmean(x, axis) if jnp.issubdtype(x.dtype, jnp.inexact) else x, stats
+  )
+
+
 def _estimation_fn(model):
   def run(variables, batch):
     return model.apply(variables, batch["image"], train=True, step=0, mutable=["batch_stats"])
@@ -74,8 +82,9 @@ class Parallel:
     """``axis_name`` / ``axis_index_groups`` for the norms (statistics over G devices)."""
     raise NotImplementedError
 
-  def compile(self, model, lr_fn, lam_fn, grad_accum_steps: int) -> None:
-    """Builds the compiled train and eval steps of ``model``."""
+  def compile(self, model, lr_fn, lam_fn, grad_accum_steps: int, probes=None) -> None:
+    """Builds the compiled train and eval steps of ``model`` (``probes``: the shapes of its
+    ``backward_probes``, :func:`train.steps.backward_probe_shapes`)."""
     raise NotImplementedError
 
   def first(self, tree):
@@ -103,13 +112,14 @@ class Parallel:
 
     return counted
 
-  def _train_fn(self, model, lr_fn, lam_fn, grad_accum_steps, axis):
+  def _train_fn(self, model, lr_fn, lam_fn, grad_accum_steps, axis, probes=None):
     return functools.partial(
       steps.train_step,
       learning_rate_fn=lr_fn,
       momentum_fn=lam_fn,
       grad_accum_steps=grad_accum_steps,
       axis_name=axis,
+      probes=probes,
     )
 
 
@@ -129,14 +139,14 @@ class PmapParallel(Parallel):
       return {"axis_name": None, "axis_index_groups": None}
     return {"axis_name": self.axis, "axis_index_groups": None if g == d else sync_groups(d, g)}
 
-  def compile(self, model, lr_fn, lam_fn, grad_accum_steps: int) -> None:
-    step = self._train_fn(model, lr_fn, lam_fn, grad_accum_steps, self.axis)
+  def compile(self, model, lr_fn, lam_fn, grad_accum_steps: int, probes=None) -> None:
+    step = self._train_fn(model, lr_fn, lam_fn, grad_accum_steps, self.axis, probes)
     self._train = jax.pmap(self._counted(step), axis_name=self.axis, donate_argnums=(0,))
     self._eval = jax.pmap(
       functools.partial(steps.eval_step, apply_fn=model.apply, axis_name=self.axis),
       axis_name=self.axis,
     )
-    self._mean = jax.pmap(lambda t: jax.lax.pmean(t, self.axis), axis_name=self.axis)
+    self._mean = jax.pmap(lambda t: mean_over_devices(t, self.axis), axis_name=self.axis)
     self._model = model
 
   def place(self, host_state, per_device_stats):
@@ -228,13 +238,13 @@ class MeshParallel(Parallel):
       fn, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False
     )
 
-  def compile(self, model, lr_fn, lam_fn, grad_accum_steps: int) -> None:
+  def compile(self, model, lr_fn, lam_fn, grad_accum_steps: int, probes=None) -> None:
     self._model = model
-    step = self._train_fn(model, lr_fn, lam_fn, grad_accum_steps, self.axis)
+    step = self._train_fn(model, lr_fn, lam_fn, grad_accum_steps, self.axis, probes)
     self._train = jax.jit(self._counted(_mesh_train_fn(self, step)), donate_argnums=(0,))
     self._eval = jax.jit(_mesh_eval_fn(self, model))
     self._mean = jax.jit(
-      self._map(lambda s: jax.lax.pmean(s, self.axis), P(MESH_AXES), P(MESH_AXES))
+      self._map(lambda s: mean_over_devices(s, self.axis), P(MESH_AXES), P(MESH_AXES))
     )
 
   def _global(self, local, sharding, global_shape=None):

@@ -95,7 +95,8 @@ def set_up(config, workdir: str, layout: RunLayout) -> RunSetup:
     sync=parallel.norm_options(),
   )
   lr_fn = steps.learning_rate_fn(config, m * k, layout.global_batch_size * k, opt_spe)
-  parallel.compile(model, lr_fn, lam_fn, k)
+  probes = steps.backward_probe_shapes(model, data.image_shape)  # {} unless a norm has them
+  parallel.compile(model, lr_fn, lam_fn, k, probes)
   caps = norms.norm_class(config.norm).capabilities
   return RunSetup(
     config=config,
@@ -114,7 +115,7 @@ def set_up(config, workdir: str, layout: RunLayout) -> RunSetup:
     ),
     run_info=run_info(layout, spe, opt_spe),
     logs_lambda=caps.momentum_schedule,
-    precise_stats_on=bool(config.precise_stats_batches) and caps.running_statistics,
+    precise_stats_on=bool(config.precise_stats_batches) and caps.precise_statistics,
     t_start=t_start,
   )
 

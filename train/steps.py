@@ -12,7 +12,9 @@ Flax's ImageNet example):
 One step: ``model.apply(..., train=True, step=state.step,
 mutable=['batch_stats'])`` (every norm computes λ(step) itself; the step is
 traced data, so one compilation serves the run), softmax cross-entropy,
-``jax.grad``, ``pmean`` of the gradients over devices, SGD with momentum and
+``jax.grad`` (also with respect to the ``backward_probes`` of norms with
+backward statistics, folded into ``batch_stats`` per device),
+``pmean`` of the gradients over devices, SGD with momentum and
 weight decay (optax). A step that would leave anything non-finite — its
 input batch, loss or gradient, or the *updated* parameters, optimizer state
 or ``batch_stats`` (an update can overflow with a finite loss and gradient)
@@ -32,9 +34,12 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
+from mbn_jax.backward_statistics import BACKWARD_PROBES, fold_backward_statistics
+
 __all__ = [
   "AXIS",
   "TrainState",
+  "backward_probe_shapes",
   "create_train_state",
   "eval_step",
   "learning_rate_fn",
@@ -106,6 +111,17 @@ def create_train_state(
   return state.replace(step=jnp.zeros((), jnp.int32))
 
 
+def backward_probe_shapes(model, image_shape: tuple[int, ...], batch_size: int = 1) -> dict:
+  """``ShapeDtypeStruct`` s of the model's ``backward_probes`` ({} without a norm that has them)."""
+  dummy = jax.ShapeDtypeStruct((batch_size,) + tuple(image_shape), jnp.float32)
+  shapes = jax.eval_shape(
+    functools.partial(model.init, train=False),
+    jax.ShapeDtypeStruct((), jax.random.key(0).dtype),
+    dummy,
+  )
+  return dict(shapes.get(BACKWARD_PROBES, {}))
+
+
 def _all_finite(tree) -> jax.Array:
   leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
@@ -125,6 +141,7 @@ def train_step(
   momentum_fn: Callable,
   grad_accum_steps: int = 1,
   axis_name: str | tuple[str, ...] = AXIS,
+  probes: Any = None,
 ) -> tuple[TrainState, dict]:
   """One data-parallel SGD step (one micro-batch) on one device's share of the batch.
 
@@ -150,6 +167,12 @@ def train_step(
       metrics (the optimizer and the layers compute their own).
     grad_accum_steps: k, micro-batches per optimizer update (1: none).
     axis_name: the device axis (or axes) of the data-parallel batch.
+    probes: the shapes of the model's ``backward_probes``
+      (:func:`backward_probe_shapes`; None or {}: the model has no norm with
+      backward statistics). The loss is differentiated with respect to zero
+      probes too, and their cotangents — per device, never averaged — are
+      folded into ``batch_stats`` (:func:`mbn_jax.fold_backward_statistics`;
+      MABN's ψ buffer), after every micro-batch.
 
   Returns:
     ``(new_state, metrics)``; metrics (identical on every device) hold the
@@ -161,9 +184,12 @@ def train_step(
 
   step = optimizer_step(state.step, grad_accum_steps)
 
-  def loss_fn(params):
+  def loss_fn(params, probe_values):
+    variables = {"params": params, "batch_stats": state.batch_stats}
+    if probe_values:  # norms with backward statistics (MABN): differentiated, then folded
+      variables[BACKWARD_PROBES] = probe_values
     logits, updates = state.apply_fn(
-      {"params": params, "batch_stats": state.batch_stats},
+      variables,
       batch["image"],
       train=True,
       step=step,
@@ -172,9 +198,12 @@ def train_step(
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
     return loss, (logits, updates)
 
-  (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  grads = jax.lax.pmean(grads, axis_name)
-  updated = state.apply_gradients(grads=grads, batch_stats=updates.get("batch_stats", {}))
+  (loss, (logits, updates)), (grads, probe_grads) = jax.value_and_grad(
+    loss_fn, argnums=(0, 1), has_aux=True
+  )(state.params, jax.tree.map(lambda p: jnp.zeros(p.shape, p.dtype), dict(probes or {})))
+  grads = jax.lax.pmean(grads, axis_name)  # the probes' cotangents stay per device
+  batch_stats = fold_backward_statistics(updates.get("batch_stats", {}), probe_grads)
+  updated = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   # What is non-finite on any device (train.divergence's bits: data, loss, gradients, the
   # updated state); anything at all: keep everything but the step counter.
   bad = jnp.stack(

@@ -9,6 +9,7 @@ import time
 
 from tqdm import tqdm
 
+from mbn_jax import norms
 from train import devices, divergence
 from train.epoch import Progress
 from train.setup import RunSetup
@@ -39,10 +40,22 @@ def announce(s: RunSetup) -> None:
   if config.precise_stats_batches and not s.precise_stats_on:
     print(
       f"{config.model}/{config.norm}: precise statistics skipped (precise_stats_batches="
-      f"{config.precise_stats_batches}): the model keeps no batch statistics, so its "
-      "evaluation does not depend on any.",
+      f"{config.precise_stats_batches}): {_why_not_precise(config.norm)}",
       flush=True,
     )
+
+
+def _why_not_precise(norm: str) -> str:
+  """Why a norm's statistics are not re-estimated, from its capabilities."""
+  caps = norms.norm_class(norm).capabilities
+  if not caps.running_statistics:
+    return "the model keeps no batch statistics, so its evaluation does not depend on any."
+  if caps.normalizer == "frozen":
+    return "its statistics are frozen (they are the network's, not estimated)."
+  return (
+    "its inference statistics are not a mean and a variance that population statistics "
+    "could re-estimate (capabilities: precise_statistics=False)."
+  )
 
 
 def report_epoch(s: RunSetup, record: dict) -> None:

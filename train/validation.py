@@ -181,16 +181,33 @@ def validate_config(config, workdir: str | None = None) -> RunLayout:
   input_pipeline.validate_dataset_config(config.dataset)
   devices = jax.device_count()
   m = _per_device_batch(config, devices)
+  g = resolve_norm_sync_devices(config, devices, note=True)
+  _check_sync_capable(norms + [config.norm], g)
   return RunLayout(
     per_device_batch_size=m,
     devices=devices,
-    norm_sync_devices=resolve_norm_sync_devices(config, devices, note=True),
+    norm_sync_devices=g,
     grad_accum_steps=config.grad_accum_steps,
     local_devices=jax.local_device_count(),
     process_count=jax.process_count(),
     process_index=jax.process_index(),
     norms=tuple(norms),
   )
+
+
+def _check_sync_capable(norms: list[str], group: int) -> None:
+  """Statistics groups (G > 1) need norms that synchronize: refuse the batch-statistics norms that
+  cannot (MABN, FrozenBN), rather than silently training them per device."""
+  if group <= 1:
+    return
+  for name in dict.fromkeys(norms):
+    caps = mbn_norms.norm_class(name).capabilities
+    if caps.running_statistics and not caps.synchronizes:
+      raise ValueError(
+        f"config.norm_sync_devices={group} shares statistics over {group} devices, but norm "
+        f"{name!r} never synchronizes its statistics (its capabilities: synchronizes=False). "
+        "Use --config.norm_sync_devices=1 for it."
+      )
 
 
 def _check_workdir(workdir: str) -> None:
@@ -311,10 +328,10 @@ def _check_accumulation(config, norms: list[str]) -> None:
           if cls.capabilities.running_statistics and cls.capabilities.deferred_accumulation
         ]
         raise ValueError(
-          f"config.grad_accum_stats='deferred' is not defined for norm {n!r}: its running "
-          "statistics enter training (Batch Renormalization normalizes with them), so "
-          "deferring them would change training itself. Use grad_accum_stats='sequential' "
-          f"(or a norm that defers: {', '.join(able)})."
+          f"config.grad_accum_stats='deferred' is not defined for norm {n!r} (its "
+          "capabilities: deferred_accumulation=False; e.g. Batch Renormalization normalizes "
+          "with its running statistics, so deferring them would change training itself). "
+          f"Use grad_accum_stats='sequential' (or a norm that defers: {', '.join(able)})."
         )
 
 

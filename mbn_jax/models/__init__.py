@@ -12,6 +12,7 @@ import numbers
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
@@ -20,7 +21,7 @@ from mbn_jax.models.resnet import INPUT_VARIANTS, ResNet
 from mbn_jax.models.vgg import VGG, VGG_CONFIGS
 from mbn_jax.norms import make_norm
 
-__all__ = ["MODEL_NAMES", "INPUT_VARIANTS", "ResNet", "VGG", "create_model"]
+__all__ = ["MODEL_NAMES", "INPUT_VARIANTS", "ResNet", "VGG", "centered_conv", "create_model"]
 
 _BUILDERS = {
   "resnet18": resnet.ResNet18,
@@ -33,6 +34,31 @@ _BUILDERS = {
 MODEL_NAMES = tuple(sorted(_BUILDERS))
 
 
+def centered_conv(conv_general_dilated: Callable | None = None) -> Callable:
+  """Weight centring (MABN's ``CenConv2d``) as a convolution: W − mean(W) per output channel.
+
+  Returns a function with ``jax.lax.conv_general_dilated``'s signature that
+  subtracts from the kernel, for every output feature, its mean over the
+  input features and the spatial taps (the reference's mean over (in, kh,
+  kw); with ``feature_group_count`` over each group's inputs), then calls
+  ``conv_general_dilated`` (None: XLA's). Gradients flow through the centring
+  (``jax.grad``), as in the reference. Use it as ``nn.Conv``'s
+  ``conv_general_dilated`` field, or through ``create_model(...,
+  centered_weights=True)``; the parameters keep their names and shapes.
+  """
+  conv = jax.lax.conv_general_dilated if conv_general_dilated is None else conv_general_dilated
+
+  def centered(lhs, rhs, *args, dimension_numbers=None, **kwargs):
+    dn = jax.lax.conv_dimension_numbers(jnp.shape(lhs), jnp.shape(rhs), dimension_numbers)
+    out_axis = dn.rhs_spec[0]
+    axes = tuple(a for a in range(jnp.ndim(rhs)) if a != out_axis)
+    rhs = rhs - jnp.mean(rhs, axis=axes, keepdims=True)
+    return conv(lhs, rhs, *args, dimension_numbers=dimension_numbers, **kwargs)
+
+  centered.centers_weights = True  # type: ignore[attr-defined]
+  return centered
+
+
 def create_model(
   name: str,
   *,
@@ -41,6 +67,7 @@ def create_model(
   input_variant: str = "cifar",
   dtype: Any = jnp.float32,
   conv_general_dilated: Callable | None = None,
+  centered_weights: bool = False,
   **norm_options,
 ) -> nn.Module:
   """Builds one of the paper's networks with the norm named ``norm``.
@@ -61,6 +88,9 @@ def create_model(
       same name); ``None`` (default) uses XLA's. On CPU,
       ``train.cpu_conv.auto_conv(per_device_batch)`` is faster (see
       docs/performance.md); it returns XLA's conv on GPU/TPU.
+    centered_weights: every convolution centres its kernel per output
+      channel (:func:`centered_conv`, MABN's ``CenConv2d``), with any norm.
+      Default False.
     **norm_options: passed to :func:`mbn_jax.norms.make_norm` (every norm
       accepts all of its options and ignores those it does not use).
 
@@ -86,6 +116,10 @@ def create_model(
       "jax.lax.conv_general_dilated's signature (or None for XLA's), got "
       f"{conv_general_dilated!r}."
     )
+  if not isinstance(centered_weights, bool):
+    raise ValueError(f"centered_weights must be True or False, got {centered_weights!r}.")
+  if centered_weights:
+    conv_general_dilated = centered_conv(conv_general_dilated)
   norm_factory = make_norm(norm, dtype=dtype, **norm_options)
   return _BUILDERS[name.lower()](
     num_classes=int(num_classes),

@@ -1,16 +1,18 @@
 """The comparison set of the paper: "the same model, another norm", one file per norm.
 
-==========  ==========================  =============================  ==========================
-name        linen class                 nnx class                      file
-==========  ==========================  =============================  ==========================
-``'bn'``    :class:`BatchNorm`          :class:`BatchNormNNX`          ``batch_norm.py``
-``'mbn'``   :class:`MomentumBatchNorm`  :class:`MomentumBatchNormNNX`  ``momentum_batch_norm.py``
-``'brn'``   :class:`BatchRenorm`        :class:`BatchRenormNNX`        ``batch_renorm.py``
-``'gn'``    :class:`GroupNorm`          ``flax.nnx.GroupNorm``         ``group_norm.py``
-``'ln'``    :class:`LayerNorm`          ``flax.nnx.LayerNorm``         ``layer_norm.py``
-``'in'``    :class:`InstanceNorm`       ``flax.nnx.InstanceNorm``      ``instance_norm.py``
-``'none'``  :class:`Identity`           —                              ``identity.py``
-==========  ==========================  =============================  ==========================
+===============  ================================  ===================================  ================================
+name             linen class                       nnx class                            file
+===============  ================================  ===================================  ================================
+``'bn'``         :class:`BatchNorm`                :class:`BatchNormNNX`                ``batch_norm.py``
+``'mbn'``        :class:`MomentumBatchNorm`        :class:`MomentumBatchNormNNX`        ``momentum_batch_norm.py``
+``'brn'``        :class:`BatchRenorm`              :class:`BatchRenormNNX`              ``batch_renorm.py``
+``'gn'``         :class:`GroupNorm`                ``flax.nnx.GroupNorm``               ``group_norm.py``
+``'ln'``         :class:`LayerNorm`                ``flax.nnx.LayerNorm``               ``layer_norm.py``
+``'in'``         :class:`InstanceNorm`             ``flax.nnx.InstanceNorm``            ``instance_norm.py``
+``'mabn'``       :class:`MovingAverageBatchNorm`   :class:`MovingAverageBatchNormNNX`   ``moving_average_batch_norm.py``
+``'frozen_bn'``  :class:`FrozenBatchNorm`          :class:`FrozenBatchNormNNX`          ``frozen_batch_norm.py``
+``'none'``       :class:`Identity`                 —                                    ``identity.py``
+===============  ================================  ===================================  ================================
 
 :func:`make_norm` builds any of them by name; every module it builds is
 called the same way, ``module(x, use_running_average, *, step=None)``, so a
@@ -25,7 +27,11 @@ declaration machinery are :mod:`mbn_jax.norms.base`.
 ``capabilities``, ``statistics_for`` and ``check_fields``, and an
 :class:`~mbn_jax.norms.base.NNXNorm` front end), one line of
 :data:`NORM_CLASSES` here (or :func:`register_norm` from your own code), and
-its tests.
+its tests. A norm with statistics of its *backward* pass (MABN) needs nothing
+more: it declares ``Capabilities(backward_statistics=True)`` and the names in
+``backward_statistic_names``, its body takes ``probes``, and the front ends
+create and pass the probes (:mod:`mbn_jax.backward_statistics`); the
+training step and the tools fold them by that capability.
 
 Momentum convention (as everywhere in mbn_jax and in ``flax.linen.BatchNorm``):
 a momentum weights the *old* value, ``running <- momentum * running +
@@ -54,11 +60,16 @@ from mbn_jax.norms.batch_renorm import (
   renorm_correction,
   renorm_limits,
 )
+from mbn_jax.norms.frozen_batch_norm import FrozenBatchNorm, FrozenBatchNormNNX
 from mbn_jax.norms.group_norm import GroupNorm, group_count
 from mbn_jax.norms.identity import Identity
 from mbn_jax.norms.instance_norm import InstanceNorm
 from mbn_jax.norms.layer_norm import LayerNorm
 from mbn_jax.norms.momentum_batch_norm import MomentumBatchNorm, MomentumBatchNormNNX
+from mbn_jax.norms.moving_average_batch_norm import (
+  MovingAverageBatchNorm,
+  MovingAverageBatchNormNNX,
+)
 
 __all__ = [
   "BRN_MINI_IMAGENET_OPTIONS",
@@ -67,12 +78,16 @@ __all__ = [
   "BatchRenorm",
   "BatchRenormNNX",
   "Capabilities",
+  "FrozenBatchNorm",
+  "FrozenBatchNormNNX",
   "GroupNorm",
   "Identity",
   "InstanceNorm",
   "LayerNorm",
   "MomentumBatchNorm",
   "MomentumBatchNormNNX",
+  "MovingAverageBatchNorm",
+  "MovingAverageBatchNormNNX",
   "NNXNorm",
   "NORM_CLASSES",
   "NORM_NAMES",
@@ -81,6 +96,7 @@ __all__ = [
   "group_count",
   "make_norm",
   "norm_class",
+  "option_aliases",
   "register_capabilities",
   "register_norm",
   "renorm_correction",
@@ -95,6 +111,8 @@ NORM_CLASSES: dict[str, type[nn.Module]] = {
   "gn": GroupNorm,
   "ln": LayerNorm,
   "in": InstanceNorm,
+  "mabn": MovingAverageBatchNorm,
+  "frozen_bn": FrozenBatchNorm,
   "none": Identity,
 }
 NORM_NAMES = tuple(NORM_CLASSES)
@@ -105,26 +123,33 @@ _FACTORY_DEFAULTS: dict[str, dict] = {"bn": {"momentum": 0.9}, "brn": {"momentum
 
 # The options make_norm takes (every norm accepts all and ignores those it does
 # not use). Each routes to the module field of the same name where the norm's
-# class has one; ``bn_momentum`` is an alias of ``momentum`` (bn and brn).
+# class has one, or to the field its class's ``option_aliases`` names
+# (``bn_momentum`` → bn's and brn's ``momentum``, ``mabn_momentum`` → mabn's).
 NORM_OPTIONS = (
   "accumulation_steps",
   "axis_name",
   "axis_index_groups",
   "batch_size",
   "bn_momentum",
+  "buffer_size",
   "d_max",
   "dtype",
   "epsilon",
   "guard_nonfinite",
   "ideal_batch_size",
+  "mabn_momentum",
   "momentum",
   "momentum_schedule",
   "num_groups",
   "param_dtype",
+  "r_clip",
+  "r_clip_start",
   "r_max",
   "steps_per_epoch",
   "tau0",
   "total_epochs",
+  "train_affine",
+  "warmup_iters",
   "warmup_steps",
 )
 _SYNC_OPTIONS = ("axis_name", "axis_index_groups")
@@ -156,6 +181,31 @@ def norm_class(name: str) -> type[nn.Module]:
   return NORM_CLASSES[name.lower()]
 
 
+def option_aliases(cls) -> dict[str, str]:
+  """``{option: field}``: options of :data:`NORM_OPTIONS` that set a field of another name.
+
+  A class declares them as ``option_aliases`` (BN, BReN: ``bn_momentum`` →
+  ``momentum``; MABN: ``mabn_momentum`` → ``momentum``), so one options dict
+  sets each norm's own ``momentum`` without the caller asking which norm it is.
+  """
+  return dict(getattr(cls, "option_aliases", {}))
+
+
+def _resolve_aliases(cls, options: dict) -> dict:
+  options = dict(options)
+  for alias, field in option_aliases(cls).items():
+    if alias not in options:
+      continue
+    value = options.pop(alias)
+    if field in options and options[field] != value:
+      raise ValueError(
+        f"make_norm got {field}={options[field]!r} and {alias}={value!r}: for "
+        f"{cls.__name__} they are the same option; pass one."
+      )
+    options[field] = value
+  return options
+
+
 def _routes(cls) -> tuple[str, ...]:
   """The options a norm class takes: those that name one of its fields."""
   fields = declared_fields(cls) if hasattr(cls, "__dataclass_fields__") else {}
@@ -171,7 +221,9 @@ def make_norm(name: str, **options) -> Callable[..., nn.Module]:
       fields and arithmetic), ``'mbn'`` (:class:`mbn_jax.MomentumBatchNorm`),
       ``'brn'`` (:class:`BatchRenorm`), ``'gn'`` (:class:`GroupNorm`, 32
       groups, see :func:`group_count`), ``'ln'`` (:class:`LayerNorm`),
-      ``'in'`` (:class:`InstanceNorm`), ``'none'`` (:class:`Identity`), or a
+      ``'in'`` (:class:`InstanceNorm`), ``'mabn'``
+      (:class:`MovingAverageBatchNorm`), ``'frozen_bn'``
+      (:class:`FrozenBatchNorm`), ``'none'`` (:class:`Identity`), or a
       name given to :func:`register_norm`.
     **options: any of :data:`NORM_OPTIONS` — ``axis_name``,
       ``axis_index_groups`` (norms that synchronize), ``dtype``,
@@ -179,7 +231,10 @@ def make_norm(name: str, **options) -> Callable[..., nn.Module]:
       (bn, brn; default 0.9, weight on the OLD value), ``total_epochs``,
       ``steps_per_epoch``, ``ideal_batch_size``, ``tau0``, ``batch_size``,
       ``momentum_schedule`` (mbn), ``r_max``, ``d_max``, ``warmup_steps``
-      (brn), ``num_groups`` (gn), ``accumulation_steps`` (bn, mbn: k > 1
+      (brn), ``num_groups`` (gn), ``buffer_size``, ``warmup_iters``,
+      ``r_clip``, ``r_clip_start``, ``mabn_momentum`` (mabn; default 0.98),
+      ``train_affine``
+      (frozen_bn), ``accumulation_steps`` (bn, mbn: k > 1
       defers the inference statistics to once per k micro-batches, gradient
       accumulation). **Every norm accepts every option and ignores those it
       does not use**, so a training program can always pass one dict; an
@@ -207,14 +262,7 @@ def make_norm(name: str, **options) -> Callable[..., nn.Module]:
       f"accepts all and ignores those it does not use): {list(NORM_OPTIONS)}."
     )
   options = {k: v for k, v in options.items() if v is not None}
-  if "bn_momentum" in options:
-    alias = options.pop("bn_momentum")
-    if "momentum" in options and options["momentum"] != alias:
-      raise ValueError(
-        f"make_norm got momentum={options['momentum']!r} and bn_momentum="
-        f"{alias!r}: they are the same option; pass one."
-      )
-    options["momentum"] = alias
+  options = _resolve_aliases(cls, options)
   fields = dict(_FACTORY_DEFAULTS.get(name, {}))
   fields.update({opt: options[opt] for opt in _routes(cls) if opt in options})
   check = getattr(cls, "check_fields", None)

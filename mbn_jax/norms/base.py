@@ -34,6 +34,7 @@ from flax import nnx
 from flax.linen.module import merge_param
 
 from mbn_jax import functional as F
+from mbn_jax.backward_statistics import BACKWARD_PROBES, BackwardProbe, probe_name
 
 __all__ = [
   "BATCH_NORM_CAPABILITIES",
@@ -42,6 +43,7 @@ __all__ = [
   "NNXNorm",
   "capabilities_of",
   "declared_fields",
+  "affine_is_learned",
   "feature_shape_of",
   "linen_call",
   "linen_front_end",
@@ -51,7 +53,7 @@ __all__ = [
 ]
 
 
-NORMALIZERS = ("batch", "moving", "renormalized", "per_example", "none")
+NORMALIZERS = ("batch", "moving", "renormalized", "moving_average", "frozen", "per_example", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,16 +64,23 @@ class Capabilities:
     normalizer: what training normalizes with — ``"batch"`` (the current
       batch's statistics: BN), ``"moving"`` (moving averages of them: MBN),
       ``"renormalized"`` (batch statistics corrected towards the running
-      ones: BReN), ``"per_example"`` (GN, LN, IN) or ``"none"``.
-    running_statistics: keeps inference ``mean``/``var`` in ``batch_stats``
-      (its evaluation depends on them; devices' copies are averaged before
-      evaluation and checkpoints).
+      ones: BReN), ``"moving_average"`` (simple moving averages of the last
+      K iterations' statistics, forward and backward: MABN), ``"frozen"``
+      (fixed statistics that training never moves: FrozenBN),
+      ``"per_example"`` (GN, LN, IN) or ``"none"``.
+    running_statistics: keeps inference statistics in ``batch_stats`` (its
+      evaluation depends on them; devices' copies are averaged before
+      evaluation).
     batch_statistics: normalizes with statistics of the current batch in
       training (what :mod:`mbn_jax.analysis.capture` records).
     precise_statistics: its ``mean``/``var`` can be re-estimated by
       :func:`mbn_jax.precise_batch_stats` (needs the BatchNorm fields ``axis``,
       ``epsilon``, ``dtype``, ``axis_name``, ``axis_index_groups``,
-      ``use_fast_variance``, ``use_scale``, ``use_bias``).
+      ``use_fast_variance``, ``use_scale``, ``use_bias``). **The one
+      capability every tool reads to decide whether to re-estimate**: False
+      for a norm without running statistics, for one whose statistics are
+      frozen (FrozenBN) and for one whose inference statistics are not a
+      mean and a variance (MABN's second moment).
     takes_step: reads the training ``step`` passed through ``apply``.
     momentum_schedule: normalizes with moving averages whose momentum λ(t)
       follows a schedule (MBN's Eq. 11): the training program logs λ.
@@ -81,6 +90,12 @@ class Capabilities:
       accumulation's deferred inference statistics).
     synchronizes: takes ``axis_name`` / ``axis_index_groups`` to pool its
       statistics over devices.
+    backward_statistics: keeps statistics of its backward pass in
+      ``batch_stats`` (MABN's ψ buffer). They reach ``batch_stats`` only
+      through a probe: the training step must differentiate the loss with
+      respect to the ``backward_probes`` collection too and fold the
+      cotangents back (:mod:`mbn_jax.backward_statistics`). The class names
+      the statistics in ``backward_statistic_names``.
   """
 
   normalizer: str = "none"
@@ -92,10 +107,15 @@ class Capabilities:
   training_statistics: bool = False
   deferred_accumulation: bool = False
   synchronizes: bool = False
+  backward_statistics: bool = False
 
   def __post_init__(self):
     if self.normalizer not in NORMALIZERS:
       raise ValueError(f"normalizer must be one of {NORMALIZERS}, got {self.normalizer!r}.")
+    if self.precise_statistics and not self.running_statistics:
+      raise ValueError(
+        "precise_statistics needs running_statistics (there is nothing to re-estimate)."
+      )
 
 
 NO_CAPABILITIES = Capabilities()
@@ -263,17 +283,20 @@ def linen_front_end(module, body, x, use_running_average: bool, statistics: dict
     name: module.variable("batch_stats", name, lambda init=init: init(feature_shape, stat_dtype))
     for name, init in statistics.items()
   }
+  learned = affine_is_learned(module)
   scale = (
     module.param("scale", module.scale_init, feature_shape, module.param_dtype)
-    if module.use_scale
+    if module.use_scale and learned
     else None
   )
   bias = (
     module.param("bias", module.bias_init, feature_shape, module.param_dtype)
-    if module.use_bias
+    if module.use_bias and learned
     else None
   )
   initializing = module.is_initializing()
+  if capabilities_of(module).backward_statistics:
+    call["probes"] = _linen_probes(module, variables, initializing)
   y, new_stats = body(
     module,
     x,
@@ -288,6 +311,34 @@ def linen_front_end(module, body, x, use_running_average: bool, statistics: dict
     for name, value in new_stats.items():
       variables[name].value = value
   return y
+
+
+def affine_is_learned(module) -> bool:
+  """Whether a layer's γ/β are ``params``: True for every norm but one whose declaration
+  says otherwise with a classmethod ``affine_is_learned(cfg)`` (FrozenBN with a frozen
+  affine part keeps γ/β in ``batch_stats``). ``module``: a linen norm or an nnx front end."""
+  declaration = getattr(type(module), "linen", type(module))
+  own = getattr(declaration, "affine_is_learned", None)
+  return True if own is None else bool(own(module))
+
+
+def _linen_probes(module, variables: dict, initializing: bool) -> dict:
+  """The zero-valued probes of a norm's backward statistics (:mod:`mbn_jax.backward_statistics`).
+
+  Created by ``init``; read when the caller passes the ``backward_probes``
+  collection; a constant zero otherwise (a forward pass nobody differentiates
+  for them, e.g. precise statistics: the backward statistics then do not move).
+  """
+  probes = {}
+  for name in type(module).backward_statistic_names:
+    stat = variables[name].value
+    if initializing or module.has_variable(BACKWARD_PROBES, name):
+      probes[name] = module.variable(
+        BACKWARD_PROBES, name, lambda stat=stat: jnp.zeros(stat.shape, stat.dtype)
+      ).value
+    else:
+      probes[name] = jnp.zeros(stat.shape, stat.dtype)
+  return probes
 
 
 # ----------------------------------------------------------------------------
@@ -354,17 +405,33 @@ class NNXNorm(nnx.Module):
     stat_dtype = jnp.float32 if values["force_float32_reductions"] else values["param_dtype"]
     for name, init in cls.linen.statistics_for(self).items():
       setattr(self, name, nnx.BatchStat(init(shape, stat_dtype)))
+    if cls.capabilities.backward_statistics:
+      for name in cls.linen.backward_statistic_names:
+        stat = getattr(self, name)[...]
+        setattr(self, probe_name(name), BackwardProbe(jnp.zeros(stat.shape, stat.dtype)))
     param_dtype = values["param_dtype"]
-    self.scale = (
-      nnx.Param(values["scale_init"](rngs.params(), shape, param_dtype))
-      if values["use_scale"]
-      else None
-    )
-    self.bias = (
-      nnx.Param(values["bias_init"](rngs.params(), shape, param_dtype))
-      if values["use_bias"]
-      else None
-    )
+    if affine_is_learned(self):
+      self.scale = (
+        nnx.Param(values["scale_init"](rngs.params(), shape, param_dtype))
+        if values["use_scale"]
+        else None
+      )
+      self.bias = (
+        nnx.Param(values["bias_init"](rngs.params(), shape, param_dtype))
+        if values["use_bias"]
+        else None
+      )
+    else:  # γ/β are statistics (FrozenBN), or absent
+      for name in ("scale", "bias"):
+        if not hasattr(self, name):
+          setattr(self, name, None)
+
+  @property
+  def probes(self) -> dict:
+    """The values of this layer's :class:`~mbn_jax.backward_statistics.BackwardProbe` s."""
+    if not type(self).capabilities.backward_statistics:
+      return {}
+    return {n: getattr(self, probe_name(n))[...] for n in type(self).linen.backward_statistic_names}
 
   @property
   def statistic_names(self) -> tuple[str, ...]:
@@ -408,8 +475,11 @@ def nnx_front_end(module: Any, x, use_running_average, **call) -> jax.Array:
     )
   F.check_mask(call.get("mask"), x.shape)
   stats = {name: getattr(module, name)[...] for name in names}
-  scale = module.scale[...] if module.scale is not None else None
-  bias = module.bias[...] if module.bias is not None else None
+  learned = affine_is_learned(module)
+  scale = module.scale[...] if learned and module.scale is not None else None
+  bias = module.bias[...] if learned and module.bias is not None else None
+  if type(module).capabilities.backward_statistics:
+    call["probes"] = module.probes
   y, new_stats = type(module).body(module, x, stats, scale, bias, use_running_average=value, **call)
   if not value:
     for name, new in new_stats.items():

@@ -117,6 +117,8 @@ class BatchNorm(nn.BatchNorm):
     synchronizes=True,
   )
 
+  option_aliases: ClassVar[dict[str, str]] = {"bn_momentum": "momentum"}
+
   guard_nonfinite: bool = True
   accumulation_steps: int = 1
 

@@ -215,6 +215,7 @@ class BatchRenorm(BatchStatisticsFields):
   )
 
   # The fields of BatchStatisticsFields (Flax's BatchNorm's but momentum, guard_nonfinite), and:
+  option_aliases: ClassVar[dict[str, str]] = {"bn_momentum": "momentum"}
   momentum: float = 0.99
   r_max: float = 3.0
   d_max: float = 5.0
