@@ -212,6 +212,9 @@ def test_deleting_config_json_cannot_switch_the_config(finished, tmp_path):
     (["per_device_batch_size=5000"], "larger than the training set"),
     (["dataset.holdout_per_class=500"], "holdout_per_class=500 is too large"),
     (["bn_momentum=1.5"], "bn_momentum must lie in"),
+    (["norm=mabn", "mabn_momentum=1.0"], "config.mabn_momentum=1.0 is refused by norm 'mabn'"),
+    (["norm=mabn", "mabn_r_clip=0.5"], "config.mabn_r_clip=0.5 is refused by norm 'mabn'"),
+    (["norm=mabn", "mabn_buffer_size=-1"], "config.mabn_buffer_size=-1"),
   ],
 )
 def test_bad_input_is_one_error_line_and_exit_2(tmp_path, overrides, message):
