@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import os
 import platform
@@ -25,6 +26,26 @@ def _cpu_model() -> str:
   except OSError:
     pass
   return platform.processor() or platform.machine()
+
+
+def _cpu_id() -> str:
+  """The CPU beyond its marketing name: family, model, stepping and a hash of its instruction-set
+  flags (two machines both called "AMD EPYC" can compute different XLA floats)."""
+  fields: dict[str, str] = {}
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key in ("cpu family", "model", "stepping", "flags") and key not in fields:
+          fields[key] = value.strip()
+  except OSError:
+    return ""
+  flags = hashlib.sha256(" ".join(sorted(fields.get("flags", "").split())).encode()).hexdigest()
+  return (
+    f"family {fields.get('cpu family', '?')} model {fields.get('model', '?')} stepping "
+    f"{fields.get('stepping', '?')} flags {flags[:12]}"
+  )
 
 
 def software_and_machine() -> dict:
@@ -48,5 +69,6 @@ def software_and_machine() -> dict:
     "platform": device.platform,
     "device_kind": device.device_kind,
     "cpu": _cpu_model(),
+    "cpu_id": _cpu_id(),
     "cpu_count": os.cpu_count(),
   }
