@@ -83,7 +83,9 @@ class FrozenBatchNorm(BatchStatisticsFields):
   ``mask`` is accepted and ignored (nothing is estimated). ``axis_name`` is
   refused: there is nothing to synchronize.
 
-  Attributes (besides :class:`~mbn_jax.norms.base.BatchStatisticsFields`'):
+  Besides the fields of :class:`~mbn_jax.norms.base.BatchStatisticsFields`:
+
+  Attributes:
     train_affine: γ and β are trained ``params`` (True) or fixed
       ``batch_stats`` (False, default, as detectron2).
   """

@@ -282,7 +282,9 @@ class MovingAverageBatchNorm(BatchStatisticsFields):
   must stay None); ``step`` is accepted and ignored (MABN counts its own
   iterations in ``batch_stats/iters``, one per training call).
 
-  Attributes (besides :class:`~mbn_jax.norms.base.BatchStatisticsFields`'):
+  Besides the fields of :class:`~mbn_jax.norms.base.BatchStatisticsFields`:
+
+  Attributes:
     buffer_size: K, iterations averaged (the reference's ``real_B // B``:
       m0/m, 16 for m = 2 and m0 = 32). Default 16.
     momentum: running_var ← momentum·running_var + (1 − momentum)·v
