@@ -13,11 +13,16 @@ timed steps (must be 1).
   python benchmarks/bench_train_step.py --full              # everything (slow)
   python benchmarks/bench_train_step.py --models resnet18 --batches 32 \
       --norms bn,mbn --convs lax,taps
+  python benchmarks/bench_train_step.py --rivals --models resnet20 --batches 2,8
+      # the rivals (issue 30): --norms bn,mabn,frozen_bn, ratios to bn, out
+      # benchmarks/results/bench_train_step_rivals.json. MABN's step differentiates and
+      # folds its backward_probes (train_step's probes=), as the training program's does.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import _common as C
@@ -31,14 +36,16 @@ from configs import default
 from train import steps as train_steps
 
 
-def make_step(model: _models.Model):
+def make_step(model: _models.Model, probes: dict | None = None):
   """The training program's own step, as ``python -m train`` runs it.
 
   :func:`train.steps.train_step` (SGD momentum 0.9, weight decay 1e-4 from
   ``configs/default.py``, ``pmean`` of the gradients, the non-finite guard)
   ``jax.pmap``-ed over one device. Returns ``(step_fn, traces, tx)`` with
   ``step_fn(state, batch) -> (state, loss)``; ``state`` and ``batch`` carry a
-  leading device axis of size 1, ``step_fn.lower`` lowers it.
+  leading device axis of size 1, ``step_fn.lower`` lowers it. ``probes``: the
+  model's ``backward_probes`` shapes (:func:`train.steps.backward_probe_shapes`;
+  None or {}: none), passed to the step as the training program passes them.
   """
   config = default.get_config()
   tx = train_steps.make_optimizer(config, optax.constant_schedule(0.1))
@@ -47,7 +54,12 @@ def make_step(model: _models.Model):
   def counted(state, batch, stop):
     traces["n"] += 1
     return train_steps.train_step(
-      state, batch, stop, learning_rate_fn=lambda s: 0.1, momentum_fn=lambda s: 0.0
+      state,
+      batch,
+      stop,
+      learning_rate_fn=lambda s: 0.1,
+      momentum_fn=lambda s: 0.0,
+      **({"probes": probes} if probes else {}),
     )
 
   p_step = jax.pmap(
@@ -79,7 +91,9 @@ def device_batch(x, y) -> dict:
 def build(name, norm, conv, batch, dtype, seed=0):
   model = _models.Model(name, norm, conv, batch_size=batch, dtype=dtype)
   x, y = inputs(batch, seed)
-  step_fn, traces, tx = make_step(model)
+  # MABN's ψ statistics come out of the backward pass through its probes: {} for other norms.
+  probes = train_steps.backward_probe_shapes(model.module, (32, 32, 3))
+  step_fn, traces, tx = make_step(model, probes)
   state = train_steps.create_train_state(model.module, tx, (32, 32, 3), batch_size=1, seed=seed + 2)
   state = jax.tree.map(lambda t: jnp.asarray(t)[None], state)  # the leading (one-)device axis
   # Onto the device laid out as the step's outputs are (as the training program
@@ -97,6 +111,15 @@ def build(name, norm, conv, batch, dtype, seed=0):
     return box["loss"]
 
   return run, compile_s, traces, step_fn, box
+
+
+def quartiles(times, num: str, den: str) -> tuple[float, float] | None:
+  """First and third quartiles of the paired ratios times[num][i] / times[den][i]."""
+  ratios = [a / b for a, b in zip(times[num], times[den])]
+  if len(ratios) < 2:
+    return None
+  q = statistics.quantiles(ratios, n=4)
+  return q[0], q[2]
 
 
 def main():
@@ -119,10 +142,22 @@ def main():
   ap.add_argument(
     "--baseline", default=None, help="variant the ratios are relative to (default: first)"
   )
-  ap.add_argument("--out", default="benchmarks/results/bench_train_step.json")
+  ap.add_argument(
+    "--rivals",
+    action="store_true",
+    help="the rivals: --norms bn,mabn,frozen_bn (ratios to bn, with the paired ratios' "
+    "quartiles), out bench_train_step_rivals.json",
+  )
+  ap.add_argument(
+    "--out", default=None, help="default: benchmarks/results/bench_train_step[_rivals].json"
+  )
   a = ap.parse_args()
   if a.full:
     a.batches, a.models = "2,8,32,128", "resnet20,resnet18"
+  if a.rivals:
+    a.norms = "bn,mabn,frozen_bn"
+  if a.out is None:
+    a.out = f"benchmarks/results/bench_train_step{'_rivals' if a.rivals else ''}.json"
   dtype = jnp.dtype(a.dtype)
   norms = a.norms.split(",")
   convs = a.convs.split(",")
@@ -157,6 +192,7 @@ def main():
           traces=traces["n"],
           jit_cache_size=cache,
           ratio=C.paired_ratio(times, key, base),
+          ratio_quartiles=quartiles(times, key, base),
           baseline=base,
           timed_reps=reps,
           times_s=times[key],
