@@ -129,6 +129,9 @@ def get_config():
   config.dataset.train_per_class = ml_collections.config_dict.placeholder(int)
   # Evaluate on the first k evaluation images only; None: all.
   config.dataset.max_eval_examples = ml_collections.config_dict.placeholder(int)
+  # Image folders: train and evaluate on these class folders only, comma-separated, labelled
+  # 0, 1, ... in this order ('airplane,automobile'); '': every class, sorted.
+  config.dataset.classes = ""
 
   # Population ("precise") inference statistics (mbn_jax.precise_batch_stats).
   # K > 0: after the last epoch (and at every evaluation if precise_stats_every_eval)

@@ -60,6 +60,28 @@ def test_image_folder_holdout_per_class_uses_file_order(image_folder):
   assert sorted(np.unique(data.eval_labels)) == [0, 1, 2]
 
 
+def test_image_folder_classes_selects_and_relabels_in_the_given_order(image_folder):
+  data = ip.load_dataset(
+    dataset_config(
+      source="image_folder", root=str(image_folder), holdout_per_class=2, classes="emu,cat"
+    )
+  )
+  assert data.num_classes == 2 and data.train_images.shape == (8, 8, 8, 3)
+  # emu (pixel 200 + 10 i) is label 0, cat (10 i) label 1; dog is gone.
+  for images, labels in (
+    (data.train_images, data.train_labels),
+    (data.eval_images, data.eval_labels),
+  ):
+    pixel = images[:, 0, 0, 0].astype(int)
+    np.testing.assert_array_equal(labels, np.where(pixel >= 200, 0, 1))
+  with pytest.raises(ip.DataConfigError, match=r"\['gnu'\].*'cat', 'dog', 'emu'"):
+    ip.load_dataset(
+      dataset_config(source="image_folder", root=str(image_folder), classes="cat,gnu")
+    )
+  with pytest.raises(ValueError, match="classes selects class folders"):
+    ip.validate_dataset_config(dataset_config(classes="cat"))
+
+
 def test_image_folder_split_slices_and_missing_split(image_folder):
   data = ip.load_dataset(
     dataset_config(

@@ -212,6 +212,14 @@ def validate_dataset_config(dc) -> None:
     raise ValueError("config.dataset.train_per_class must be positive or None.")
   if dc.max_eval_examples is not None and dc.max_eval_examples <= 0:
     raise ValueError("config.dataset.max_eval_examples must be positive or None.")
+  if _classes(dc):
+    if dc.source != "image_folder":
+      raise ValueError(
+        f"config.dataset.classes selects class folders of an image folder; source "
+        f"{dc.source!r} has none: leave config.dataset.classes empty."
+      )
+    if len(set(_classes(dc))) != len(_classes(dc)):
+      raise ValueError(f"config.dataset.classes names a class twice: {dc.classes!r}.")
   pad = dc.crop_padding
   if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
     raise ValueError(
@@ -275,11 +283,19 @@ def _slice_split(spec: str, n: int):
   return name, slice(parts[0].from_, parts[0].to)
 
 
-def _image_folder_files(root: str, split_name: str):
+def _classes(dc) -> tuple[str, ...]:
+  """``config.dataset.classes`` as a tuple of names ('' or None: every class)."""
+  value = dc.get("classes") or ""
+  return tuple(c.strip() for c in value.split(",") if c.strip())
+
+
+def _image_folder_files(root: str, split_name: str, classes=None):
   """(paths, labels, class names) of ``root/split/<class>/<image>``, in (class, file) order.
 
   Class names are the sorted sub-folders (as ``tfds.folder_dataset.ImageFolder``
-  and torchvision's ``ImageFolder``); an empty class folder is an error.
+  and torchvision's ``ImageFolder``), or ``classes`` (``config.dataset.classes``:
+  those sub-folders only, labelled 0, 1, ... in the order given); an empty
+  class folder is an error.
   """
   split_dir = os.path.join(root, split_name)
   if not os.path.isdir(split_dir):
@@ -293,6 +309,14 @@ def _image_folder_files(root: str, split_name: str):
     raise DatasetUnavailableError(
       f"{split_dir!r} holds no class folders (layout: root/split/label/image)."
     )
+  if classes:
+    missing = [c for c in classes if c not in names]
+    if missing:
+      raise DataConfigError(
+        f"config.dataset.classes names {missing}, which {split_dir!r} does not hold; its "
+        f"classes are {names}."
+      )
+    names = list(classes)
   paths, labels = [], []
   for label, name in enumerate(names):
     folder = os.path.join(split_dir, name)
@@ -337,7 +361,7 @@ def _read_image_folder(dc, split_spec):
   tf = _tf()
   root = os.path.expanduser(dc.root)
   split_name = split_spec.split("[", 1)[0].strip()
-  paths, labels, names = _image_folder_files(root, split_name)
+  paths, labels, names = _image_folder_files(root, split_name, _classes(dc))
   _, sl = _slice_split(split_spec, len(paths))
   paths, labels = paths[sl], labels[sl]
 
@@ -507,7 +531,8 @@ def _read(dc, split_spec):
       dc.data_dir,
       split_spec,
       dc.image_size,
-    ],
+    ]
+    + ([list(_classes(dc))] if _classes(dc) else []),  # keys of earlier caches stay valid
     sort_keys=True,
   )
   path = os.path.join(os.path.expanduser(cache_dir), hashlib.sha1(key.encode()).hexdigest()[:16])
