@@ -27,17 +27,27 @@ newest is tried. Saving refuses non-finite arrays (:class:`NonFiniteStateError`)
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import errno
+import glob
 import hashlib
 import json
+import logging as std_logging
 import math
 import os
+import shutil
 import signal
 import threading
 import time
+import warnings
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging as absl_logging
+
+from train import cli
 
 __all__ = [
   "CheckpointError",
@@ -92,6 +102,8 @@ def nonfinite_leaves(tree) -> list[str]:
 PRECISE_STATS = "precise_batch_stats"  # the optional checkpoint item
 CHECKSUMS = "checksums"  # the item holding every other item's checksum
 META = "meta"
+# Orbax writes a step into the folder <step>.orbax-checkpoint-tmp, then renames it to <step>.
+_TMP_SUFFIX = ".orbax-checkpoint-tmp"
 _ACCUM_FIELDS = {"loss": float, "accuracy": float, "count": int, "nonfinite": int}
 
 
@@ -170,13 +182,32 @@ class CheckpointManager:
     their own items, which :meth:`restore` does not need. The checksum of
     every item (:func:`checksum`) is saved as the item ``checksums`` and
     verified by :meth:`restore_newest_good`.
+
+    A save that fails leaves nothing running and no partial step folder; on
+    a full disk it raises an ``OSError`` (ENOSPC) naming the checkpoint
+    directory, chained to Orbax's error.
     """
     if step in self._manager.all_steps():
       return False
     _refuse_nonfinite(step, {"state": state, **(extra or {})})
-    self._manager.save(step, args=_save_args(state, meta, extra or {}))
-    self._manager.wait_until_finished()
+    try:
+      with _background_work_ends():  # also when a write fails, e.g. on a full disk
+        self._manager.save(step, args=_save_args(state, meta, extra or {}))
+        self._manager.wait_until_finished()
+    except BaseException as e:
+      self._remove_partial(step)
+      if isinstance(e, Exception) and cli.disk_full_message(e, None) is not None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.directory) from e
+      raise
     return True
+
+  def _remove_partial(self, step: int) -> None:
+    """Removes what a failed save of ``step`` left: Orbax's temporary folder, never a checkpoint."""
+    if jax.process_index() != 0:
+      return
+    name = self._name_format.build_name(step)
+    for path in glob.glob(os.path.join(glob.escape(self.directory), f"{name}{_TMP_SUFFIX}*")):
+      shutil.rmtree(path, ignore_errors=True)
 
   def restore(self, step: int, target):
     """Restores (state shaped like ``target``, meta) of ``step``."""
@@ -285,6 +316,117 @@ def _save_args(state, meta: dict, extra: dict):
   return ocp.args.Composite(
     state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta), **items
   )
+
+
+# How long a failed save waits for Orbax's other writes of that save to end (then it goes on).
+_BACKGROUND_TIMEOUT_S = 120.0
+
+
+@contextlib.contextmanager
+def _background_work_ends():
+  """Orbax's background writes of one save end inside it, even when one of them fails.
+
+  Orbax writes a checkpoint's items in threads, each running its writes in an
+  event loop of its own. When one write fails (a full disk: ENOSPC), Orbax
+  raises in the caller at once while the other items' threads still write;
+  each thread closes its loop with TensorStore writes still pending (their
+  completion then calls into the closed loop: "RuntimeError: Event loop is
+  closed" tracebacks from TensorStore's threads until the interpreter exits);
+  and it logs each thread's exception with its traceback. Here, while the
+  save lasts, the event loops that this thread and the threads it starts
+  create finish their pending tasks before they close
+  (:class:`_DrainingEventLoop`), a failed save waits for the threads it
+  started, and log records of a full disk are dropped (the exception itself
+  reaches the caller: ``python -m train`` says it in one line). Nothing of
+  the save is left running when its error propagates.
+  """
+  started = set(threading.enumerate())
+  records = _DiskFullRecords()
+  logger = absl_logging.get_absl_logger()
+  logger.addFilter(records)
+  try:
+    with _draining_event_loops(threading.current_thread(), started):
+      try:
+        yield
+      except BaseException:
+        _join_threads_started_since(started)
+        raise
+  finally:
+    logger.removeFilter(records)
+
+
+class _DrainingEventLoop(asyncio.SelectorEventLoop):
+  """An event loop whose ``close()`` first lets its pending tasks and executor threads end."""
+
+  def close(self):
+    if not self.is_running() and not self.is_closed():
+      deadline = time.monotonic() + _BACKGROUND_TIMEOUT_S
+      while (pending := asyncio.all_tasks(self)) and time.monotonic() < deadline:
+        self.run_until_complete(asyncio.wait(pending, timeout=deadline - time.monotonic()))
+        for task in pending:  # retrieved: no "exception was never retrieved" log at exit
+          if task.done() and not task.cancelled():
+            task.exception()
+      self.run_until_complete(self.shutdown_default_executor())
+    super().close()
+
+
+@contextlib.contextmanager
+def _draining_event_loops(saver: threading.Thread, started: set):
+  """New event loops of ``saver`` and of threads not in ``started`` are :class:`_DrainingEventLoop`.
+
+  Through asyncio's event-loop policy (deprecated from Python 3.14 on, hence
+  the silenced warnings; where asyncio has none, loops are left as they are).
+  """
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    base = getattr(asyncio, "DefaultEventLoopPolicy", None)
+    previous = asyncio.get_event_loop_policy() if base is not None else None
+  if base is None:
+    yield
+    return
+
+  class Policy(base):
+    def new_event_loop(self):
+      me = threading.current_thread()
+      if me is saver or me not in started:
+        return _DrainingEventLoop()
+      return super().new_event_loop()
+
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    asyncio.set_event_loop_policy(Policy())
+  try:
+    yield
+  finally:
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", DeprecationWarning)
+      asyncio.set_event_loop_policy(previous)
+
+
+class _DiskFullRecords(std_logging.Filter):
+  """Drops the log records that report a full disk (ENOSPC), in their text or exception."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    exc = record.exc_info[1] if record.exc_info else None
+    if exc is not None and cli.disk_full_message(exc, None) is not None:
+      return False
+    try:
+      text = record.getMessage()
+    except Exception:  # a record that does not format: let its handler report that
+      return True
+    return cli.disk_full_message(Exception(text), None) is None
+
+
+def _join_threads_started_since(started: set) -> None:
+  """Waits (up to :data:`_BACKGROUND_TIMEOUT_S` in all) for the non-daemon threads not in ``started``."""
+  deadline = time.monotonic() + _BACKGROUND_TIMEOUT_S
+  for thread in threading.enumerate():
+    if thread in started or thread.daemon or thread is threading.current_thread():
+      continue
+    try:
+      thread.join(max(0.0, deadline - time.monotonic()))
+    except Exception:  # Orbax's threads re-raise their exception in join(): the caller has one
+      pass
 
 
 def _move_step_aside(path, damaged_dir: str, step: int, reason: str) -> None:

@@ -8,6 +8,7 @@ import contextlib
 import json
 import math
 import os
+import time
 
 __all__ = [
   "MetricWriter",
@@ -75,12 +76,10 @@ class MetricWriter:
       return
     if os.path.exists(self.path):  # Drop lines written after the checkpoint we resume from.
       kept = [r for r in read_metrics(self.path) if r["step"] <= resume_step]
-      with open(self.path, "w") as f:
+      with _naming(self.path), open(self.path, "w") as f:
         f.writelines(json.dumps(r, allow_nan=False) + "\n" for r in kept)
     if tensorboard:
-      from tensorboardX import SummaryWriter
-
-      self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      self.tb = _EventFile(os.path.join(workdir, "tensorboard"))
 
   @staticmethod
   def strict(obj):
@@ -100,26 +99,73 @@ class MetricWriter:
     with _naming(self.path), open(self.path, "a") as f:
       f.write(json.dumps(self.strict(record), allow_nan=False) + "\n")
     if self.tb is not None:
-      for k, v in record.items():
-        if (
-          k not in ("step", "epoch")
-          and isinstance(v, (int, float))
-          and not isinstance(v, bool)
-          and math.isfinite(v)
-        ):
-          self.tb.add_scalar(k, float(v), global_step=record["step"])
-      self.tb.flush()
+      scalars = {
+        k: float(v)
+        for k, v in record.items()
+        if k not in ("step", "epoch")
+        and isinstance(v, (int, float))
+        and not isinstance(v, bool)
+        and math.isfinite(v)
+      }
+      self.tb.write(scalars, record["step"])
 
   def close(self):
-    """Closes the TensorBoard event file (idempotent); ``write`` must not follow.
-
-    Call it when the run ends: tensorboardX otherwise closes the file in an
-    ``atexit`` hook, which on Python >= 3.12 may fail at interpreter shutdown
-    ("can't create new thread") in a process that ran several runs.
-    """
+    """Closes the TensorBoard event file (idempotent); ``write`` must not follow."""
     if self.tb is not None:
       self.tb.close()
       self.tb = None
+
+
+class _EventFile:
+  """A TensorBoard event file under ``logdir``, written and flushed in the calling thread.
+
+  Not tensorboardX's ``SummaryWriter``: that one writes and flushes in a
+  thread of its own and flushes once more in an ``atexit`` hook, so a failed
+  write (a full disk) printed tracebacks from both, after the run's
+  ``error:`` line; and on Python >= 3.12 the hook may fail at interpreter
+  shutdown ("can't create new thread") in a process that ran several runs.
+  Here a failed write raises an ``OSError`` naming ``logdir`` where it
+  happens, and leaves the file closed (nothing is flushed at exit). The
+  events are the ones ``SummaryWriter.add_scalar`` writes.
+  """
+
+  def __init__(self, logdir: str):
+    from tensorboardX.event_file_writer import EventsWriter
+
+    self.logdir = logdir
+    os.makedirs(logdir, exist_ok=True)
+    with self._closing_on_error():
+      self._events = EventsWriter(os.path.join(logdir, "events"))
+      self._events.flush()
+
+  def write(self, scalars: dict[str, float], step: int) -> None:
+    """Appends one event per scalar at ``step`` and flushes them to disk."""
+    from tensorboardX.proto import event_pb2
+    from tensorboardX.summary import scalar
+
+    with self._closing_on_error():
+      for name, value in scalars.items():
+        event = event_pb2.Event(summary=scalar(name, value), wall_time=time.time(), step=step)
+        self._events.write_event(event)
+      self._events.flush()
+
+  def close(self) -> None:
+    if self._events is not None:
+      events, self._events = self._events, None
+      with _naming(self.logdir):
+        events.close()
+
+  @contextlib.contextmanager
+  def _closing_on_error(self):
+    try:
+      with _naming(self.logdir):
+        yield
+    except OSError:
+      events, self._events = getattr(self, "_events", None), None
+      if events is not None:
+        with contextlib.suppress(OSError):  # the flush fails again; the file is closed all the same
+          events.close()
+      raise
 
 
 def _naming(path: str):
