@@ -58,10 +58,17 @@ def get_config():
   # to rounding; docs/performance.md), XLA's on GPU/TPU; 'xla'; 'fast' (any backend).
   config.conv = "auto"
 
+  # Start from a finished run's network (fine-tuning): its workdir; '' = from scratch.
+  config.init_from = ""
+  # Re-initialize the classifier head even when the number of classes matches the source's.
+  config.init_from_reset_head = False
+
   # Norm options (one dict for every norm; each ignores what it doesn't use).
   config.mbn_total_epochs = 180  # T of Eq. 11.
   config.ideal_batch_size = 32  # m0 of Eqs. 11-12.
   config.tau0 = 0.85  # τ0 of Eq. 12.
+  # MBN's λ: True = Eq. 11's ramp from 0; False = 1 - m/m0 from the first step (fine-tuning).
+  config.mbn_lambda_ramp = True
   config.bn_momentum = 0.9  # BN / BRN running-average momentum (weight on the old value).
   config.r_max = 1.5  # Batch Renorm (paper's Mini-ImageNet best: r_max 1.5, d_max 0.5).
   config.d_max = 0.5  # Batch Renorm: the bound of its mean correction d.

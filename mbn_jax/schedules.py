@@ -162,18 +162,32 @@ class MomentumSchedule:
     total_epochs: T (>= 1).
     steps_per_epoch: optimizer steps per epoch (>= 1).
     ideal_batch_size: m0 (paper: 32).
+    ramp: True (default): Eq. 11, λ ramps from 0 (plain BN) in the first
+      epoch to 1 − m/m0 at epoch T. False: λ = 1 − m/m0 from the first step
+      — for fine-tuning a network whose statistics come from pretraining
+      (MBN's ``train_mean``/``train_var`` set from its ``mean``/``var``,
+      :func:`mbn_jax.convert.convert_norm_variables`): the normalizer then
+      starts at the pretrained statistics instead of 2-image batch statistics.
   """
 
   batch_size: int
   total_epochs: int
   steps_per_epoch: int
   ideal_batch_size: int = 32
+  ramp: bool = True
 
   def __post_init__(self):
     for name in ("batch_size", "total_epochs", "steps_per_epoch", "ideal_batch_size"):
       validate_positive_int(getattr(self, name), name)
+    if not isinstance(self.ramp, bool):
+      raise ValueError(
+        f"ramp must be True (Eq. 11) or False (λ final from step 0), got {self.ramp!r}."
+      )
 
   def __call__(self, step: ArrayLike) -> jax.Array:
+    if not self.ramp:
+      final = 1.0 - min(self.batch_size / self.ideal_batch_size, 1.0)
+      return jnp.full(jnp.shape(step), final, jnp.float32)
     return train_momentum(
       step,
       batch_size=self.batch_size,
@@ -184,24 +198,38 @@ class MomentumSchedule:
 
   @property
   def final_momentum(self) -> float:
-    """λ from epoch T on: 1 − m/m0 (0 when m ≥ m0 or T = 1)."""
+    """λ from epoch T on (from step 0 without the ramp): 1 − m/m0 (0 when m ≥ m0, or T = 1
+    with the ramp)."""
     return float(self(self.total_epochs * self.steps_per_epoch))
 
   def to_dict(self) -> dict:
-    return dataclasses.asdict(self)
+    """The values to save in a run record (``ramp`` only when False, so records of
+    schedules with the paper's ramp keep their keys)."""
+    out = dataclasses.asdict(self)
+    if out["ramp"]:
+      del out["ramp"]
+    return out
 
 
 def momentum_schedule(
-  *, batch_size: int, total_epochs: int, steps_per_epoch: int, ideal_batch_size: int = 32
+  *,
+  batch_size: int,
+  total_epochs: int,
+  steps_per_epoch: int,
+  ideal_batch_size: int = 32,
+  ramp: bool = True,
 ) -> MomentumSchedule:
   """MBN's training-momentum schedule λ(t) (Eq. 11) for m, T, steps per epoch and m0.
 
   The optax-style constructor of :class:`MomentumSchedule`: the result is a
   pure ``step -> λ`` function (traced steps included, one compilation).
+  ``ramp=False``: λ = 1 − m/m0 from the first step (fine-tuning from
+  pretrained statistics; see :class:`MomentumSchedule`).
   """
   return MomentumSchedule(
     batch_size=batch_size,
     total_epochs=total_epochs,
     steps_per_epoch=steps_per_epoch,
     ideal_batch_size=ideal_batch_size,
+    ramp=ramp,
   )

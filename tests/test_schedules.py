@@ -197,3 +197,18 @@ def test_the_layer_uses_a_given_schedule():
   (_, upd) = const.apply(v, x, False, step=3, mutable=["batch_stats"])
   want = 0.5 * 1.0 + 0.5 * np.asarray(x).mean(0)
   np.testing.assert_allclose(upd["batch_stats"]["train_mean"], want, rtol=1e-6)
+
+
+def test_without_the_ramp_lambda_is_final_from_the_first_step():
+  """Fine-tuning from pretrained statistics: λ = 1 − m/m0 at every step (and 0 when m ≥ m0)."""
+  from mbn_jax.schedules import momentum_schedule
+
+  ramp = momentum_schedule(batch_size=2, total_epochs=9, steps_per_epoch=10)
+  flat = momentum_schedule(batch_size=2, total_epochs=9, steps_per_epoch=10, ramp=False)
+  steps = jnp.arange(0, 120, 7)
+  np.testing.assert_allclose(flat(steps), np.full(steps.shape, 1 - 2 / 32), rtol=1e-6)
+  assert float(ramp(0)) == 0.0 and flat.final_momentum == pytest.approx(ramp.final_momentum)
+  big = momentum_schedule(batch_size=64, total_epochs=9, steps_per_epoch=10, ramp=False)
+  assert float(big(5)) == 0.0
+  with pytest.raises(ValueError, match="ramp must be"):
+    momentum_schedule(batch_size=2, total_epochs=9, steps_per_epoch=10, ramp="no")

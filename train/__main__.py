@@ -86,11 +86,12 @@ def _run():
     _initialize_distributed(FLAGS.config)
   except app.UsageError as e:
     cli.fail(str(e))
-  from train import checkpoints, input_pipeline
+  from train import checkpoints, init_from, input_pipeline
   from train import train as train_lib
 
   expected = (
     train_lib.ConfigMismatchError,
+    init_from.InitFromError,
     input_pipeline.DatasetUnavailableError,
     input_pipeline.DataConfigError,
     checkpoints.CheckpointError,

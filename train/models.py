@@ -166,6 +166,7 @@ def momentum_schedule_of(config, statistics_batch_size: int, steps_per_epoch: in
     total_epochs=config.mbn_total_epochs,
     steps_per_epoch=steps_per_epoch,
     ideal_batch_size=config.ideal_batch_size,
+    ramp=config.mbn_lambda_ramp,
   )
 
 

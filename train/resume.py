@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from train import checkpoints as ckpt_lib
-from train import steps
+from train import init_from, steps
 from train.epoch import EpochSums, Progress
 from train.setup import RunSetup
 from train.validation import ConfigMismatchError, check_resume_compatible, config_json
@@ -44,6 +44,12 @@ def restore_or_start(s: RunSetup) -> Progress:
       s.model, tx, s.data.image_shape, batch_size=layout.per_device_batch_size, seed=config.seed
     )
   )
+  start_record = None
+  if s.source is not None:  # config.init_from: the source's network, converted to this norm
+    params, stats, start_record = init_from.initial_variables(
+      config, s.source, host.params, host.batch_stats, s.data.num_classes
+    )
+    host = host.replace(params=params, batch_stats=stats)
   per_device = _stacked(host.batch_stats, layout.local_devices)  # a fresh start: all alike
   target = {
     "step": np.asarray(host.step),
@@ -72,6 +78,15 @@ def restore_or_start(s: RunSetup) -> Progress:
     )
   if found is None and s.is_main:
     record = {"config": config_json(config), "run_info": s.run_info, "layout": layout.to_record()}
+    if start_record is not None:
+      record["init_from"] = start_record
+      print(
+        f"Starting from {start_record['workdir']} (step {start_record['step']}, "
+        f"{start_record['norm']}, {start_record['statistics']} statistics): "
+        f"{start_record['copied']} leaves copied, {start_record['derived']} derived"
+        + (", head re-initialized" if start_record["head_reinitialized"] else ""),
+        flush=True,
+      )
     save_json(config_path, record)
   state = s.parallel.place(host, per_device)
   step = int(s.parallel.first(state.step))

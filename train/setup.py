@@ -18,7 +18,7 @@ import ml_collections
 
 from mbn_jax import norms
 from train import checkpoints as ckpt_lib
-from train import checks, input_pipeline, steps
+from train import checks, init_from, input_pipeline, steps
 from train.layout import RunLayout
 from train.models import build_model, momentum_schedule_of
 from train.parallel import Parallel, make_parallel
@@ -47,6 +47,7 @@ class RunSetup:
   logs_lambda: bool  # the norm follows a momentum schedule (its class says so)
   precise_stats_on: bool  # the norm keeps statistics that can be re-estimated
   t_start: float
+  source: init_from.SourceRun | None = None  # config.init_from's run, for a fresh start
   writer: MetricWriter | None = None  # opened once the resume step is known
 
   @property
@@ -95,6 +96,12 @@ def set_up(config, workdir: str, layout: RunLayout) -> RunSetup:
     sync=parallel.norm_options(),
   )
   lr_fn = steps.learning_rate_fn(config, m * k, layout.global_batch_size * k, opt_spe)
+  manager = ckpt_lib.CheckpointManager(
+    os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints
+  )
+  source = None  # a run with checkpoints of its own resumes from them, never from the source
+  if config.init_from and not manager.all_steps():
+    source = init_from.check_source(config, model, data.image_shape, data.num_classes)
   probes = steps.backward_probe_shapes(model, data.image_shape)  # {} unless a norm has them
   parallel.compile(model, lr_fn, lam_fn, k, probes)
   caps = norms.norm_class(config.norm).capabilities
@@ -110,9 +117,8 @@ def set_up(config, workdir: str, layout: RunLayout) -> RunSetup:
     lam_fn=lam_fn,
     model=model,
     parallel=parallel,
-    manager=ckpt_lib.CheckpointManager(
-      os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints
-    ),
+    manager=manager,
+    source=source,
     run_info=run_info(layout, spe, opt_spe),
     logs_lambda=caps.momentum_schedule,
     precise_stats_on=bool(config.precise_stats_batches) and caps.precise_statistics,

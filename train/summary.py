@@ -10,7 +10,7 @@ import time
 from tqdm import tqdm
 
 from mbn_jax import norms
-from train import devices, divergence
+from train import devices, divergence, init_from
 from train.epoch import Progress
 from train.setup import RunSetup
 from train.validation import config_json
@@ -139,6 +139,7 @@ def _summary(s: RunSetup, p: Progress, records: list[dict], outcome, last_eval: 
     "train_step_traces": s.parallel.train_traces,
     "wall_time_s": time.time() - s.t_start,
     "software_and_machine": devices.software_and_machine(),
+    "init_from": init_from.record_of(s.workdir),  # the source run and what it carried, or None
     **s.run_info,
     # Summary-only (run_info, which resume compares, keeps its keys): under gradient
     # accumulation an epoch is micro_batches_per_epoch = k · optimizer_steps_per_epoch.
