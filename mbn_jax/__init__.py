@@ -20,6 +20,8 @@ Public API:
   (MABN's): the probes (:data:`BACKWARD_PROBES`, :func:`zero_probes`) and
   :func:`fold_backward_statistics` / :func:`fold_backward_statistics_nnx`.
 * :func:`create_model` / :mod:`mbn_jax.models` — the paper's networks.
+* :mod:`mbn_jax.convert` — a pretrained network's variables for another norm
+  (fine-tuning: BN → FrozenBN, MBN, MABN).
 * :func:`precise_batch_stats` (linen) / :func:`precise_batch_stats_nnx` —
   population ("precise") inference statistics, law of total variance.
 
@@ -28,6 +30,7 @@ Every momentum in mbn_jax weights the *old* value (Flax's convention).
 
 from mbn_jax import (
   backward_statistics,
+  convert,
   functional,
   models,
   noise,
@@ -71,6 +74,7 @@ __all__ = [
   "backward_statistics",
   "capabilities_of",
   "centered_conv",
+  "convert",
   "create_model",
   "fold_backward_statistics",
   "fold_backward_statistics_nnx",

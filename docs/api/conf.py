@@ -55,6 +55,8 @@ PUBLIC_MODULES = [
   "mbn_jax.nnx",
   "mbn_jax.schedules",
   "mbn_jax.precise",
+  "mbn_jax.backward_statistics",
+  "mbn_jax.convert",
   "mbn_jax.norms",
   "mbn_jax.functional",
   "mbn_jax.models",
