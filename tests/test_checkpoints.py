@@ -50,7 +50,7 @@ def test_sigterm_leaves_a_usable_checkpoint(tmp_path):
     JAX_PLATFORMS="cpu",
     TF_CPP_MIN_LOG_LEVEL="3",
     PYTHONPATH=ROOT,
-    JAX_COMPILATION_CACHE_DIR=os.path.join(ROOT, ".jax_cache"),
+    JAX_COMPILATION_CACHE_DIR=os.environ["JAX_COMPILATION_CACHE_DIR"],
     JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
   )
   cmd = [

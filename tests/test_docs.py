@@ -33,7 +33,7 @@ def test_block_runs_as_written(code):
     os.environ,
     JAX_PLATFORMS="cpu",
     TF_CPP_MIN_LOG_LEVEL="3",
-    JAX_COMPILATION_CACHE_DIR=str(ROOT / ".jax_cache"),
+    JAX_COMPILATION_CACHE_DIR=os.environ["JAX_COMPILATION_CACHE_DIR"],
     JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
     JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
   )

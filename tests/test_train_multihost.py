@@ -38,7 +38,7 @@ def env(devices):
     JAX_PLATFORMS="cpu",
     TF_CPP_MIN_LOG_LEVEL="3",
     PYTHONPATH=ROOT,
-    JAX_COMPILATION_CACHE_DIR=os.path.join(ROOT, ".jax_cache"),
+    JAX_COMPILATION_CACHE_DIR=os.environ["JAX_COMPILATION_CACHE_DIR"],
     JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
   )
   return e

@@ -42,7 +42,7 @@ def test_quickstart_prints_bn_and_mbn_side_by_side(tmp_path):
     JAX_PLATFORMS="cpu",
     TF_CPP_MIN_LOG_LEVEL="3",
     PYTHONPATH=ROOT,
-    JAX_COMPILATION_CACHE_DIR=os.path.join(ROOT, ".jax_cache"),
+    JAX_COMPILATION_CACHE_DIR=os.environ["JAX_COMPILATION_CACHE_DIR"],
     JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
   )
   workdir = str(tmp_path / "qs")
