@@ -31,6 +31,7 @@ from mbn_jax import schedules
 __all__ = [
   "DEFERRED_STATISTICS",
   "Moments",
+  "abs_sq",
   "batch_moments",
   "batch_statistics",
   "check_epsilon",
@@ -46,6 +47,7 @@ __all__ = [
   "moving_average",
   "normalize",
   "pool_moments",
+  "real_dtype",
   "statistics_batch_size",
   "updatable",
 ]
@@ -113,12 +115,15 @@ def check_epsilon(epsilon) -> None:
     )
 
 
-def check_input(x, layer: str = "the norm") -> jax.Array:
-  """``x`` as a JAX array; raises a TypeError for input no norm can normalize correctly.
+def check_input(x, layer: str = "the norm", *, complex_ok: bool = False) -> jax.Array:
+  """``x`` as a JAX array; raises a TypeError for input the layer cannot normalize correctly.
 
-  Refused: complex input (``E[|x|²] − |E[x]|²`` and ``E[x²] − E[x]²`` are both not what
-  a real norm's variance means; normalize the real and imaginary parts as separate
-  features instead) and anything that is not a numeric array (a string, an object).
+  Refused: anything that is not a numeric array (a string, an object) and,
+  unless ``complex_ok`` (the layers whose capabilities say ``complex_input``:
+  BatchNorm and MomentumBatchNorm, which compute complex input as
+  ``flax.linen.BatchNorm`` does — a complex mean and the real variance
+  ``E[|x − μ|²]``), complex input: the other norms' statistics are not defined for
+  it (normalize the real and imaginary parts as separate features instead).
   """
   try:
     x = jnp.asarray(x)
@@ -126,13 +131,28 @@ def check_input(x, layer: str = "the norm") -> jax.Array:
     raise TypeError(
       f"{layer} takes a numeric array as its input x, got {type(x).__name__} ({e})."
     ) from None
-  if jnp.issubdtype(x.dtype, jnp.complexfloating):
+  if not complex_ok and jnp.issubdtype(x.dtype, jnp.complexfloating):
     raise TypeError(
       f"{layer} got a complex input (dtype {x.dtype}): its statistics would not be a mean "
       "and variance of real features. Normalize the real and imaginary parts as separate "
-      "features, e.g. jnp.concatenate([x.real, x.imag], axis=-1)."
+      "features, e.g. jnp.concatenate([x.real, x.imag], axis=-1) (BatchNorm and "
+      "MomentumBatchNorm normalize complex input as flax.linen.BatchNorm does)."
     )
   return x
+
+
+def abs_sq(x) -> jax.Array:
+  """``|x|²`` elementwise: ``x²`` for real ``x`` (the same operation), ``re² + im²`` (real) for
+  complex ``x`` — what a variance squares (Flax's ``_abs_sq``)."""
+  x = jnp.asarray(x)
+  if jnp.iscomplexobj(x):
+    return jax.lax.square(jnp.real(x)) + jax.lax.square(jnp.imag(x))
+  return jax.lax.square(x)
+
+
+def real_dtype(dtype) -> np.dtype:
+  """The real dtype of a (possibly complex) inexact dtype: complex64 → float32."""
+  return np.dtype(jnp.finfo(dtype).dtype)
 
 
 def check_per_example_reduction(x_shape, values_per_statistic: int, layer: str, hint: str) -> None:
@@ -247,26 +267,33 @@ def batch_moments(
     counts the two agree to float rounding.
   * No valid entry at all (every device's mask empty): μ_B = σ²_B = n = 0,
     and :func:`updatable` is False, so the layers keep their statistics.
+  * Complex input (``flax.linen.BatchNorm``'s arithmetic): μ_B is complex,
+    σ²_B = ``E[|x − μ_B|²]`` is real (``E[|x|²] − |μ_B|²`` with
+    ``use_fast_variance``), n is real; across devices the real and imaginary
+    parts of Σx travel as two real rows of the one ``psum``.
   """
   if dtype is None:
     dtype = jnp.result_type(x)
   if force_float32_reductions or jnp.dtype(dtype) == jnp.float16:  # float16: see above
     dtype = jnp.promote_types(dtype, jnp.float32)
   x = jnp.asarray(x).astype(dtype)
+  is_complex = jnp.iscomplexobj(x)
+  count_dtype = real_dtype(dtype) if is_complex else dtype
   axes = tuple(sorted({a % x.ndim for a in reduction_axes}))
   feature_shape = tuple(d for i, d in enumerate(x.shape) if i not in axes)
-  if mask is not None:
-    mask = jnp.broadcast_to(jnp.asarray(mask, bool), x.shape)
-    count = jnp.sum(mask, axis=axes, dtype=dtype)
+  given_mask = None if mask is None else jnp.asarray(mask, bool)  # as Flax passes it: where=
+  if given_mask is not None:
+    mask = jnp.broadcast_to(given_mask, x.shape)
+    count = jnp.sum(mask, axis=axes, dtype=count_dtype)
   else:
-    count = jnp.full(feature_shape, np.prod([x.shape[a] for a in axes]), dtype)
+    count = jnp.full(feature_shape, np.prod([x.shape[a] for a in axes]), count_dtype)
 
   if axis_name is None:
-    mean = x.mean(axes, where=mask)
+    mean = x.mean(axes, where=given_mask)
     if use_fast_variance:
-      var = jnp.maximum(0.0, jax.lax.square(x).mean(axes, where=mask) - jax.lax.square(mean))
+      var = jnp.maximum(0.0, abs_sq(x).mean(axes, where=given_mask) - abs_sq(mean))
     else:
-      var = jax.lax.square(x - jnp.expand_dims(mean, axes)).mean(axes, where=mask)
+      var = abs_sq(x - jnp.expand_dims(mean, axes)).mean(axes, where=given_mask)
   else:
 
     def psum(t):
@@ -275,16 +302,20 @@ def batch_moments(
     def total(t):  # Σ over the valid entries of this device
       return jnp.sum(t if mask is None else jnp.where(mask, t, 0), axis=axes)
 
+    def first_moment(*rows):  # one psum of [n, Σx, *rows]; Σx as two real rows if complex
+      s1 = total(x)
+      parts = [jnp.real(s1), jnp.imag(s1)] if is_complex else [s1]
+      out = psum(jnp.stack([count, *parts, *rows]))
+      s1 = jax.lax.complex(out[1], out[2]) if is_complex else out[1]
+      safe = jnp.where(out[0] > 0, out[0], 1)
+      return out[0], s1 / safe, safe, out[1 + len(parts) :]
+
     if use_fast_variance:
-      count, s1, s2 = psum(jnp.stack([count, total(x), total(jax.lax.square(x))]))
-      safe = jnp.where(count > 0, count, 1)
-      mean = s1 / safe
-      var = jnp.maximum(0.0, s2 / safe - jax.lax.square(mean))
+      count, mean, safe, (s2,) = first_moment(total(abs_sq(x)))
+      var = jnp.maximum(0.0, s2 / safe - abs_sq(mean))
     else:
-      count, s1 = psum(jnp.stack([count, total(x)]))
-      safe = jnp.where(count > 0, count, 1)
-      mean = s1 / safe
-      var = psum(total(jax.lax.square(x - jnp.expand_dims(mean, axes)))) / safe
+      count, mean, safe, _ = first_moment()
+      var = psum(total(abs_sq(x - jnp.expand_dims(mean, axes)))) / safe
   if mask is not None or axis_name is not None:  # count may be 0: define the statistics
     mean = jnp.where(count > 0, mean, 0)
     var = jnp.where(count > 0, var, 0)
@@ -316,10 +347,11 @@ def pool_moments(
   """
   means = jnp.asarray(means)
   variances = jnp.asarray(variances)
+  count_dtype = real_dtype(means.dtype) if jnp.iscomplexobj(means) else means.dtype
   counts = (
-    jnp.ones_like(means)
+    jnp.ones(means.shape, count_dtype)
     if counts is None
-    else jnp.broadcast_to(jnp.asarray(counts, means.dtype), means.shape)
+    else jnp.broadcast_to(jnp.asarray(counts, count_dtype), means.shape)
   )
 
   def total(t):
@@ -331,7 +363,8 @@ def pool_moments(
   safe_n = jnp.where(n > 0, n, 1)
   mean = total(counts * means) / safe_n
   centred = means - (jnp.expand_dims(mean, axis) if axis is not None else mean)
-  var = total(counts * (variances + centred**2)) / safe_n
+  var = total(counts * (variances + (abs_sq(centred) if jnp.iscomplexobj(centred) else centred**2)))
+  var = var / safe_n
   return Moments(mean, var, n)
 
 
@@ -419,11 +452,11 @@ def deferred_moving_average(batch: Moments, stats: dict, momentum, accumulation_
   Returns:
     The new ``mean``, ``var``, ``acc_mean``, ``acc_var``, ``acc_count``, ``acc_calls``.
   """
-  zero = jnp.zeros_like(batch.mean)
+  zero = jnp.zeros_like(batch.var)  # real, also for complex input (whose mean is complex)
   this = Moments(
-    jnp.where(ok, batch.mean, zero),
+    jnp.where(ok, batch.mean, jnp.zeros_like(batch.mean)),
     jnp.where(ok, batch.var, zero),
-    jnp.where(ok, batch.count, zero).astype(batch.mean.dtype),
+    jnp.where(ok, batch.count, zero).astype(batch.var.dtype),
   )
   acc = Moments(stats["acc_mean"], stats["acc_var"], stats["acc_count"])
   pooled = pool_moments(

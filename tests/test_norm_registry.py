@@ -24,7 +24,13 @@ from flax.linen import initializers
 import mbn_jax
 from mbn_jax import analysis, functional, norms
 from mbn_jax import nnx as mbn_nnx
-from mbn_jax.norms.base import NNXNorm, declared_fields, linen_front_end, nnx_front_end
+from mbn_jax.norms.base import (
+  NNXNorm,
+  declared_fields,
+  linen_front_end,
+  nnx_arguments,
+  nnx_front_end,
+)
 
 
 def mean_only_body(
@@ -135,10 +141,13 @@ def test_every_norm_of_the_package_declares_its_capabilities():
   "nnx_cls", [mbn_nnx.MomentumBatchNorm, mbn_nnx.BatchNorm, mbn_nnx.BatchRenorm, MeanOnlyNormNNX]
 )
 def test_nnx_fields_are_the_linen_declaration(nnx_cls):
-  """Same names and defaults (only use_running_average defaults to False, as nnx.BatchNorm)."""
+  """Same names and defaults (only use_running_average defaults to False, as nnx.BatchNorm),
+  then flax.nnx.BatchNorm's other arguments (tests/test_flax_parity.py checks them)."""
   fields = declared_fields(nnx_cls.linen)
   params = inspect.signature(nnx_cls.__init__).parameters
-  assert list(params) == ["self", "num_features", *fields, "rngs"]
+  extra = [n for n in nnx_arguments(nnx_cls.linen) if not n.endswith("_metadata")]
+  metadata = ["bias_metadata", "scale_metadata"]
+  assert list(params) == ["self", "num_features", *fields, *extra, "rngs", *metadata]
   for name, default in fields.items():
     want = False if name == "use_running_average" else default
     assert params[name].default == want, name

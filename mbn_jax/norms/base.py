@@ -24,7 +24,9 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import numbers
+import warnings
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import jax
@@ -47,7 +49,9 @@ __all__ = [
   "feature_shape_of",
   "linen_call",
   "linen_front_end",
+  "nnx_arguments",
   "nnx_front_end",
+  "promote_like_nnx",
   "register_capabilities",
   "statistics_with_accumulator",
 ]
@@ -96,6 +100,10 @@ class Capabilities:
       respect to the ``backward_probes`` collection too and fold the
       cotangents back (:mod:`mbn_jax.backward_statistics`). The class names
       the statistics in ``backward_statistic_names``.
+    complex_input: normalizes complex input as ``flax.linen.BatchNorm`` does
+      (complex mean, real variance ``E[|x − μ|²]``, the moving averages likewise:
+      BN, MBN). Every other norm refuses complex input with a TypeError
+      (:func:`mbn_jax.functional.check_input`).
   """
 
   normalizer: str = "none"
@@ -108,6 +116,7 @@ class Capabilities:
   deferred_accumulation: bool = False
   synchronizes: bool = False
   backward_statistics: bool = False
+  complex_input: bool = False
 
   def __post_init__(self):
     if self.normalizer not in NORMALIZERS:
@@ -126,6 +135,7 @@ BATCH_NORM_CAPABILITIES = Capabilities(
   batch_statistics=True,
   precise_statistics=True,
   synchronizes=True,
+  complex_input=True,
 )
 _REGISTERED: dict[type, Capabilities] = {
   nn.BatchNorm: BATCH_NORM_CAPABILITIES,
@@ -270,9 +280,11 @@ def linen_front_end(module, body, x, use_running_average: bool, statistics: dict
   unless ``force_float32_reductions=False``) and ``params/scale``,
   ``params/bias`` of the feature shape, runs
   ``body(module, x, stats, scale, bias, use_running_average=..., initializing=..., **call)``
-  and writes the returned statistics back in training (never during ``init``).
+  and writes the returned statistics back in training (never during ``init``). A norm
+  whose capabilities say ``complex_input`` takes complex ``x``: its mean statistics
+  then become complex, as ``flax.linen.BatchNorm``'s do.
   """
-  x = F.check_input(x, type(module).__name__)
+  x = F.check_input(x, type(module).__name__, complex_ok=capabilities_of(module).complex_input)
   if "step" in call:
     F.check_step(call["step"])
   feature_axes, _ = F.feature_and_reduction_axes(x.ndim, module.axis)
@@ -348,14 +360,76 @@ def _linen_probes(module, variables: dict, initializing: bool) -> dict:
 NNX_DEFAULTS = {"use_running_average": False}
 
 
+def _no_promotion(args, /, *, dtype=None):
+  """``promote_dtype`` of ``flax.nnx.BatchNorm`` before it had one: the arguments unchanged."""
+  del dtype
+  return args
+
+
+def _flax_nnx_batch_norm_arguments() -> dict[str, inspect.Parameter]:
+  """The arguments of the installed ``flax.nnx.BatchNorm.__init__`` after ``num_features``."""
+  params = inspect.signature(nnx.BatchNorm.__init__).parameters
+  return {n: p for n, p in params.items() if n not in ("self", "num_features")}
+
+
+# flax.nnx.BatchNorm's arguments at the installed Flax, and those the nnx front ends
+# implement themselves (they are no linen field): the dtype promotion and the
+# parameters' metadata (sharding annotations), with Flax's defaults. Flax 0.12.0
+# had none of them (and promoted nothing): they are accepted all the same.
+FLAX_NNX_ARGUMENTS = _flax_nnx_batch_norm_arguments()
+NNX_ARGUMENTS: dict[str, Any] = {
+  "promote_dtype": (
+    FLAX_NNX_ARGUMENTS["promote_dtype"].default
+    if "promote_dtype" in FLAX_NNX_ARGUMENTS
+    else _no_promotion
+  ),
+  "bias_metadata": MappingProxyType({}),
+  "scale_metadata": MappingProxyType({}),
+}
+
+
+def nnx_arguments(linen_cls: type) -> dict[str, Any]:
+  """``{argument: default}`` an nnx front end takes besides ``num_features``, its linen
+  declaration's fields and ``rngs``: every other argument of ``flax.nnx.BatchNorm``.
+
+  * ``promote_dtype``, ``bias_metadata``, ``scale_metadata``: as in
+    ``flax.nnx.BatchNorm`` (:data:`NNX_ARGUMENTS`).
+  * A Flax argument the declaration has no field of (``momentum`` for MBN and
+    FrozenBN): the declaration's ``flax_arguments`` ClassVar says which field it
+    sets (MBN: ``momentum`` is τ, the momentum of the inference statistics) or,
+    with None, that it has no effect (FrozenBN: its statistics never move); its
+    default is that field's (or None).
+  * An argument of a newer ``flax.nnx.BatchNorm`` mbn_jax does not know yet:
+    accepted with Flax's default; any other value is ignored with a warning.
+  """
+  declared = declared_fields(linen_cls)
+  aliases = getattr(linen_cls, "flax_arguments", {})
+  out: dict[str, Any] = {}
+  for name, param in FLAX_NNX_ARGUMENTS.items():
+    if name in declared or name == "rngs" or param.kind is not inspect.Parameter.KEYWORD_ONLY:
+      continue
+    if name in NNX_ARGUMENTS:
+      out[name] = NNX_ARGUMENTS[name]
+    elif name in aliases:
+      out[name] = None if aliases[name] is None else declared[aliases[name]]
+    else:
+      out[name] = None if param.default is inspect.Parameter.empty else param.default
+  for name, default in NNX_ARGUMENTS.items():  # also with a Flax that does not have them
+    out.setdefault(name, default)
+  return out
+
+
 class NNXNorm(nnx.Module):
   """Base of every nnx front end: the fields come from the linen declaration ``linen``.
 
-  ``Subclass(num_features, *, rngs, **fields)`` takes exactly the dataclass
-  fields of ``linen`` (same names and defaults, checked by
-  ``linen.check_fields``), creates the ``nnx.BatchStat`` statistics that
-  ``linen.statistics_for`` declares and the ``scale``/``bias`` params, and
-  ``__call__`` runs ``body`` through :func:`nnx_front_end`.
+  ``Subclass(num_features, *, rngs, **fields)`` takes the dataclass fields of
+  ``linen`` (same names and defaults, checked by ``linen.check_fields``) and
+  every other argument of ``flax.nnx.BatchNorm`` (:func:`nnx_arguments`:
+  ``promote_dtype``, ``scale_metadata``/``bias_metadata`` — given to the
+  ``scale``/``bias`` variables, e.g. ``{"out_sharding": ("model",)}`` — and
+  ``momentum`` where the declaration has none), creates the ``nnx.BatchStat``
+  statistics that ``linen.statistics_for`` declares and the ``scale``/``bias``
+  params, and ``__call__`` runs ``body`` through :func:`nnx_front_end`.
   ``model.eval()`` / ``model.train()`` (``set_view``) toggle
   ``use_running_average``.
   """
@@ -371,13 +445,17 @@ class NNXNorm(nnx.Module):
     ):  # a concrete front end: the declaration's signature and capabilities
       cls.capabilities = capabilities_of(cls.linen)
       fields = {**declared_fields(cls.linen), **NNX_DEFAULTS}
+      keyword = inspect.Parameter.KEYWORD_ONLY
       params = [
         inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
         inspect.Parameter("num_features", inspect.Parameter.POSITIONAL_OR_KEYWORD),
-      ] + [
-        inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d) for n, d in fields.items()
-      ]
-      params.append(inspect.Parameter("rngs", inspect.Parameter.KEYWORD_ONLY))
+      ] + [inspect.Parameter(n, keyword, default=d) for n, d in fields.items()]
+      extra = nnx_arguments(cls.linen)
+      after_rngs = ("bias_metadata", "scale_metadata")  # where flax.nnx.BatchNorm has them
+      params += [inspect.Parameter(n, keyword, default=d) for n, d in extra.items()]
+      params = [p for p in params if p.name not in after_rngs]
+      params.append(inspect.Parameter("rngs", keyword))
+      params += [inspect.Parameter(n, keyword, default=extra[n]) for n in after_rngs]
       if "__init__" not in cls.__dict__:  # its own __init__, so the signature is its own
 
         def __init__(self, num_features, *, rngs: nnx.Rngs, **fields):
@@ -390,34 +468,49 @@ class NNXNorm(nnx.Module):
   def __init__(self, num_features, *, rngs: nnx.Rngs, **fields):
     cls = type(self)
     declared = {**declared_fields(cls.linen), **NNX_DEFAULTS}
-    unknown = sorted(set(fields) - set(declared))
+    extra = nnx_arguments(cls.linen)
+    unknown = sorted(set(fields) - set(declared) - set(extra))
     if unknown:
       raise TypeError(
-        f"{cls.__name__}() got unknown argument(s) {unknown}: it takes num_features, rngs and "
-        f"the fields of {cls.linen.__module__}.{cls.linen.__name__}: {sorted(declared)}."
+        f"{cls.__name__}() got unknown argument(s) {unknown}: it takes num_features, rngs, "
+        f"the fields of {cls.linen.__module__}.{cls.linen.__name__}: {sorted(declared)}, "
+        f"and flax.nnx.BatchNorm's {sorted(extra)}."
       )
+    fields = dict(fields)
+    nnx_only = {n: fields.pop(n, d) for n, d in extra.items()}
+    promote = nnx_only.pop("promote_dtype")
+    if not callable(promote):
+      raise TypeError(
+        f"promote_dtype must be a function ((x, mean, var, scale, bias), *, dtype) -> the "
+        f"same tuple, as in flax.nnx.BatchNorm; got {promote!r}."
+      )
+    metadata = {n: dict(nnx_only.pop(f"{n}_metadata") or {}) for n in ("scale", "bias")}
+    _route_flax_arguments(cls, nnx_only, fields, extra)
     values = {**declared, **fields}
     for name, value in values.items():
       setattr(self, name, value)
     self.num_features = num_features
+    self.promote_dtype = promote
     cls.linen.check_fields(self)
     shape = feature_shape_of(num_features, values["axis"])
     stat_dtype = jnp.float32 if values["force_float32_reductions"] else values["param_dtype"]
+    learned = affine_is_learned(self)
     for name, init in cls.linen.statistics_for(self).items():
-      setattr(self, name, nnx.BatchStat(init(shape, stat_dtype)))
+      meta = metadata[name] if not learned and name in metadata else {}  # FrozenBN's γ/β
+      setattr(self, name, nnx.BatchStat(init(shape, stat_dtype), **meta))
     if cls.capabilities.backward_statistics:
       for name in cls.linen.backward_statistic_names:
         stat = getattr(self, name)[...]
         setattr(self, probe_name(name), BackwardProbe(jnp.zeros(stat.shape, stat.dtype)))
     param_dtype = values["param_dtype"]
-    if affine_is_learned(self):
+    if learned:
       self.scale = (
-        nnx.Param(values["scale_init"](rngs.params(), shape, param_dtype))
+        nnx.Param(values["scale_init"](rngs.params(), shape, param_dtype), **metadata["scale"])
         if values["use_scale"]
         else None
       )
       self.bias = (
-        nnx.Param(values["bias_init"](rngs.params(), shape, param_dtype))
+        nnx.Param(values["bias_init"](rngs.params(), shape, param_dtype), **metadata["bias"])
         if values["use_bias"]
         else None
       )
@@ -444,11 +537,84 @@ class NNXNorm(nnx.Module):
       self.use_running_average = use_running_average
 
 
+def _route_flax_arguments(cls, given: dict, fields: dict, defaults: dict) -> None:
+  """Puts the Flax arguments an nnx front end got (``given``) where they belong.
+
+  An argument the declaration's ``flax_arguments`` maps to a field sets that
+  field (unless None; given together with the field itself they must agree); one
+  mapped to None is accepted without effect; one mbn_jax does not know (a
+  newer Flax's) warns when it is not Flax's default.
+  """
+  aliases = getattr(cls.linen, "flax_arguments", {})
+  for name, value in given.items():
+    if name in aliases:
+      target = aliases[name]
+      if target is None or value is None:
+        continue
+      if target in fields and fields[target] != value:
+        raise ValueError(
+          f"{cls.__name__} got {name}={value!r} and {target}={fields[target]!r}: {name} "
+          f"(flax.nnx.BatchNorm's name) is {target} here; pass one."
+        )
+      fields[target] = value
+    elif value is not defaults[name] and value != defaults[name]:
+      warnings.warn(
+        f"{cls.__name__} ignores {name}={value!r}: flax.nnx.BatchNorm's argument {name!r} "
+        "is newer than this mbn_jax and has no effect here.",
+        UserWarning,
+        stacklevel=4,
+      )
+
+
+def promote_like_nnx(module, x, stats: dict, scale, bias, use_running_average: bool):
+  """``flax.nnx.BatchNorm``'s dtype promotion, before a body runs.
+
+  ``module.promote_dtype((x, mean, var, scale, bias), dtype=module.dtype)`` with
+  the declaration's inference statistics (``inference_statistics``: ``("mean",
+  "var")`` unless it says otherwise; MABN's ``(None, "running_var")``) and γ/β
+  (params, or FrozenBN's fixed statistics). The body gets the promoted ``x`` and
+  γ/β, and the promoted mean/var where it normalizes with them (inference);
+  moving averages are updated from the stored statistics (as nnx.BatchNorm does).
+  Returns ``(x, stats, scale, bias)``.
+  """
+  promote = getattr(module, "promote_dtype", None)
+  if promote is None:
+    return x, stats, scale, bias
+  mean_name, var_name = getattr(type(module).linen, "inference_statistics", ("mean", "var"))
+  learned = affine_is_learned(module)
+  affine = (scale, bias) if learned else (stats.get("scale"), stats.get("bias"))
+  pick = lambda name: stats.get(name) if name is not None else None
+  x, mean, var, new_scale, new_bias = promote(
+    (x, pick(mean_name), pick(var_name), *affine), dtype=module.dtype
+  )
+  promoted = {mean_name: mean, var_name: var}
+  if not learned:
+    promoted.update(scale=new_scale, bias=new_bias)
+  else:
+    scale, bias = new_scale, new_bias
+  if use_running_average:
+    stats = {**stats, **{n: v for n, v in promoted.items() if n in stats and v is not None}}
+  return x, stats, scale, bias
+
+
+def _write_statistic(variable, value) -> None:
+  """``variable[...] = value``, or its value replaced when the dtype changes (a complex
+  input's mean: ``flax.linen.BatchNorm`` keeps it complex, where ``flax.nnx.BatchNorm``
+  would silently drop its imaginary part)."""
+  if jnp.result_type(value) == variable[...].dtype:
+    variable[...] = value
+  elif hasattr(variable, "set_value"):
+    variable.set_value(value)
+  else:  # Flax before set_value
+    variable.value = value
+
+
 def nnx_front_end(module: Any, x, use_running_average, **call) -> jax.Array:
   """An nnx norm's whole ``__call__`` around its pure ``body`` (the linen layer's body).
 
   Checks ``x`` and ``step`` as :func:`linen_front_end` does, reads the
-  ``nnx.BatchStat`` statistics and the params, runs
+  ``nnx.BatchStat`` statistics and the params, applies ``module.promote_dtype``
+  as ``flax.nnx.BatchNorm`` does (:func:`promote_like_nnx`), runs
   ``body(module, x, stats, scale, bias, use_running_average=..., **call)`` and
   writes the statistics back in training.
   """
@@ -459,7 +625,7 @@ def nnx_front_end(module: Any, x, use_running_average, **call) -> jax.Array:
       f"{layer} needs use_running_average: pass it to the constructor or to __call__ "
       "(True for inference, False for training)."
     )
-  x = F.check_input(x, layer)
+  x = F.check_input(x, layer, complex_ok=type(module).capabilities.complex_input)
   if "step" in call:
     F.check_step(call["step"])
   names = module.statistic_names
@@ -478,10 +644,11 @@ def nnx_front_end(module: Any, x, use_running_average, **call) -> jax.Array:
   learned = affine_is_learned(module)
   scale = module.scale[...] if learned and module.scale is not None else None
   bias = module.bias[...] if learned and module.bias is not None else None
+  x, stats, scale, bias = promote_like_nnx(module, x, stats, scale, bias, value)
   if type(module).capabilities.backward_statistics:
     call["probes"] = module.probes
   y, new_stats = type(module).body(module, x, stats, scale, bias, use_running_average=value, **call)
   if not value:
     for name, new in new_stats.items():
-      getattr(module, name)[...] = new
+      _write_statistic(getattr(module, name), new)
   return y

@@ -106,6 +106,9 @@ class BatchNorm(nn.BatchNorm):
   training calls, by ``momentum``, with the pooled moments of those k
   micro-batches (accumulator in ``batch_stats``:
   :func:`mbn_jax.functional.deferred_moving_average`). Default 1.
+
+  Complex input is normalized as ``flax.linen.BatchNorm`` does: complex mean
+  μ_B, real variance ``E[|x − μ_B|²]``, and a complex running ``mean``.
   """
 
   capabilities: ClassVar[Capabilities] = Capabilities(
@@ -115,6 +118,7 @@ class BatchNorm(nn.BatchNorm):
     precise_statistics=True,
     deferred_accumulation=True,
     synchronizes=True,
+    complex_input=True,
   )
 
   option_aliases: ClassVar[dict[str, str]] = {"bn_momentum": "momentum"}

@@ -94,6 +94,9 @@ class FrozenBatchNorm(BatchStatisticsFields):
     normalizer="frozen", running_statistics=True, precise_statistics=False
   )
 
+  # flax.nnx.BatchNorm's momentum is accepted by the nnx front end and has no effect.
+  flax_arguments: ClassVar[dict[str, str | None]] = {"momentum": None}
+
   train_affine: bool = False
 
   @classmethod
@@ -137,7 +140,10 @@ class FrozenBatchNormNNX(NNXNorm):
   """FrozenBN for ``flax.nnx`` (``mbn_jax.nnx.FrozenBatchNorm``): the linen fields and body.
 
   ``FrozenBatchNormNNX(num_features, *, rngs, **fields)``; ``nnx.BatchStat``
-  ``mean``/``var`` (and ``scale``/``bias`` unless ``train_affine``).
+  ``mean``/``var`` (and ``scale``/``bias`` unless ``train_affine``). It also takes
+  ``flax.nnx.BatchNorm``'s arguments: ``momentum`` without effect (nothing moves),
+  ``promote_dtype`` and ``scale_metadata``/``bias_metadata`` (given to γ/β, params
+  or fixed statistics) as in Flax. The mode changes nothing.
   """
 
   linen = FrozenBatchNorm
@@ -152,5 +158,5 @@ class FrozenBatchNormNNX(NNXNorm):
     mask: ArrayLike | None = None,
   ) -> jax.Array:
     """Normalizes ``x`` with the fixed statistics; arguments as in :class:`FrozenBatchNorm`."""
-    del step, mask
-    return nnx_front_end(self, x, True if use_running_average is None else use_running_average)
+    del step, mask, use_running_average  # the same affine map in every mode
+    return nnx_front_end(self, x, True)

@@ -11,6 +11,7 @@ PyTorch's ``momentum`` is 1 − τ).
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -34,6 +35,7 @@ __all__ = [
   "MBN_STATISTICS",
   "MomentumBatchNorm",
   "MomentumBatchNormNNX",
+  "check_tau",
   "mbn_statistics",
   "momentum_batch_norm",
   "momentum_normalizer_statistics",
@@ -47,6 +49,15 @@ MBN_STATISTICS = {
   "train_mean": jnp.zeros,
   "train_var": jnp.ones,
 }
+
+
+def check_tau(tau) -> None:
+  """Raises a ValueError unless a fixed τ lies in [0, 1] (the weight on the old value)."""
+  if isinstance(tau, bool) or not isinstance(tau, numbers.Real) or not 0 <= float(tau) <= 1:
+    raise ValueError(
+      f"tau (flax.nnx.BatchNorm's momentum: the inference statistics' momentum, weight on "
+      f"the OLD value) must lie in [0, 1], or be None for Eq. 12's τ; got {tau!r}."
+    )
 
 
 def momentum_normalizer_statistics(
@@ -68,7 +79,7 @@ def momentum_normalizer_statistics(
   Returns:
     ``(mean, var)``: both the normalizer and the new training moving values.
   """
-  lam = jnp.asarray(momentum, jnp.result_type(batch_mean))
+  lam = jnp.asarray(momentum, jnp.result_type(batch_var))  # real, also for complex input
   mean = F.moving_average(jax.lax.stop_gradient(train_mean), batch_mean, lam)
   var = F.moving_average(jax.lax.stop_gradient(train_var), batch_var, lam)
   return jnp.asarray(mean), jnp.asarray(var)
@@ -191,7 +202,8 @@ def momentum_batch_norm(
   module itself); ``stats`` holds ``mean``, ``var``, ``train_mean``,
   ``train_var`` (and the deferred accumulator when ``accumulation_steps`` >
   1). Training (Algorithm 1): μ_B, σ²_B (:func:`mbn_jax.functional.batch_moments`),
-  λ from :func:`resolve_train_momentum`, τ = τ0^(m·k/m0) (Eq. 12), then
+  λ from :func:`resolve_train_momentum`, τ = τ0^(m·k/m0) (Eq. 12) unless
+  ``cfg.tau`` fixes it, then
   :func:`mbn_statistics` (Eq. 8). During ``init``
   (``initializing``) no devices are synchronized, λ may be omitted (0) and
   nothing is updated.
@@ -215,7 +227,11 @@ def momentum_batch_norm(
   else:
     lam = resolve_train_momentum(cfg, step=step, momentum=momentum, batch_size=m)
   k = cfg.accumulation_steps
-  tau = schedules.inference_momentum(m * k, ideal_batch_size=cfg.ideal_batch_size, tau0=cfg.tau0)
+  tau = (
+    schedules.inference_momentum(m * k, ideal_batch_size=cfg.ideal_batch_size, tau0=cfg.tau0)
+    if cfg.tau is None
+    else cfg.tau
+  )
   (mean, var), new_train, new_inference = mbn_statistics(
     batch,
     stats["train_mean"],
@@ -263,7 +279,9 @@ class MomentumBatchNorm(BatchStatisticsFields):
   statistics are synchronized) unless ``batch_size`` overrides it. τ =
   :func:`mbn_jax.inference_momentum` (Eq. 12) of the same m. **Both λ and τ
   weight the old value** (Flax convention; PyTorch's ``momentum`` is 1 − τ).
-  With λ = 0 the layer is exactly ``flax.linen.BatchNorm(momentum=τ)``.
+  With λ = 0 the layer is exactly ``flax.linen.BatchNorm(momentum=τ)`` (fix τ
+  with the field ``tau``), complex input included: a complex mean, the real
+  variance ``E[|x − μ|²]``, as Flax's.
 
   The previous training statistics are constants for the step, so
   ``jax.grad`` yields the paper's Eq. 13 (no hand-written backward pass).
@@ -288,6 +306,11 @@ class MomentumBatchNorm(BatchStatisticsFields):
     steps_per_epoch: optimizer steps per epoch (likewise).
     ideal_batch_size: m0 of Eqs. 11-12 (paper: 32).
     tau0: τ0 of Eq. 12, in (0, 1) (paper: 0.85).
+    tau: a fixed τ in [0, 1] for the inference statistics instead of Eq. 12's
+      τ0^(m·k/m0) (None, the default: Eq. 12) — what ``flax.linen.BatchNorm``
+      calls ``momentum``; the nnx front end also takes it as ``momentum=``
+      (``flax.nnx.BatchNorm``'s name). With λ = 0 (``momentum=0.0`` at the
+      call) and ``tau=p`` the layer is ``flax.linen.BatchNorm(momentum=p)``.
     batch_size: overrides the m used for λ and τ (e.g. when the leading axis
       is not the example axis).
     momentum_schedule: a ``step -> λ`` function used instead of building
@@ -318,13 +341,17 @@ class MomentumBatchNorm(BatchStatisticsFields):
     training_statistics=True,
     deferred_accumulation=True,
     synchronizes=True,
+    complex_input=True,
   )
+  # flax.nnx.BatchNorm's momentum (the inference statistics' momentum) is τ here.
+  flax_arguments: ClassVar[dict[str, str | None]] = {"momentum": "tau"}
 
   # The fields of BatchStatisticsFields (Flax's BatchNorm's but momentum, guard_nonfinite), and:
   total_epochs: int | None = None
   steps_per_epoch: int | None = None
   ideal_batch_size: int = 32
   tau0: float = 0.85
+  tau: float | None = None
   batch_size: int | None = None
   momentum_schedule: Callable | None = None
   accumulation_steps: int = 1
@@ -343,6 +370,8 @@ class MomentumBatchNorm(BatchStatisticsFields):
     schedules.validate_positive_int(cfg.accumulation_steps, "accumulation_steps")
     schedules.validate_positive_int(cfg.ideal_batch_size, "ideal_batch_size")
     schedules.inference_momentum(1, ideal_batch_size=cfg.ideal_batch_size, tau0=cfg.tau0)
+    if cfg.tau is not None:
+      check_tau(cfg.tau)
     F.check_epsilon(cfg.epsilon)
     if cfg.momentum_schedule is not None and not callable(cfg.momentum_schedule):
       raise TypeError(
@@ -389,7 +418,10 @@ class MomentumBatchNormNNX(NNXNorm):
   ``axis``. The four statistics are ``nnx.BatchStat`` variables ``mean``,
   ``var`` (inference) and ``train_mean``, ``train_var`` (Eq. 8); λ and τ
   weight the old value. ``model.eval()`` / ``model.train()`` toggle
-  ``use_running_average``.
+  ``use_running_average``. ``flax.nnx.BatchNorm``'s arguments are taken too:
+  ``momentum=`` here is τ (the field ``tau``: the inference statistics'
+  momentum, as in Flax), while ``momentum=`` of ``__call__`` is λ;
+  ``promote_dtype``, ``scale_metadata``, ``bias_metadata`` as in Flax.
   """
 
   linen = MomentumBatchNorm

@@ -304,6 +304,8 @@ class MovingAverageBatchNorm(BatchStatisticsFields):
     backward_statistics=True,
   )
   backward_statistic_names: ClassVar[tuple[str, ...]] = ("buffer_gz",)
+  # What nnx's promote_dtype sees as (mean, var): inference has no mean, and running_var.
+  inference_statistics: ClassVar[tuple[str | None, str]] = (None, "running_var")
   option_aliases: ClassVar[dict[str, str]] = {"mabn_momentum": "momentum"}
 
   buffer_size: int = MABN_DEFAULTS["buffer_size"]
