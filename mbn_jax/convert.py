@@ -13,19 +13,19 @@ and are reported. Per norm layer (a module whose statistics include ``mean``
 and ``var`` in the source), with μ = source ``mean``, σ² = source ``var``,
 γ/β = source ``scale``/``bias`` (``params``, or FrozenBN's ``batch_stats``):
 
-==========================  ===========================================================
-target statistic            value
-==========================  ===========================================================
-``mean``, ``var``           μ, σ² (BN, BReN, FrozenBN, MBN's inference statistics)
-``train_mean``/``train_var``  μ, σ² (MBN's training statistics: the normalizer starts
-                            at the pretrained statistics instead of plain BN)
-``running_var`` (MABN)      σ² + μ², the second moment E[x²] MABN normalizes with
-``buffer_x2`` (MABN)        σ² + μ² in every one of its K rows
-``scale``/``bias``          γ, β (FrozenBN with a frozen affine part keeps them in
-                            ``batch_stats``; every other norm in ``params``)
-anything else               the target's initial value (MABN's ``buffer_gz`` 0 and
-                            ``iters`` 0: it warms up again), reported
-==========================  ===========================================================
+================================  ======================================================
+target statistic                  value
+================================  ======================================================
+``mean``, ``var``                 μ, σ² (BN, BReN, FrozenBN, MBN's inference statistics)
+``train_mean``, ``train_var``     μ, σ² (MBN's training statistics: its normalizer starts
+                                  at the pretrained statistics instead of plain BN)
+``running_var`` (MABN)            σ² + μ², the second moment E[x²] MABN normalizes with
+``buffer_x2`` (MABN)              σ² + μ² in every one of its K rows
+``scale``, ``bias``               γ, β (FrozenBN with a frozen affine part keeps them in
+                                  ``batch_stats``; every other norm in ``params``)
+anything else                     the target's initial value (MABN's ``buffer_gz`` 0 and
+                                  ``iters`` 0: it warms up again), reported
+================================  ======================================================
 
 Every other parameter (convolutions, dense layers) is copied when its path and
 shape match the target's; a leaf of another shape (a classifier head for

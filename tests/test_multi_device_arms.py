@@ -124,11 +124,12 @@ def test_statistics_and_gradients_of_the_arms(arm):
 
 def test_every_arm_states_its_layout():
   """The docstring's table is what the configs build (device count, batches, lr, statistics)."""
-  for arm, (norm, m, sync, lr_batch) in arms.ARMS.items():
+  for arm, (norm, m, group, lr_batch, centred) in arms.ARMS.items():
     c = arms.get_config(arm)
     assert (c.norm, c.per_device_batch_size, c.required_devices) == (norm, m, 4)
     g = resolve_norm_sync_devices(c, 4)
-    assert g == (4 if sync else 1) and c.lr_batch_size == lr_batch
+    assert g == (4 if group == -1 else group) and c.lr_batch_size == lr_batch
+    assert c.centered_weights == centred
     lr_m = m if lr_batch == "per_device" else 4 * m
     assert steps.learning_rate_fn(c, m, 4 * m, 10)(0) == pytest.approx(0.1 * lr_m / 64)
     assert arm in arms.__doc__
