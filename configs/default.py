@@ -58,8 +58,8 @@ def get_config():
   # to rounding; docs/performance.md), XLA's on GPU/TPU; 'xla'; 'fast' (any backend).
   config.conv = "auto"
 
-  # Start from a finished run's network (fine-tuning): its workdir; '' = from scratch.
-  config.init_from = ""
+  # Fine-tuning (docs/training.md): start from a finished run's network.
+  config.init_from = ""  # The finished run's workdir; '' = from scratch.
   # Re-initialize the classifier head even when the number of classes matches the source's.
   config.init_from_reset_head = False
 
