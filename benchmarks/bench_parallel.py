@@ -29,7 +29,7 @@ from configs import default
 from train import steps
 from train.layout import RunLayout
 from train.models import build_model, momentum_schedule_of
-from train.parallel import make_parallel
+from train.parallel import make_parallel, norm_options
 
 
 def build(parallelism: str, norm: str, group: int, model_name: str, m: int, seed: int = 0):
@@ -45,17 +45,16 @@ def build(parallelism: str, norm: str, group: int, model_name: str, m: int, seed
   )
   spe = 1000
   lam_fn = momentum_schedule_of(config, layout.statistics_batch_size, spe)
-  parallel = make_parallel(parallelism, layout)
   model = build_model(
     config,
     num_classes=10,
     steps_per_epoch=spe,
     per_device_batch=m,
     momentum_schedule=lam_fn,
-    sync=parallel.norm_options(),
+    sync=norm_options(parallelism, layout),
   )
   lr_fn = steps.learning_rate_fn(config, m, m * devices, spe)
-  parallel.compile(model, lr_fn, lam_fn, 1)
+  parallel = make_parallel(parallelism, layout, model, lr_fn, lam_fn, 1)
   host = jax.device_get(
     steps.create_train_state(
       model, steps.make_optimizer(config, lr_fn), (32, 32, 3), batch_size=m, seed=seed

@@ -131,7 +131,7 @@ def linen_training_mode(module, args, kwargs) -> bool | None:
   return None if value is None else not bool(value)
 
 
-def _recording_interceptor(records: dict, axis_name: str | None):
+def _recording_interceptor(records: dict, axis_name: str | tuple[str, ...] | None):
   def interceptor(next_fun, args, kwargs, context):
     module = context.module
     if (
@@ -174,7 +174,9 @@ class PreciseStatsAccumulator:
   :class:`F.Moments`; every device holds the same pooled values.
   """
 
-  def __init__(self, train_fn: Callable[[Any, Any], Any], *, axis_name: str | None = None):
+  def __init__(
+    self, train_fn: Callable[[Any, Any], Any], *, axis_name: str | tuple[str, ...] | None = None
+  ):
     self.train_fn = train_fn
     self.axis_name = axis_name
 

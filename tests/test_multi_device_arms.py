@@ -24,7 +24,7 @@ from configs import cifar10_resnet20_cpu_4dev as arms
 from train import steps
 from train.layout import RunLayout
 from train.models import build_model, momentum_schedule_of
-from train.parallel import make_parallel
+from train.parallel import make_parallel, norm_options
 from train.validation import resolve_norm_sync_devices
 
 pytestmark = pytest.mark.skipif(jax.local_device_count() != 4, reason="needs 4 devices")
@@ -42,17 +42,16 @@ def one_step(arm):
   )
   spe = 100
   lam = momentum_schedule_of(config, layout.statistics_batch_size, spe)
-  parallel = make_parallel("pmap", layout)
   model = build_model(
     config,
     num_classes=10,
     steps_per_epoch=spe,
     per_device_batch=m,
     momentum_schedule=lam,
-    sync=parallel.norm_options(),
+    sync=norm_options("pmap", layout),
   )
   lr = 0.1
-  parallel.compile(model, optax.constant_schedule(lr), lam, 1)
+  parallel = make_parallel("pmap", layout, model, optax.constant_schedule(lr), lam, 1)
   host = jax.device_get(
     steps.create_train_state(
       model,

@@ -49,12 +49,15 @@ from __future__ import annotations
 import collections
 import json
 import pathlib
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 from flax import traverse_util
+from jax.typing import ArrayLike
 from tqdm import tqdm
 
 from mbn_jax import analysis, schedules
@@ -68,7 +71,7 @@ FLAGS = flags.FLAGS
 
 def supports(norm: str) -> bool:
   """Norms whose inference statistics can be re-estimated (their class says so)."""
-  caps = mbn_norms.norm_class(norm).capabilities
+  caps = mbn_norms.capabilities_of(mbn_norms.norm_class(norm))
   return caps.running_statistics and caps.precise_statistics
 
 
@@ -99,9 +102,9 @@ def replay_ema(start: dict, batch_stats_stream, momentum: float) -> dict:
   for stats in batch_stats_stream:
     for p, (bm, bv) in stats.items():
       m, v = out[p]
-      out[p] = (
-        F.moving_average(m, np.asarray(bm, np.float64), momentum),
-        F.moving_average(v, np.asarray(bv, np.float64), momentum),
+      out[p] = (  # NumPy float64 in, NumPy float64 out: asarray only tells the type checker
+        np.asarray(F.moving_average(m, np.asarray(bm, np.float64), momentum)),
+        np.asarray(F.moving_average(v, np.asarray(bv, np.float64), momentum)),
       )
   return out
 
@@ -121,7 +124,7 @@ def _layer(batch_stats: dict, path: str) -> dict:
   return node
 
 
-def _set_stats(batch_stats: dict, stats: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict:
+def _set_stats(batch_stats: dict, stats: Mapping[str, tuple[ArrayLike, ArrayLike]]) -> dict:
   """A copy of ``batch_stats`` whose layers' ``mean``/``var`` are ``stats[path]``."""
   out = jax.tree.map(lambda x: x, batch_stats)
   for path, (mean, var) in stats.items():
@@ -131,9 +134,11 @@ def _set_stats(batch_stats: dict, stats: dict[str, tuple[np.ndarray, np.ndarray]
   return out
 
 
-def _inference_stats(batch_stats: dict, key_mean="mean", key_var="var"):
+def _inference_stats(
+  batch_stats: dict, key_mean="mean", key_var="var"
+) -> dict[str, tuple[ArrayLike, ArrayLike]]:
   """{layer path: (batch_stats[key_mean], batch_stats[key_var])} of every layer that has them."""
-  flat = traverse_util.flatten_dict(batch_stats, sep="/")
+  flat: dict[str, Any] = traverse_util.flatten_dict(batch_stats, sep="/")  # array leaves
   paths = [k.rsplit("/", 1)[0] for k in flat if k.endswith("/" + key_mean)]
   return {
     p: (flat[f"{p}/{key_mean}"], flat[f"{p}/{key_var}"]) for p in paths if f"{p}/{key_var}" in flat

@@ -18,7 +18,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 import mbn_jax
 from mbn_jax import norms, schedules
@@ -26,7 +25,7 @@ from train import checkpoints as ckpt_lib
 from train import input_pipeline
 from train import train as train_lib
 from train.layout import RunLayout, layout_of_record
-from train.validation import load_saved_config
+from train.validation import Config, load_saved_config
 
 __all__ = ["FinishedRun", "load_run"]
 
@@ -36,7 +35,7 @@ class FinishedRun:
   """A trained network, its config and data, on one device."""
 
   workdir: str
-  config: ml_collections.ConfigDict
+  config: Config
   data: Any
   model: Any
   params: Any
@@ -48,7 +47,7 @@ class FinishedRun:
 
   @property
   def capabilities(self) -> norms.Capabilities:
-    return norms.norm_class(self.config.norm).capabilities
+    return norms.capabilities_of(norms.norm_class(self.config.norm))
 
   @property
   def replay_batch_size(self) -> int:

@@ -450,7 +450,7 @@ def plot_gap_curves(runs, m, path) -> bool:
 def _has_momentum_schedule(norm: str) -> bool:
   """Does this norm's class follow a momentum schedule (MBN's λ)? Unknown names: no."""
   try:
-    return mbn_jax.norms.norm_class(norm).capabilities.momentum_schedule
+    return mbn_jax.norms.capabilities_of(mbn_jax.norms.norm_class(norm)).momentum_schedule
   except ValueError:
     return False
 

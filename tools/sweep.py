@@ -80,10 +80,11 @@ def main(argv):
   root.mkdir(exist_ok=True)
   # Smallest batch first, then seed, then norm: the m = 2 comparison of every
   # norm finishes before anything else, and a partial sweep is still a result.
+  norms: list[str] = FLAGS.norms  # absl's flag values are untyped
   runs = [
     (norm, m, seed)
     for m, seed, norm in itertools.product(
-      sorted(int(b) for b in FLAGS.batch_sizes), [int(s) for s in FLAGS.seeds], FLAGS.norms
+      sorted(int(b) for b in FLAGS.batch_sizes), [int(s) for s in FLAGS.seeds], norms
     )
   ]
   env = dict(os.environ)

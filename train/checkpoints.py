@@ -274,6 +274,7 @@ def _verified(manager: CheckpointManager, step: int, target, check_meta):
   problem = _checksums_problem(sums, items)
   if problem:
     return problem
+  assert isinstance(sums, dict)  # _checksums_problem refused anything else
   try:
     meta = manager.restore_meta(step)
   except Exception as e:
@@ -311,7 +312,9 @@ def _save_args(state, meta: dict, extra: dict):
     META: json_checksum(meta),
     **{name: checksum(t) for name, t in extra.items()},
   }
-  items = {name: ocp.args.StandardSave(tree) for name, tree in extra.items()}
+  items: dict[str, ocp.args.CheckpointArgs] = {
+    name: ocp.args.StandardSave(tree) for name, tree in extra.items()
+  }
   items[CHECKSUMS] = ocp.args.JsonSave(sums)
   return ocp.args.Composite(
     state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta), **items

@@ -189,7 +189,7 @@ def check_precise_stats_batch(config, data, layout) -> None:
   """
   if not config.precise_stats_batches:
     return
-  if not mbn_norms.norm_class(config.norm).capabilities.precise_statistics:
+  if not mbn_norms.capabilities_of(mbn_norms.norm_class(config.norm)).precise_statistics:
     return
   m = config.precise_stats_batch_size
   input_pipeline.check_batch_fits(

@@ -41,6 +41,7 @@ from typing import Any, NoReturn
 import ml_collections
 from absl import app, flags
 from absl import logging as absl_logging
+from ml_collections import config_flags
 
 __all__ = [
   "BAD_INPUT",
@@ -350,6 +351,8 @@ def load_config(argument: str) -> ml_collections.ConfigDict:
   call = f"get_config({', '.join(map(repr, args))})"
   try:
     spec = importlib.util.spec_from_file_location("_train_cli_config", path)
+    if spec is None or spec.loader is None:
+      raise ImportError(f"{path} is not a Python file")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
   except Exception as e:  # the user's file: any error is bad input
@@ -534,7 +537,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     fail(f"--config is required: {USAGE} ({HELP_HINT})")
   if not isinstance(FLAGS.config, ml_collections.ConfigDict):
     # A file ml_collections could not load (it defers that error to the first use).
-    argument = FLAGS["config"].config_filename
+    argument = config_flags.get_config_filename(FLAGS["config"])
     try:
       load_config(argument)
     except ConfigFileError as bad_file:

@@ -114,7 +114,7 @@ def _consume(s: RunSetup, p: Progress, metrics) -> str | None:
 
 def _postfix(s: RunSetup, p: Progress, done_here: int, t_epoch: float) -> dict:
   n = max(p.sums.count, 1)
-  post = {
+  post: dict[str, str | int] = {  # tqdm formats the numbers
     "loss": f"{p.sums.loss / n:.4f}",
     "acc": f"{p.sums.accuracy / n:.4f}",
     "img/s": f"{done_here * s.layout.global_batch_size / (time.time() - t_epoch):.0f}",

@@ -480,15 +480,24 @@ def _read_tfds(dc, split_spec):
       raise DatasetUnavailableError(
         f"{msg}\nThe download failed with: {type(e).__name__}: {e}"
       ) from None
-  if "label" not in builder.info.features or "image" not in builder.info.features:
+  features = builder.info.features
+  named = dict(features.items()) if isinstance(features, tfds.features.FeaturesDict) else {}
+  image, label = named.get("image"), named.get("label")
+  if image is None or not isinstance(label, tfds.features.ClassLabel):
     raise DataConfigError(
       f"TFDS dataset {dc.name!r} has no 'image' and 'label' features: config.dataset.name "
       "must name an image classification dataset."
     )
-  num_classes = builder.info.features["label"].num_classes
-  channels = builder.info.features["image"].shape[-1]
+  num_classes = label.num_classes
+  # tfds infers FeatureConnector.shape from dm-tree (untyped): a union of containers.
+  channels = image.shape[-1]  # pyright: ignore[reportIndexIssue]
   try:
-    ds = builder.as_dataset(split=split_spec, shuffle_files=False, as_supervised=True)
+    ds = builder.as_dataset(
+      # tfds wraps as_dataset with wrapt, whose annotations drop its ``split`` parameter.
+      split=split_spec,  # pyright: ignore[reportCallIssue]
+      shuffle_files=False,
+      as_supervised=True,
+    )
   except (ValueError, KeyError, AssertionError) as e:
     reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise DataConfigError(
@@ -502,9 +511,9 @@ def _read_tfds(dc, split_spec):
 def _read_digits(dc, split_spec):
   from sklearn.datasets import load_digits
 
-  digits = load_digits()
-  images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
-  labels = digits.target.astype(np.int32)
+  flat, target = load_digits(return_X_y=True)  # the 8×8 images, flattened
+  images = np.round(np.reshape(flat, (-1, 8, 8)) * (255.0 / 16.0)).astype(np.uint8)[..., None]
+  labels = np.asarray(target).astype(np.int32)
   name, sl = _slice_split(split_spec, len(labels))
   if name != "train":
     raise DataConfigError(f"The digits dataset has one split, 'train'; got {split_spec!r}.")
@@ -709,13 +718,12 @@ class TrainBatches:
     if order is None:
       order = self.order(epoch)
     g = order[index * self.global_batch : (index + 1) * self.global_batch]
-    rng = np.random.default_rng([self.seed, epoch, index, 1])
-    flips, offsets = self._draw(rng) if self.augment != "none" else (None, None)
     lo = self.process_index * self.local_batch
     hi = lo + self.local_batch
     idx = g[lo:hi]
     images = self.ds.train_images[idx]
     if self.augment != "none":
+      flips, offsets = self._draw(np.random.default_rng([self.seed, epoch, index, 1]))
       images = _apply_augment(
         images, flips[lo:hi], None if offsets is None else offsets[lo:hi], self.pad
       )

@@ -31,7 +31,10 @@ either, and a checkpoint written under one resumes under the other.
 
 from __future__ import annotations
 
+import abc
 import functools
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +46,16 @@ import mbn_jax
 from train import steps
 from train.layout import RunLayout
 
-__all__ = ["MESH_AXES", "PARALLELISMS", "MeshParallel", "Parallel", "PmapParallel", "make_parallel"]
+__all__ = [
+  "MESH_AXES",
+  "PARALLELISMS",
+  "MeshParallel",
+  "Parallel",
+  "PmapParallel",
+  "make_parallel",
+  "norm_options",
+  "parallel_class",
+]
 
 PARALLELISMS = ("pmap", "mesh")
 MESH_AXES = ("data", "stats")  # D/G groups × the G devices that share statistics
@@ -69,30 +81,67 @@ def _estimation_fn(model):
   return run
 
 
-class Parallel:
-  """What the loop asks of the devices; see the module docstring. Subclasses implement it."""
+class Parallel(abc.ABC):
+  """What the loop asks of the devices: every method it calls (see the module docstring).
 
-  name: str
+  An implementation is built whole: its constructor compiles the train and eval
+  steps of the model, and nothing is assigned to it afterwards. The norms'
+  synchronization (:meth:`norm_options`) depends on the layout only, so it is a
+  class method, read before the model exists.
+  """
 
-  def __init__(self, layout: RunLayout):
-    self.layout = layout
-    self.train_traces = 0  # how often the train step was traced (1 per run)
+  name: ClassVar[str]
+  axis: ClassVar[str | tuple[str, ...]]  # the device axis (or axes) the steps reduce over
 
-  def norm_options(self) -> dict:
+  layout: RunLayout
+  _traces: list[None]  # one entry per trace of the train step
+  _train: Callable[..., Any]  # (state, batch, stop) -> (state, metrics)
+  _eval: Callable[..., Any]  # (variables, batch) -> sums over every device
+  _mean: Callable[..., Any]  # batch_stats -> their mean over every device
+
+  @abc.abstractmethod
+  def __init__(
+    self, layout: RunLayout, model, lr_fn, lam_fn, grad_accum_steps: int, probes=None
+  ) -> None:
+    """Compiles the train and eval steps of ``model`` (built with :meth:`norm_options`):
+    ``lr_fn`` and ``lam_fn`` the learning rate and MBN's λ(t), ``grad_accum_steps``
+    micro-batches per optimizer step, ``probes`` the shapes of the model's
+    ``backward_probes`` (:func:`train.steps.backward_probe_shapes`)."""
+
+  @classmethod
+  @abc.abstractmethod
+  def norm_options(cls, layout: RunLayout) -> dict:
     """``axis_name`` / ``axis_index_groups`` for the norms (statistics over G devices)."""
-    raise NotImplementedError
 
-  def compile(self, model, lr_fn, lam_fn, grad_accum_steps: int, probes=None) -> None:
-    """Builds the compiled train and eval steps of ``model`` (``probes``: the shapes of its
-    ``backward_probes``, :func:`train.steps.backward_probe_shapes`)."""
-    raise NotImplementedError
+  @abc.abstractmethod
+  def place(self, host_state, per_device_stats) -> Any:
+    """``host_state`` on the devices, each device's ``batch_stats`` its own row."""
 
-  def first(self, tree):
+  @abc.abstractmethod
+  def shard(self, batch: dict) -> dict:
+    """This process's ``[local_devices, m, ...]`` rows as the train and eval steps take them."""
+
+  @abc.abstractmethod
+  def stop_flags(self, requested: bool) -> Any:
+    """Every device's stop flag (a SIGTERM seen by this process), as the train step takes it."""
+
+  @abc.abstractmethod
+  def first(self, tree) -> Any:
     """Device 0's value of every leaf, on the host."""
-    raise NotImplementedError
 
-  # compile() sets the compiled steps these run: _train, _eval (sums over every device,
-  # read back through first()) and _mean (the batch_stats mean over every device).
+  @abc.abstractmethod
+  def all_rows(self, tree) -> Any:
+    """Every device's row (all processes), stacked on the host: ``[devices, ...]``."""
+
+  @abc.abstractmethod
+  def precise_stats(self, params, mean_stats, batches) -> Any:
+    """Population statistics pooled over every device (``batches``: host batches)."""
+
+  @property
+  def train_traces(self) -> int:
+    """How often the train step was traced (1 per run)."""
+    return len(self._traces)
+
   def train_step(self, state, batch, stop):
     """One training step on every device: ``(state, metrics)``."""
     return self._train(state, batch, stop)
@@ -106,19 +155,21 @@ class Parallel:
     return self._mean(stats) if jax.tree.leaves(stats) else stats
 
   def _counted(self, fn):
+    traces = self._traces
+
     def counted(*args):
-      self.train_traces += 1  # Python side effect: runs once per trace
+      traces.append(None)  # Python side effect: runs once per trace
       return fn(*args)
 
     return counted
 
-  def _train_fn(self, model, lr_fn, lam_fn, grad_accum_steps, axis, probes=None):
+  def _train_fn(self, lr_fn, lam_fn, grad_accum_steps, probes):
     return functools.partial(
       steps.train_step,
       learning_rate_fn=lr_fn,
       momentum_fn=lam_fn,
       grad_accum_steps=grad_accum_steps,
-      axis_name=axis,
+      axis_name=self.axis,
       probes=probes,
     )
 
@@ -131,23 +182,29 @@ class PmapParallel(Parallel):
   """``jax.pmap`` over axis ``'batch'``: every value carries a leading local-device axis."""
 
   name = "pmap"
-  axis = steps.AXIS
+  axis: ClassVar[str] = steps.AXIS
+  _model: Any  # precise_stats estimates with it
 
-  def norm_options(self) -> dict:
-    g, d = self.layout.norm_sync_devices, self.layout.devices
-    if g == 1:
-      return {"axis_name": None, "axis_index_groups": None}
-    return {"axis_name": self.axis, "axis_index_groups": None if g == d else sync_groups(d, g)}
-
-  def compile(self, model, lr_fn, lam_fn, grad_accum_steps: int, probes=None) -> None:
-    step = self._train_fn(model, lr_fn, lam_fn, grad_accum_steps, self.axis, probes)
+  def __init__(self, layout: RunLayout, model, lr_fn, lam_fn, grad_accum_steps: int, probes=None):
+    """The compiled train and eval steps of ``model`` (``probes``: the shapes of its
+    ``backward_probes``, :func:`train.steps.backward_probe_shapes`)."""
+    self.layout = layout
+    self._model = model
+    self._traces = []
+    step = self._train_fn(lr_fn, lam_fn, grad_accum_steps, probes)
     self._train = jax.pmap(self._counted(step), axis_name=self.axis, donate_argnums=(0,))
     self._eval = jax.pmap(
       functools.partial(steps.eval_step, apply_fn=model.apply, axis_name=self.axis),
       axis_name=self.axis,
     )
     self._mean = jax.pmap(lambda t: mean_over_devices(t, self.axis), axis_name=self.axis)
-    self._model = model
+
+  @classmethod
+  def norm_options(cls, layout: RunLayout) -> dict:
+    g, d = layout.norm_sync_devices, layout.devices
+    if g == 1:
+      return {"axis_name": None, "axis_index_groups": None}
+    return {"axis_name": cls.axis, "axis_index_groups": None if g == d else sync_groups(d, g)}
 
   def place(self, host_state, per_device_stats):
     """``host_state`` on every local device, with each device's own ``per_device_stats`` row."""
@@ -189,14 +246,6 @@ def _local_rows(x) -> np.ndarray:
   return np.concatenate([np.asarray(s.data) for s in shards])
 
 
-def _gather_rows(local):
-  if jax.process_count() == 1:
-    return local
-  from jax.experimental import multihost_utils
-
-  return jax.tree.map(lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True)), local)
-
-
 @functools.lru_cache(maxsize=8)
 def _cached_estimation_fn(model):
   """One estimation function per model, so repeated estimations compile once."""
@@ -213,17 +262,28 @@ class MeshParallel(Parallel):
   name = "mesh"
   axis = MESH_AXES
 
-  def __init__(self, layout: RunLayout):
-    super().__init__(layout)
+  def __init__(self, layout: RunLayout, model, lr_fn, lam_fn, grad_accum_steps: int, probes=None):
+    """The Mesh of every device and the compiled train and eval steps of ``model`` (``probes``:
+    the shapes of its ``backward_probes``, :func:`train.steps.backward_probe_shapes`)."""
+    self.layout = layout
+    self._traces = []
     g = layout.norm_sync_devices
     devices = np.asarray(jax.devices()).reshape(layout.devices // g, g)
     self.mesh = Mesh(devices, MESH_AXES)
     self.rows = NamedSharding(self.mesh, P(MESH_AXES))  # one row (or block) per device
     self.replicated = NamedSharding(self.mesh, P())
-    self._estimators = None  # the precise-statistics pass, compiled on first use
+    step = self._train_fn(lr_fn, lam_fn, grad_accum_steps, probes)
+    self._train = jax.jit(self._counted(_mesh_train_fn(self, step)), donate_argnums=(0,))
+    self._eval = jax.jit(_mesh_eval_fn(self, model))
+    self._mean = jax.jit(
+      self._map(lambda s: mean_over_devices(s, self.axis), P(MESH_AXES), P(MESH_AXES))
+    )
+    # The precise-statistics pass (jit compiles it on first use, once per seam).
+    self._estimators = _mesh_estimators(self, model)
 
-  def norm_options(self) -> dict:
-    g = self.layout.norm_sync_devices
+  @classmethod
+  def norm_options(cls, layout: RunLayout) -> dict:
+    g = layout.norm_sync_devices
     return {"axis_name": "stats" if g > 1 else None, "axis_index_groups": None}
 
   def _state_specs(self, state):
@@ -236,15 +296,6 @@ class MeshParallel(Parallel):
     # pmean (with check_vma=True, shard_map's autodiff would psum it already).
     return jax.shard_map(
       fn, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False
-    )
-
-  def compile(self, model, lr_fn, lam_fn, grad_accum_steps: int, probes=None) -> None:
-    self._model = model
-    step = self._train_fn(model, lr_fn, lam_fn, grad_accum_steps, self.axis, probes)
-    self._train = jax.jit(self._counted(_mesh_train_fn(self, step)), donate_argnums=(0,))
-    self._eval = jax.jit(_mesh_eval_fn(self, model))
-    self._mean = jax.jit(
-      self._map(lambda s: mean_over_devices(s, self.axis), P(MESH_AXES), P(MESH_AXES))
     )
 
   def _global(self, local, sharding, global_shape=None):
@@ -342,8 +393,6 @@ def _mesh_precise_stats(mp: MeshParallel, params, mean_stats, batches):
   input's moments are pooled over the devices of both mesh axes. The compiled
   pieces are built once per seam (every evaluation reuses them).
   """
-  if mp._estimators is None:
-    mp._estimators = _mesh_estimators(mp, mean_stats)
   moments, update, finalize = mp._estimators
   variables = {"params": params, "batch_stats": mean_stats}
   first = next(batches)
@@ -355,10 +404,10 @@ def _mesh_precise_stats(mp: MeshParallel, params, mean_stats, batches):
   return finalize(state, mean_stats)
 
 
-def _mesh_estimators(mp: MeshParallel, stats_like):
-  """(moments, update, finalize) of the estimation pass, shard_mapped over the mesh."""
-  acc = mbn_jax.precise.PreciseStatsAccumulator(_cached_estimation_fn(mp._model), axis_name=mp.axis)
-  stat_specs = jax.tree.map(lambda _: P(MESH_AXES), stats_like)
+def _mesh_estimators(mp: MeshParallel, model):
+  """(moments, update, finalize) of the estimation pass of ``model``, shard_mapped over the mesh."""
+  acc = mbn_jax.precise.PreciseStatsAccumulator(_estimation_fn(model), axis_name=mp.axis)
+  stat_specs = P(MESH_AXES)  # a prefix: every statistic is one row per device
   var_specs = {"params": P(), "batch_stats": stat_specs}
 
   def own(variables):
@@ -397,10 +446,25 @@ def _as_row(state):
   return state.replace(batch_stats=_as_rows(state.batch_stats))
 
 
-def make_parallel(name: str, layout: RunLayout) -> Parallel:
+def parallel_class(name: str) -> type[Parallel]:
   """The implementation ``config.parallelism`` names."""
   if name == "pmap":
-    return PmapParallel(layout)
+    return PmapParallel
   if name == "mesh":
-    return MeshParallel(layout)
+    return MeshParallel
   raise ValueError(f"config.parallelism must be one of {PARALLELISMS}, got {name!r}.")
+
+
+def norm_options(name: str, layout: RunLayout) -> dict:
+  """The norms' synchronization under parallelism ``name`` (:meth:`Parallel.norm_options`)."""
+  return parallel_class(name).norm_options(layout)
+
+
+def make_parallel(
+  name: str, layout: RunLayout, model, lr_fn, lam_fn, grad_accum_steps: int, probes=None
+) -> Parallel:
+  """The seam ``config.parallelism`` names, with the compiled steps of ``model`` (built with
+  :func:`norm_options`): ``lr_fn`` and ``lam_fn`` the learning rate and MBN's λ(t),
+  ``grad_accum_steps`` micro-batches per optimizer step, ``probes`` the shapes of the model's
+  ``backward_probes`` (:func:`train.steps.backward_probe_shapes`)."""
+  return parallel_class(name)(layout, model, lr_fn, lam_fn, grad_accum_steps, probes)

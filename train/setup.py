@@ -14,14 +14,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import ml_collections
-
 from mbn_jax import norms
 from train import checkpoints as ckpt_lib
 from train import checks, init_from, input_pipeline, steps
 from train.layout import RunLayout
 from train.models import build_model, momentum_schedule_of
-from train.parallel import Parallel, make_parallel
+from train.parallel import Parallel, make_parallel, norm_options
+from train.validation import Config
 from train.writer import MetricWriter
 
 __all__ = ["RunSetup", "set_up"]
@@ -31,7 +30,7 @@ __all__ = ["RunSetup", "set_up"]
 class RunSetup:
   """One run's fixed parts (see the module docstring)."""
 
-  config: ml_collections.ConfigDict
+  config: Config
   layout: RunLayout
   workdir: str
   data: Any
@@ -86,14 +85,13 @@ def set_up(config, workdir: str, layout: RunLayout) -> RunSetup:
   spe = batches.steps_per_epoch
   opt_spe = spe // k
   lam_fn = momentum_schedule_of(config, layout.statistics_batch_size, opt_spe)
-  parallel = make_parallel(config.parallelism, layout)
   model = build_model(
     config,
     num_classes=data.num_classes,
     steps_per_epoch=opt_spe,
     per_device_batch=m,
     momentum_schedule=lam_fn,
-    sync=parallel.norm_options(),
+    sync=norm_options(config.parallelism, layout),
   )
   lr_fn = steps.learning_rate_fn(config, m * k, layout.global_batch_size * k, opt_spe)
   manager = ckpt_lib.CheckpointManager(
@@ -103,8 +101,8 @@ def set_up(config, workdir: str, layout: RunLayout) -> RunSetup:
   if config.init_from and not manager.all_steps():
     source = init_from.check_source(config, model, data.image_shape, data.num_classes)
   probes = steps.backward_probe_shapes(model, data.image_shape)  # {} unless a norm has them
-  parallel.compile(model, lr_fn, lam_fn, k, probes)
-  caps = norms.norm_class(config.norm).capabilities
+  parallel = make_parallel(config.parallelism, layout, model, lr_fn, lam_fn, k, probes)
+  caps = norms.capabilities_of(norms.norm_class(config.norm))
   return RunSetup(
     config=config,
     layout=layout,

@@ -92,7 +92,7 @@ def make_optimizer(config, lr_fn: Callable) -> optax.GradientTransformation:
     optax.sgd(lr_fn, momentum=config.momentum or None, nesterov=config.nesterov),
   )
   k = config.grad_accum_steps
-  return optax.MultiSteps(tx, every_k_schedule=k) if k > 1 else tx
+  return optax.MultiSteps(tx, every_k_schedule=k).gradient_transformation() if k > 1 else tx
 
 
 def create_train_state(

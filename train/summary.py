@@ -47,7 +47,7 @@ def announce(s: RunSetup) -> None:
 
 def _why_not_precise(norm: str) -> str:
   """Why a norm's statistics are not re-estimated, from its capabilities."""
-  caps = norms.norm_class(norm).capabilities
+  caps = norms.capabilities_of(norms.norm_class(norm))
   if not caps.running_statistics:
     return "the model keeps no batch statistics, so its evaluation does not depend on any."
   if caps.normalizer == "frozen":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from typing import Any, Protocol
 
 import jax
 import ml_collections
@@ -22,6 +23,7 @@ from train.models import CONVS, DTYPES
 __all__ = [
   "ACCUMULATION_STATS",
   "CONVS",
+  "Config",
   "DTYPES",
   "RESUME_MAY_CHANGE",
   "ConfigMismatchError",
@@ -31,6 +33,18 @@ __all__ = [
   "load_saved_config",
   "validate_config",
 ]
+
+
+class Config(Protocol):
+  """A run's config (an ``ml_collections.ConfigDict``) as the type checker reads it.
+
+  ml_collections ships no annotations, and pyright infers ``ConfigDict.__getattr__``
+  as the union of every type a field can hold (``str | int | float | list | tuple |
+  None``), wrong for any one field; a field read through this is ``Any``.
+  """
+
+  def __getattr__(self, name: str, /) -> Any: ...
+
 
 # Config fields a resumed run may change (dotted names; prefixes end with '.').
 RESUME_MAY_CHANGE = (
@@ -142,7 +156,7 @@ def check_complete(config) -> None:
     )
 
 
-def load_saved_config(saved: dict) -> ml_collections.ConfigDict:
+def load_saved_config(saved: dict) -> Config:
   """A run record's config (``config.json``) with the fields it lacks at their defaults.
 
   A run saved before a field existed ran with its default behaviour, which
@@ -201,7 +215,7 @@ def _check_sync_capable(norms: list[str], group: int) -> None:
   if group <= 1:
     return
   for name in dict.fromkeys(norms):
-    caps = mbn_norms.norm_class(name).capabilities
+    caps = mbn_norms.capabilities_of(mbn_norms.norm_class(name))
     if caps.running_statistics and not caps.synchronizes:
       raise ValueError(
         f"config.norm_sync_devices={group} shares statistics over {group} devices, but norm "
@@ -320,12 +334,13 @@ def _check_accumulation(config, norms: list[str]) -> None:
     )
   if accum_stats == "deferred" and accum > 1:
     for n in norms + [config.norm]:
-      caps = mbn_norms.norm_class(n).capabilities
+      caps = mbn_norms.capabilities_of(mbn_norms.norm_class(n))
       if caps.running_statistics and not caps.deferred_accumulation:
         able = [
           name
           for name, cls in mbn_norms.NORM_CLASSES.items()
-          if cls.capabilities.running_statistics and cls.capabilities.deferred_accumulation
+          if mbn_norms.capabilities_of(cls).running_statistics
+          and mbn_norms.capabilities_of(cls).deferred_accumulation
         ]
         raise ValueError(
           f"config.grad_accum_stats='deferred' is not defined for norm {n!r} (its "

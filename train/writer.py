@@ -143,11 +143,17 @@ class _EventFile:
     from tensorboardX.proto import event_pb2
     from tensorboardX.summary import scalar
 
+    events = self._events
+    if events is None:
+      raise ValueError(f"{self.logdir}: the event file is closed (a write after close()).")
     with self._closing_on_error():
       for name, value in scalars.items():
-        event = event_pb2.Event(summary=scalar(name, value), wall_time=time.time(), step=step)
-        self._events.write_event(event)
-      self._events.flush()
+        # event_pb2 is protobuf-generated, without a .pyi: its message classes are made at import.
+        event = event_pb2.Event(  # pyright: ignore[reportAttributeAccessIssue]
+          summary=scalar(name, value), wall_time=time.time(), step=step
+        )
+        events.write_event(event)
+      events.flush()
 
   def close(self) -> None:
     if self._events is not None:
@@ -234,7 +240,12 @@ def precise_statistics_note(summary: dict) -> str | None:
   """
   moving = summary.get("final_eval_accuracy")
   precise = summary.get("final_eval_accuracy_precise")
-  if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (moving, precise)):
+  if not (
+    isinstance(moving, (int, float))
+    and isinstance(precise, (int, float))
+    and math.isfinite(moving)
+    and math.isfinite(precise)
+  ):
     return None
   if precise - moving <= PRECISE_NOTE_MARGIN + 1e-9:  # exactly one point is not more
     return None
