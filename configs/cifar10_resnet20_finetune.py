@@ -57,6 +57,7 @@ def get_config(arm: str = "frozen_bn"):
   config.mbn_lambda_ramp = ramp
   config.centered_weights = pretrain.ARMS[source]
   config.init_from = f"{PRETRAINED}/{source}"
+  config.init_from_reset_head = True  # five other classes (as many as pretraining's): a new head
   config.dataset.classes = pretrain.FINE_TUNE_CLASSES
   config.dataset.mean = pretrain.CIFAR10_MEAN
   config.dataset.std = pretrain.CIFAR10_STD
