@@ -3,6 +3,7 @@
 # from its worktree into docs/results/no_communication_runs/<arm>/<run>/:
 #   bash docs/results/no_communication_runs/collect.sh [WORKTREE]   (default ../mbn_nocomm)
 set -euo pipefail
+shopt -s nullglob
 cd "$(dirname "$0")"
 SRC="${1:-../../../../mbn_nocomm}/workdirs/no_communication"
 for summary in "$SRC"/*/*-s*/summary.json; do
