@@ -139,6 +139,8 @@ def get_config():
   # Image folders: train and evaluate on these class folders only, comma-separated, labelled
   # 0, 1, ... in this order ('airplane,automobile'); '': every class, sorted.
   config.dataset.classes = ""
+  # Image folders whose decoded pixels fit in this many GB are decoded once into memory; larger ones are decoded from their files as batches are read.
+  config.dataset.max_in_memory_gb = 4.0
 
   # Population ("precise") inference statistics (mbn_jax.precise_batch_stats).
   # K > 0: after the last epoch (and at every evaluation if precise_stats_every_eval)

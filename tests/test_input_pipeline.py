@@ -138,10 +138,8 @@ def small_data(n=40):
   images = rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
   labels = np.arange(n, dtype=np.int32)  # Label = index: shows which example is where.
   return ip.Dataset(
-    images,
-    labels,
-    images[:10],
-    labels[:10],
+    ip.ArraySource(images, labels),
+    ip.ArraySource(images[:10], labels[:10]),
     n,
     np.zeros(3, np.float32),
     np.ones(3, np.float32),

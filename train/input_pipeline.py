@@ -1,37 +1,41 @@
-"""Input pipeline: TFDS datasets by name, image folders, the bundled digits.
+"""Input pipeline: image folders, TFDS datasets, the bundled digits, read through Grain.
 
-Design (one idea): every dataset is decoded once into host memory as uint8
-arrays ``[N, H, W, C]`` (CIFAR-10/100: 150 MB; Mini-ImageNet at 84x84: 1.3 GB),
-and batches are then cut by pure NumPy functions of ``(seed, epoch, batch)``:
+Each split is a random-access *source* of ``(uint8 image [H, W, C], label)``
+(:mod:`train.data_sources`):
 
-* the example order of epoch ``e`` is ``permutation(N)`` drawn from
-  ``np.random.default_rng([seed, e])``;
-* global batch ``i`` of epoch ``e`` is ``order[i*G:(i+1)*G]`` (``G`` the global
-  batch; the incomplete last batch is dropped);
-* its augmentation (crop offsets, flips) is drawn for the whole global batch
-  from ``np.random.default_rng([seed, e, i, 1])``;
-* process ``p`` of ``P`` feeds rows ``[p*G/P, (p+1)*G/P)`` of it to its local
-  devices, shaped ``[local_devices, m, H, W, C]`` (``m`` the per-device batch).
+* held in memory, decoded once, when its decoded pixels fit
+  ``dataset.max_in_memory_gb`` (the digits, CIFAR, Mini-ImageNet at 84x84:
+  faster, measured in docs/performance.md), or
+* streamed: an image folder larger than that (ImageNet at 224x224 is about
+  190 GB of pixels) is decoded from its files with Pillow as batches are read,
+  so memory does not grow with the dataset.
 
-So resuming in the middle of an epoch is exact, and a run on several hosts
-sees exactly the global batches of a one-host run with the same number of
-devices. TensorFlow only decodes; it is kept off every accelerator.
+Batches are pure functions of ``(seed, epoch, batch index)``
+(:mod:`train.data_order`): epoch ``e``'s order is ``permutation(N)`` from
+``default_rng([seed, e])``; global batch ``i`` is ``order[i*G:(i+1)*G]`` (the
+incomplete last batch is dropped), augmented (pad-crop offsets, flips) by draws
+from ``default_rng([seed, e, i, 1])``; process ``p`` of ``P`` reads only rows
+``[p*G/P, (p+1)*G/P)`` of it, shaped ``[local_devices, m, H, W, C]``. Grain
+(``grain.MapDataset`` → ``to_iter_dataset`` with ``grain.ReadOptions``) prepares
+the batches in threads ahead of the training step (every core when decoding),
+in order. So resuming in the middle of an epoch is exact, and a run on several
+hosts sees exactly the global batches of a one-host run with as many devices.
 
 Sources (``config.dataset``):
 
+* ``source='image_folder'``: ``root/split/label/image`` (the layout of
+  ``tfds.folder_dataset.ImageFolder``: Mini-ImageNet, ImageNet, user data, the
+  CIFAR-10 JPEGs), classes = sorted sub-folders, files in name order. Splits
+  accept TFDS's ``name``, ``name[a:b]`` or ``name[a%:b%]`` slices.
 * ``source='tfds'``: any TFDS image classification dataset by ``name``
   (``cifar10``, ``cifar100``, ...), read from ``data_dir``; TFDS split syntax
   (``train[:90%]``) works.
-* ``source='image_folder'``: ``root/split/label/image`` (the layout of
-  ``tfds.folder_dataset.ImageFolder``: Mini-ImageNet, user data, the CIFAR-10
-  JPEGs), classes = sorted sub-folders, files in name order. Splits accept
-  TFDS's ``name``, ``name[a:b]`` or ``name[a%:b%]`` slices (read by TFDS).
 * ``source='digits'``: scikit-learn's bundled 8x8 digits (1797 images, no
   download), one split called ``train``.
 
-Decoding 50k JPEGs takes a minute: with ``dataset.cache_dir`` set, the decoded
-arrays of each split are cached there as ``.npy`` files (keyed by source,
-name/root, data_dir, split and image size) and reused by later runs.
+With ``dataset.cache_dir`` set, the decoded arrays of each in-memory split are
+cached there as ``.npy`` files (keyed by source, name/root, data_dir, split,
+image size and decoder) and reused by later runs.
 
 Validation: ``eval_split`` names a split, or ``holdout_per_class=k > 0`` carves
 the last ``k`` examples of every class (in file order for image folders,
@@ -41,14 +45,20 @@ dataset order otherwise) out of ``train_split`` and uses them for evaluation.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
-import queue
-import threading
+import time
 from collections.abc import Iterator
 
 import numpy as np
 
+from train.data_errors import DataConfigError, DatasetUnavailableError
+from train.data_order import augment_draws, epoch_order, global_batch_indices, process_rows
+from train.data_sources import ArraySource, FolderSource, decode_threads, to_memory
+
 __all__ = [
+  "ArraySource",
+  "FolderSource",
   "DataConfigError",
   "Dataset",
   "DatasetUnavailableError",
@@ -64,29 +74,38 @@ SOURCES = ("tfds", "image_folder", "digits")
 AUGMENTATIONS = ("crop_flip", "flip", "none")
 
 
-class DatasetUnavailableError(RuntimeError):
-  """A dataset is neither on disk nor downloadable."""
-
-
-class DataConfigError(ValueError):
-  """The data cannot be used as configured (an undecodable image, a batch larger than the
-  training set, a hold-out larger than a class): the message names the file or field."""
-
-
 @dataclasses.dataclass
 class Dataset:
-  train_images: np.ndarray  # uint8 [N, H, W, C]
-  train_labels: np.ndarray  # int32 [N]
-  eval_images: np.ndarray
-  eval_labels: np.ndarray
+  """The training and evaluation sources (:mod:`train.data_sources`) and their normalization."""
+
+  train: ArraySource | FolderSource
+  eval: ArraySource | FolderSource
   num_classes: int
   mean: np.ndarray  # float32 [C], in [0, 1] pixel units
   std: np.ndarray
   description: str
 
   @property
-  def image_shape(self):
-    return self.train_images.shape[1:]
+  def image_shape(self) -> tuple[int, ...]:
+    return tuple(self.train.shape)
+
+  @property
+  def train_labels(self) -> np.ndarray:
+    return self.train.labels
+
+  @property
+  def eval_labels(self) -> np.ndarray:
+    return self.eval.labels
+
+  @property
+  def train_images(self) -> np.ndarray:
+    """Every training image, decoded (in memory already, or decoded now)."""
+    return to_memory(self.train).images
+
+  @property
+  def eval_images(self) -> np.ndarray:
+    """Every evaluation image, decoded (in memory already, or decoded now)."""
+    return to_memory(self.eval).images
 
 
 def _tf():
@@ -235,7 +254,7 @@ def validate_dataset_config(dc) -> None:
 
 
 # ----------------------------------------------------------------------------
-# Reading sources into memory.
+# Sources.
 
 
 def _to_numpy(ds, image_size, channels, split=""):
@@ -349,78 +368,18 @@ def _check_image_path(path: str) -> None:
     raise DataConfigError(f"{path!r} is not a regular file: remove it or replace it by an image.")
 
 
-def _image_shape(tf, path: str) -> tuple:
-  """(height, width, ...) of an image file (JPEGs from their header, others decoded)."""
-  data = tf.io.read_file(path)
-  if path.lower().endswith((".jpg", ".jpeg")):
-    return tuple(int(d) for d in tf.io.extract_jpeg_shape(data).numpy())
-  return tuple(tf.io.decode_image(data, channels=3, expand_animations=False).shape)
-
-
-def _read_image_folder(dc, split_spec):
-  tf = _tf()
+def _image_folder_source(dc, split_spec):
+  """The split's files as a :class:`FolderSource` (nothing decoded but the first image)."""
   root = os.path.expanduser(dc.root)
   split_name = split_spec.split("[", 1)[0].strip()
   paths, labels, names = _image_folder_files(root, split_name, _classes(dc))
   _, sl = _slice_split(split_spec, len(paths))
   paths, labels = paths[sl], labels[sl]
-
-  def load(path, label):
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-    return image, label
-
-  ds = tf.data.Dataset.from_tensor_slices((paths, labels)).map(
-    load, num_parallel_calls=tf.data.AUTOTUNE
-  )
-  try:
-    if dc.image_size is None:
-      # Batching needs one shape: take the first image's (decoding it may fail too).
-      first = next(iter(ds.take(1)))[0].shape
-
-      def check(image, label):
-        tf.debugging.assert_equal(
-          tf.shape(image), first, message="Images differ in size: set config.dataset.image_size."
-        )
-        return tf.ensure_shape(image, first), label
-
-      ds = ds.map(check)
-    images, labels = _to_numpy(ds, dc.image_size, 3, split_spec)
-  except tf.errors.InvalidArgumentError as e:
-    message = _first_bad_image(paths)
-    if not message and dc.image_size is None:
-      message = _first_of_another_size(tf, paths)
-    raise DataConfigError(message or f"An image could not be read: {e}") from None
-  return images, labels, len(names)
-
-
-def _first_of_another_size(tf, paths) -> str:
-  """A message naming the first image whose size differs from the first one's ('' if none)."""
-  first = _image_shape(tf, paths[0])
-  for path in paths[1:]:
-    shape = _image_shape(tf, path)
-    if shape[:2] != first[:2]:
-      return (
-        f"Image {path!r} is {shape[0]}x{shape[1]}, but the first image ({paths[0]!r}) is "
-        f"{first[0]}x{first[1]}: set config.dataset.image_size=S to resize every image to "
-        "S x S (e.g. --config.dataset.image_size="
-        f"{first[0]}), or make the images one size."
-      )
-  return ""
-
-
-def _first_bad_image(paths) -> str:
-  """A message naming the first file of ``paths`` that does not decode as an image ('' if none)."""
-  tf = _tf()
-  for path in paths:
-    try:
-      tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
-      reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-      return (
-        f"Cannot decode image {path!r} ({reason}): remove or replace the file "
-        "(truncated or not an image)."
-      )
-  return ""
+  if not paths:
+    raise DataConfigError(
+      f"The split {split_spec!r} of {root!r} is empty: check its slice (e.g. 'train[:100]')."
+    )
+  return FolderSource(paths, labels, dc.image_size), len(names)
 
 
 def _unreachable_download_host(builder, timeout=5.0):
@@ -488,7 +447,7 @@ def _read_tfds(dc, split_spec):
       f"TFDS dataset {dc.name!r} has no 'image' and 'label' features: config.dataset.name "
       "must name an image classification dataset."
     )
-  num_classes = label.num_classes
+  num_classes = int(label.num_classes or 0)
   # tfds infers FeatureConnector.shape from dm-tree (untyped): a union of containers.
   channels = image.shape[-1]  # pyright: ignore[reportIndexIssue]
   try:
@@ -520,14 +479,14 @@ def _read_digits(dc, split_spec):
   return images[sl], labels[sl], 10
 
 
-def _read(dc, split_spec):
-  reader = {"tfds": _read_tfds, "image_folder": _read_image_folder, "digits": _read_digits}[
-    dc.source
-  ]
-  cache_dir = dc.cache_dir
-  if not cache_dir or dc.source == "digits":
-    return reader(dc, split_spec)
-  # Decoded arrays cached as .npy files, keyed by what determines them.
+def _fits_in_memory(dc, source) -> bool:
+  """Whether the decoded pixels of ``source`` fit ``config.dataset.max_in_memory_gb``."""
+  limit = dc.get("max_in_memory_gb", 4.0)
+  return len(source) * int(np.prod(source.shape)) <= limit * 1e9
+
+
+def _cache_path(dc, split_spec) -> str:
+  """Where the decoded arrays of a split are cached (keyed by what determines them)."""
   import hashlib
   import json
 
@@ -541,27 +500,63 @@ def _read(dc, split_spec):
       split_spec,
       dc.image_size,
     ]
-    + ([list(_classes(dc))] if _classes(dc) else []),  # keys of earlier caches stay valid
+    + ([list(_classes(dc))] if _classes(dc) else [])
+    + (["pillow"] if dc.source == "image_folder" else []),  # decoded by Pillow, not TensorFlow
     sort_keys=True,
   )
-  path = os.path.join(os.path.expanduser(cache_dir), hashlib.sha1(key.encode()).hexdigest()[:16])
+  return os.path.join(os.path.expanduser(dc.cache_dir), hashlib.sha1(key.encode()).hexdigest()[:16])
+
+
+def _load_cached(path: str):
+  import json
+
   try:
     with open(path + ".json") as f:
       num_classes = json.load(f)["num_classes"]
-    return np.load(path + ".images.npy"), np.load(path + ".labels.npy"), num_classes
+    return ArraySource(np.load(path + ".images.npy"), np.load(path + ".labels.npy")), num_classes
   except (OSError, ValueError, KeyError):
-    pass
-  images, labels, num_classes = reader(dc, split_spec)
+    return None
+
+
+def _save_cached(path: str, source: ArraySource, num_classes: int) -> None:
+  import json
+
   os.makedirs(os.path.dirname(path), exist_ok=True)
   tag = f".tmp{os.getpid()}"
-  for suffix, array in ((".images.npy", images), (".labels.npy", labels)):
+  for suffix, array in ((".images.npy", source.images), (".labels.npy", source.labels)):
     with open(path + suffix + tag, "wb") as f:
       np.save(f, array)
     os.replace(path + suffix + tag, path + suffix)
   with open(path + ".json" + tag, "w") as f:  # Written last: marks the entry complete.
-    json.dump({"key": key, "num_classes": int(num_classes)}, f)
+    json.dump({"num_classes": int(num_classes)}, f)
   os.replace(path + ".json" + tag, path + ".json")
-  return images, labels, num_classes
+
+
+def _source(dc, split_spec):
+  """(source, number of classes) of a split: in memory if it fits, else streamed from disk.
+
+  The digits and TFDS datasets are read into memory; an image folder is held in
+  memory (decoded once, in threads; cached in ``dataset.cache_dir`` if set) when
+  its decoded pixels fit ``dataset.max_in_memory_gb``, else decoded on every read.
+  """
+  if dc.source == "digits":
+    images, labels, num_classes = _read_digits(dc, split_spec)
+    return ArraySource(images, labels), num_classes
+  path = _cache_path(dc, split_spec) if dc.cache_dir else None
+  cached = _load_cached(path) if path else None
+  if cached is not None:
+    return cached
+  if dc.source == "tfds":
+    images, labels, num_classes = _read_tfds(dc, split_spec)
+    source = ArraySource(images, labels)
+  else:
+    source, num_classes = _image_folder_source(dc, split_spec)
+    if not _fits_in_memory(dc, source):
+      return source, num_classes
+    source = to_memory(source)
+  if path:
+    _save_cached(path, source, num_classes)
+  return source, num_classes
 
 
 def _holdout(labels, k):
@@ -601,46 +596,59 @@ def _channel_stats(images):
   return mean.astype(np.float32), std.astype(np.float32)
 
 
+# Streamed training sets without dataset.mean/std: the statistics of this many images,
+# evenly spaced through the training set (every image of a smaller set).
+STATS_SAMPLE = 5000
+
+
+def _source_stats(source):
+  """Per-channel mean and std of a source: every image in memory, else an even sample."""
+  if isinstance(source, ArraySource):
+    return _channel_stats(source.images)
+  n = len(source)
+  sample = np.unique(np.linspace(0, n - 1, min(n, STATS_SAMPLE)).round().astype(np.int64))
+  return _channel_stats(to_memory(source.subset(sample)).images)
+
+
+def _first(source, k: int):
+  return source.subset(np.arange(min(k, len(source))))
+
+
 def load_dataset(dc) -> Dataset:
-  """Reads the train and evaluation data described by ``config.dataset``."""
+  """The train and evaluation sources described by ``config.dataset`` (see the module docstring)."""
   validate_dataset_config(dc)
-  images, labels, num_classes = _read(dc, dc.train_split)
+  train, num_classes = _source(dc, dc.train_split)
   if dc.holdout_per_class > 0:
-    mask = _holdout(labels, dc.holdout_per_class)
-    eval_images, eval_labels = images[mask], labels[mask]
-    images, labels = images[~mask], labels[~mask]
+    mask = _holdout(train.labels, dc.holdout_per_class)
+    evaluation = train.subset(np.flatnonzero(mask))
+    train = train.subset(np.flatnonzero(~mask))
     eval_desc = f"last {dc.holdout_per_class} per class of {dc.train_split!r}"
   else:
-    eval_images, eval_labels, _ = _read(dc, dc.eval_split)
+    evaluation, _ = _source(dc, dc.eval_split)
     eval_desc = repr(dc.eval_split)
   if dc.train_per_class:
-    keep = _first_per_class(labels, dc.train_per_class)
-    images, labels = images[keep], labels[keep]
+    train = train.subset(np.flatnonzero(_first_per_class(train.labels, dc.train_per_class)))
   if dc.max_train_examples:
-    images, labels = images[: dc.max_train_examples], labels[: dc.max_train_examples]
+    train = _first(train, dc.max_train_examples)
   if dc.max_eval_examples:
-    eval_images, eval_labels = (
-      eval_images[: dc.max_eval_examples],
-      eval_labels[: dc.max_eval_examples],
-    )
-  _check_mean_std(dc, images.shape[-1])  # the channels now known for every source
+    evaluation = _first(evaluation, dc.max_eval_examples)
+  _check_mean_std(dc, train.shape[-1])  # the channels now known for every source
   if dc.mean is not None and dc.std is not None:
     mean = np.asarray(dc.mean, np.float32)
     std = np.asarray(dc.std, np.float32)
   else:
-    mean, std = _channel_stats(images)
+    mean, std = _source_stats(train)
   name = dc.name if dc.source == "tfds" else (dc.root if dc.source == "image_folder" else "digits")
+  where = "in memory" if train.in_memory else "streamed from disk"
   return Dataset(
-    images,
-    labels,
-    eval_images,
-    eval_labels,
+    train,
+    evaluation,
     int(num_classes),
     mean,
     std,
     description=(
-      f"{dc.source}:{name} train {dc.train_split!r} ({len(labels)} images "
-      f"{images.shape[1:]}), eval {eval_desc} ({len(eval_labels)} images), "
+      f"{dc.source}:{name} train {dc.train_split!r} ({len(train)} images "
+      f"{tuple(train.shape)}, {where}), eval {eval_desc} ({len(evaluation)} images), "
       f"{num_classes} classes"
     ),
   )
@@ -674,8 +682,35 @@ def check_batch_fits(dataset: Dataset, batch: int, what: str) -> None:
     )
 
 
+def _threads(source) -> int:
+  """Grain threads preparing batches: every core for decoding, two for cutting arrays."""
+  return decode_threads() if not source.in_memory else min(2, decode_threads())
+
+
+def _grain_batches(make, indices: range, source, prefetch: int) -> Iterator[dict]:
+  """``make(i)`` for ``i`` in ``indices``, in order, prepared by Grain threads ahead of use.
+
+  Each element is a pure function of its index, so the threads change nothing
+  but the speed; ``prefetch <= 0``: prepared in the calling thread.
+  """
+  if prefetch <= 0:
+    yield from (make(i) for i in indices)
+    return
+  import grain
+
+  threads = _threads(source)
+  ds = grain.MapDataset.range(indices.start, indices.stop).map(make)
+  read = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(prefetch, threads))
+  yield from ds.to_iter_dataset(read)
+
+
 class TrainBatches:
-  """Deterministic training batches for one process; see the module docstring."""
+  """Deterministic training batches for one process (:mod:`train.data_order`), read through Grain.
+
+  Process ``process_index`` reads only its own rows of every global batch.
+  ``wait_seconds`` adds up the time the consumer of :meth:`epoch` waited for a
+  batch (``batches_served`` counts them).
+  """
 
   def __init__(
     self,
@@ -696,9 +731,12 @@ class TrainBatches:
     self.local_batch = per_device_batch_size * local_devices
     self.global_batch = self.local_batch * process_count
     self.process_index = process_index
+    self.rows = process_rows(process_index, self.local_batch)
     self.seed = seed
     self.augment = augment
     self.pad = pad
+    self.wait_seconds = 0.0
+    self.batches_served = 0
     # Batches (micro-batches with gradient accumulation) per epoch: a whole number
     # of optimizer steps of k micro-batches each; the rest of the permutation is dropped.
     k = micro_batches_per_step
@@ -711,83 +749,43 @@ class TrainBatches:
       )
 
   def order(self, epoch: int) -> np.ndarray:
-    return np.random.default_rng([self.seed, epoch]).permutation(len(self.ds.train_labels))
+    return epoch_order(self.seed, epoch, len(self.ds.train_labels))
 
   def batch(self, epoch: int, index: int, order=None) -> dict:
     """Batch ``index`` of ``epoch`` for this process: [local_devices, m, ...]."""
     if order is None:
       order = self.order(epoch)
-    g = order[index * self.global_batch : (index + 1) * self.global_batch]
-    lo = self.process_index * self.local_batch
-    hi = lo + self.local_batch
-    idx = g[lo:hi]
-    images = self.ds.train_images[idx]
-    if self.augment != "none":
-      flips, offsets = self._draw(np.random.default_rng([self.seed, epoch, index, 1]))
+    idx = global_batch_indices(order, index, self.global_batch)[self.rows]
+    images, labels = self.ds.train.take(idx)
+    flips, offsets = augment_draws(
+      self.seed, epoch, index, self.global_batch, self.augment, self.pad
+    )
+    if flips is not None:
       images = _apply_augment(
-        images, flips[lo:hi], None if offsets is None else offsets[lo:hi], self.pad
+        images, flips[self.rows], None if offsets is None else offsets[self.rows], self.pad
       )
     images = _normalize(images, self.ds.mean, self.ds.std)
     shape = (self.local_devices, self.m)
-    return {
-      "image": images.reshape(shape + images.shape[1:]),
-      "label": self.ds.train_labels[idx].reshape(shape),
-    }
-
-  def _draw(self, rng):
-    n = self.global_batch
-    flips = rng.random(n) < 0.5
-    offsets = None
-    if self.augment == "crop_flip" and self.pad > 0:
-      offsets = rng.integers(0, 2 * self.pad + 1, size=(n, 2))
-    return flips, offsets
+    return {"image": images.reshape(shape + images.shape[1:]), "label": labels.reshape(shape)}
 
   def epoch(self, epoch: int, start: int = 0, prefetch: int = 2) -> Iterator[dict]:
-    """Batches ``start, start+1, ...`` of ``epoch``, prepared in a thread (``prefetch`` ahead)."""
+    """Batches ``start, start+1, ...`` of ``epoch``, prepared by Grain threads (``prefetch`` ahead)."""
     order = self.order(epoch)
-    batches = (self.batch(epoch, i, order) for i in range(start, self.steps_per_epoch))
-    if prefetch <= 0:
-      yield from batches
-    else:
-      yield from _in_a_thread(batches, prefetch)
-
-
-def _in_a_thread(items: Iterator, prefetch: int) -> Iterator:
-  """``items``, produced in a daemon thread at most ``prefetch`` ahead of the consumer.
-
-  An error in the producer is raised in the consumer; a consumer that stops
-  early (or is closed) stops the producer and drains its queue.
-  """
-  q: queue.Queue = queue.Queue(maxsize=prefetch)
-  stop = threading.Event()
-
-  def work():
-    try:
-      for item in items:
-        if stop.is_set():
-          return
-        q.put(item)
-      q.put(None)
-    except BaseException as e:  # Surface errors in the consumer.
-      q.put(e)
-
-  thread = threading.Thread(target=work, daemon=True)
-  thread.start()
-  try:
+    batches = _grain_batches(
+      functools.partial(self.batch, epoch, order=order),
+      range(start, self.steps_per_epoch),
+      self.ds.train,
+      prefetch,
+    )
     while True:
-      item = q.get()
-      if item is None:
-        return
-      if isinstance(item, BaseException):
-        raise item
-      yield item
-  finally:
-    stop.set()
-    while thread.is_alive():
+      t = time.perf_counter()
       try:
-        q.get_nowait()
-      except queue.Empty:
-        thread.join(0.01)
+        item = next(batches)
+      except StopIteration:
+        return
+      self.wait_seconds += time.perf_counter() - t
+      self.batches_served += 1
+      yield item
 
 
 def eval_batches(
@@ -797,19 +795,27 @@ def eval_batches(
   local_devices: int,
   process_index: int,
   process_count: int,
+  prefetch: int = 2,
 ) -> Iterator[dict]:
-  """The whole evaluation set in global batches, padded; ``mask`` marks real rows."""
+  """The whole evaluation set in global batches, padded; ``mask`` marks real rows.
+
+  Process ``process_index`` reads only its rows of each global batch.
+  """
   local = per_device_batch_size * local_devices
   g = local * process_count
   n = len(dataset.eval_labels)
-  for start in range(0, n, g):
-    idx = np.arange(start, start + g)[process_index * local : (process_index + 1) * local]
+  rows = process_rows(process_index, local)
+  shape = (local_devices, per_device_batch_size)
+
+  def make(i: int) -> dict:
+    idx = np.arange(i * g, (i + 1) * g)[rows]
     mask = idx < n
-    idx = np.where(mask, idx, 0)
-    images = _normalize(dataset.eval_images[idx], dataset.mean, dataset.std)
-    shape = (local_devices, per_device_batch_size)
-    yield {
+    images, labels = dataset.eval.take(np.where(mask, idx, 0))
+    images = _normalize(images, dataset.mean, dataset.std)
+    return {
       "image": images.reshape(shape + images.shape[1:]),
-      "label": dataset.eval_labels[idx].reshape(shape),
+      "label": labels.reshape(shape),
       "mask": mask.reshape(shape),
     }
+
+  yield from _grain_batches(make, range(0, -(-n // g)), dataset.eval, prefetch)
