@@ -26,6 +26,7 @@ __all__ = [
   "FolderSource",
   "decode_image",
   "decode_threads",
+  "resize_image",
   "to_memory",
 ]
 
@@ -69,6 +70,18 @@ def decode_image(path: str, image_size: int | None = None) -> np.ndarray:
   if image_size is not None and rgb.size != (image_size, image_size):
     rgb = rgb.resize((image_size, image_size), Image.Resampling.BILINEAR)
   return np.asarray(rgb, np.uint8)
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+  """``image`` (uint8 ``[H, W, C]``, C = 1 or 3) resized to ``size``² by Pillow's bilinear filter."""
+  from PIL import Image
+
+  if image.shape[:2] == (size, size):
+    return image
+  grey = image.shape[-1] == 1
+  pil = Image.fromarray(image[..., 0] if grey else image)
+  out = np.asarray(pil.resize((size, size), Image.Resampling.BILINEAR), np.uint8)
+  return out[..., None] if grey else out
 
 
 class ArraySource:

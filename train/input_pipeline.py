@@ -55,6 +55,7 @@ import numpy as np
 from train.data_errors import DataConfigError, DatasetUnavailableError
 from train.data_order import augment_draws, epoch_order, global_batch_indices, process_rows
 from train.data_sources import ArraySource, FolderSource, decode_threads, to_memory
+from train.data_tfds import TfdsSource, tfds_source
 
 __all__ = [
   "ArraySource",
@@ -78,8 +79,8 @@ AUGMENTATIONS = ("crop_flip", "flip", "none")
 class Dataset:
   """The training and evaluation sources (:mod:`train.data_sources`) and their normalization."""
 
-  train: ArraySource | FolderSource
-  eval: ArraySource | FolderSource
+  train: ArraySource | FolderSource | TfdsSource
+  eval: ArraySource | FolderSource | TfdsSource
   num_classes: int
   mean: np.ndarray  # float32 [C], in [0, 1] pixel units
   std: np.ndarray
@@ -106,17 +107,6 @@ class Dataset:
   def eval_images(self) -> np.ndarray:
     """Every evaluation image, decoded (in memory already, or decoded now)."""
     return to_memory(self.eval).images
-
-
-def _tf():
-  import tensorflow as tf
-
-  try:
-    tf.config.set_visible_devices([], "GPU")
-    tf.config.set_visible_devices([], "TPU")
-  except (RuntimeError, ValueError):
-    pass  # Already initialized or no such device type: nothing to hide.
-  return tf
 
 
 # Channels of the images each source yields, where the config alone tells (TFDS: its info).
@@ -257,29 +247,6 @@ def validate_dataset_config(dc) -> None:
 # Sources.
 
 
-def _to_numpy(ds, image_size, channels, split=""):
-  """Decodes a tf.data dataset of (image, label) into uint8/int32 arrays."""
-  tf = _tf()
-
-  def prep(image, label):
-    image = tf.convert_to_tensor(image)
-    if channels is not None and image.shape[-1] == 1 and channels == 3:
-      image = tf.image.grayscale_to_rgb(image)
-    if image_size is not None:
-      image = tf.image.resize(image, (image_size, image_size), antialias=True)
-      image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
-    return image, tf.cast(label, tf.int32)
-
-  ds = ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE)
-  images, labels = [], []
-  for image, label in ds.batch(1024).prefetch(2).as_numpy_iterator():
-    images.append(image)
-    labels.append(label)
-  if not images:
-    raise DataConfigError(f"The split {split!r} is empty: check its slice (e.g. 'train[:100]').")
-  return np.concatenate(images).astype(np.uint8), np.concatenate(labels).astype(np.int32)
-
-
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 
@@ -382,91 +349,6 @@ def _image_folder_source(dc, split_spec):
   return FolderSource(paths, labels, dc.image_size), len(names)
 
 
-def _unreachable_download_host(builder, timeout=5.0):
-  """'host: error' if the dataset's first download URL's host can't be reached."""
-  import socket
-  import urllib.parse
-
-  try:
-    urls = list((builder.url_infos or {}).keys())
-  except Exception:
-    return ""  # Unknown URLs: let TFDS try.
-  if not urls:
-    return ""
-  parsed = urllib.parse.urlparse(urls[0])
-  if not parsed.hostname:
-    return ""
-  port = parsed.port or (443 if parsed.scheme == "https" else 80)
-  try:
-    socket.create_connection((parsed.hostname, port), timeout=timeout).close()
-  except OSError as e:
-    return f"{parsed.hostname}:{port}: {e}"
-  return ""
-
-
-def _read_tfds(dc, split_spec):
-  _tf()
-  import tensorflow_datasets as tfds
-
-  data_dir = os.path.expanduser(dc.data_dir) if dc.data_dir else None
-  try:
-    builder = tfds.builder(dc.name, data_dir=data_dir)
-  except Exception as e:  # DatasetNotFoundError and friends.
-    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    raise DataConfigError(
-      f"Unknown TFDS dataset config.dataset.name={dc.name!r} ({reason}): for a folder of "
-      "images use --config.dataset.source=image_folder --config.dataset.root=DIR."
-    ) from None
-  if not builder.is_prepared():
-    msg = (
-      f"Dataset {dc.name!r} is not prepared in data_dir={str(builder.data_dir_root)!r}"
-      f"{' and could not be downloaded' if dc.download else ' (download disabled)'}.\n"
-      "Ways out:\n"
-      f"  * --config.dataset.data_dir=DIR where DIR holds a prepared {dc.name} "
-      "(e.g. made with `tfds build` on a machine with internet), or\n"
-      "  * an image folder root/split/label/image: --config.dataset.source=image_folder "
-      "--config.dataset.root=DIR (e.g. ../shared/data/cifar10-jpeg with "
-      "--config.dataset.holdout_per_class=500)."
-    )
-    if not dc.download:
-      raise DatasetUnavailableError(msg)
-    unreachable = _unreachable_download_host(builder) if dc.check_download_host else ""
-    if unreachable:  # TFDS would retry for minutes; fail at once instead.
-      raise DatasetUnavailableError(f"{msg}\nIts download host is unreachable: {unreachable}")
-    try:
-      builder.download_and_prepare()
-    except Exception as e:  # Any network or extraction failure.
-      raise DatasetUnavailableError(
-        f"{msg}\nThe download failed with: {type(e).__name__}: {e}"
-      ) from None
-  features = builder.info.features
-  named = dict(features.items()) if isinstance(features, tfds.features.FeaturesDict) else {}
-  image, label = named.get("image"), named.get("label")
-  if image is None or not isinstance(label, tfds.features.ClassLabel):
-    raise DataConfigError(
-      f"TFDS dataset {dc.name!r} has no 'image' and 'label' features: config.dataset.name "
-      "must name an image classification dataset."
-    )
-  num_classes = int(label.num_classes or 0)
-  # tfds infers FeatureConnector.shape from dm-tree (untyped): a union of containers.
-  channels = image.shape[-1]  # pyright: ignore[reportIndexIssue]
-  try:
-    ds = builder.as_dataset(
-      # tfds wraps as_dataset with wrapt, whose annotations drop its ``split`` parameter.
-      split=split_spec,  # pyright: ignore[reportCallIssue]
-      shuffle_files=False,
-      as_supervised=True,
-    )
-  except (ValueError, KeyError, AssertionError) as e:
-    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    raise DataConfigError(
-      f"TFDS dataset {dc.name!r} has no split {split_spec!r} ({reason}): its splits are "
-      f"{sorted(builder.info.splits)}."
-    ) from None
-  images, labels = _to_numpy(ds, dc.image_size, 3 if channels == 3 else None, split_spec)
-  return images, labels, num_classes
-
-
 def _read_digits(dc, split_spec):
   from sklearn.datasets import load_digits
 
@@ -535,9 +417,9 @@ def _save_cached(path: str, source: ArraySource, num_classes: int) -> None:
 def _source(dc, split_spec):
   """(source, number of classes) of a split: in memory if it fits, else streamed from disk.
 
-  The digits and TFDS datasets are read into memory; an image folder is held in
-  memory (decoded once, in threads; cached in ``dataset.cache_dir`` if set) when
-  its decoded pixels fit ``dataset.max_in_memory_gb``, else decoded on every read.
+  The digits are in memory; an image folder or a TFDS dataset is held in memory
+  (decoded once, in threads; cached in ``dataset.cache_dir`` if set) when its
+  decoded pixels fit ``dataset.max_in_memory_gb``, else decoded on every read.
   """
   if dc.source == "digits":
     images, labels, num_classes = _read_digits(dc, split_spec)
@@ -547,13 +429,12 @@ def _source(dc, split_spec):
   if cached is not None:
     return cached
   if dc.source == "tfds":
-    images, labels, num_classes = _read_tfds(dc, split_spec)
-    source = ArraySource(images, labels)
+    source, num_classes = tfds_source(dc, split_spec)
   else:
     source, num_classes = _image_folder_source(dc, split_spec)
-    if not _fits_in_memory(dc, source):
-      return source, num_classes
-    source = to_memory(source)
+  if not _fits_in_memory(dc, source):
+    return source, num_classes
+  source = to_memory(source)
   if path:
     _save_cached(path, source, num_classes)
   return source, num_classes
@@ -674,7 +555,7 @@ def _apply_augment(images, flips, offsets, pad):
 
 def check_batch_fits(dataset: Dataset, batch: int, what: str) -> None:
   """A DataConfigError naming ``what`` when ``batch`` images exceed the training set."""
-  n = len(dataset.train_labels)
+  n = len(dataset.train)
   if batch > n:
     raise DataConfigError(
       f"{what} ({batch} images) is larger than the training set ({n} images): use a smaller "
@@ -740,16 +621,16 @@ class TrainBatches:
     # Batches (micro-batches with gradient accumulation) per epoch: a whole number
     # of optimizer steps of k micro-batches each; the rest of the permutation is dropped.
     k = micro_batches_per_step
-    self.steps_per_epoch = len(dataset.train_labels) // (self.global_batch * k) * k
+    self.steps_per_epoch = len(dataset.train) // (self.global_batch * k) * k
     if self.steps_per_epoch == 0:
       raise DataConfigError(
         f"The optimizer batch ({self.global_batch * k} = per_device_batch_size × devices"
         f"{' × grad_accum_steps' if k > 1 else ''}) is larger than the training set "
-        f"({len(dataset.train_labels)} images)."
+        f"({len(dataset.train)} images)."
       )
 
   def order(self, epoch: int) -> np.ndarray:
-    return epoch_order(self.seed, epoch, len(self.ds.train_labels))
+    return epoch_order(self.seed, epoch, len(self.ds.train))
 
   def batch(self, epoch: int, index: int, order=None) -> dict:
     """Batch ``index`` of ``epoch`` for this process: [local_devices, m, ...]."""
@@ -803,7 +684,7 @@ def eval_batches(
   """
   local = per_device_batch_size * local_devices
   g = local * process_count
-  n = len(dataset.eval_labels)
+  n = len(dataset.eval)
   rows = process_rows(process_index, local)
   shape = (local_devices, per_device_batch_size)
 
