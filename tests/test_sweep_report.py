@@ -204,3 +204,103 @@ def test_runs_of_different_settings_never_share_a_cell(tmp_path):
   (tmp_path / "bn-m2-s1" / "summary.json").unlink()
   arm = compare.load_arm(f"BN={tmp_path / 'bn-m2'}")
   assert arm["setting"]["norm_sync_devices"] == 1 and arm["setting"]["devices"] == 4
+
+
+def test_compare_marks_missing_seeds_and_norms_without_precise_statistics(tmp_path):
+  """Issues 31/36: a running experiment — arms missing seeds (or every seed), FrozenBN/MABN
+  without population statistics, two baselines — reads as incomplete, never as final."""
+  from tools import compare
+
+  fake_run(tmp_path / "bn", "bn", 2, 0, [0.3, 0.40], precise=[0.3, 0.45], wall=60.0)
+  fake_run(tmp_path / "bn", "bn", 2, 1, [0.3, 0.50], precise=[0.3, 0.52], wall=180.0)
+  fake_run(tmp_path / "frozen", "frozen_bn", 2, 0, [0.5, 0.60], wall=120.0)  # no precise
+  fake_run(tmp_path / "frozen", "frozen_bn", 2, 1, [0.5, 0.70], status="interrupted")
+  seeds = [0, 1, 2]
+  arms = [
+    compare.load_arm(f"BN={tmp_path}/bn/bn-m2", seeds),
+    compare.load_arm(f"FrozenBN={tmp_path}/frozen/frozen_bn-m2", seeds),
+    compare.load_arm(f"MABN={tmp_path}/not_yet/mabn-m2", seeds),  # no directory yet
+  ]
+  with pytest.raises(ValueError, match="not a directory"):
+    compare.load_arm(f"MABN={tmp_path}/not_yet/mabn-m2")  # without planned seeds: an error
+  md = compare.comparison_markdown(arms, ["BN", "FrozenBN"], wall_times=True, seeds=seeds)
+  assert md.startswith(
+    "**Incomplete: 3 of 9 planned runs are in** (seeds 0, 1, 2 of every arm); pending: "
+    "BN (seed 2); FrozenBN (seeds 1, 2); MABN (seeds 0, 1, 2). Nothing here is final"
+  )
+  # BN: 40, 50 as trained; 45, 52 precise; gaps +5, +2. FrozenBN: one seed, one value, no std.
+  assert "| BN | 45.00 ± 7.07 (n=2 of 3) | 48.50 ± 4.95 (n=2 of 3) | +3.50 ± 2.12 |" in md
+  assert "| FrozenBN | 60.00 (n=1 of 3) | — | — |" in md  # FrozenBN has no precise statistics
+  assert "| MABN | pending (n=0 of 3) | pending (n=0 of 3) | — |" in md
+  # Paired over seed 0 only: 60 − 40 = +20 points, as trained; no precise pair.
+  assert "| FrozenBN | 1 of 3 | +20.00 | 1 / 0 | — | — |" in md
+  assert "| MABN | 0 of 3 | — | — | — | — |" in md
+  assert "| arm − FrozenBN | seeds |" in md and "| BN | 1 of 3 | -20.00 | 0 / 1 | — | — |" in md
+  assert "| BN | 40.00 / 45.00 | 50.00 / 52.00 | pending |" in md
+  assert "| FrozenBN | 60.00 | pending | pending |" in md  # the interrupted seed 1 is pending
+  assert "| MABN | pending | pending | pending |" in md
+  assert "| BN | — | 2.0 [1.0, 3.0] |" in md and "| MABN | — | — |" in md
+  assert "| FrozenBN | — | 2.0 (one run) |" in md
+  md = compare.comparison_markdown(arms, None, seeds=seeds, commands=True)
+  assert "# MABN: no finished run yet\n```" in md
+  compare.plot_curves(arms, tmp_path / "c.png")  # arms without runs or precise curves: skipped
+  assert (tmp_path / "c.png").stat().st_size > 0
+  full = [compare.load_arm(f"BN={tmp_path}/bn/bn-m2", [0, 1])]
+  assert compare.comparison_markdown(full, None, seeds=[0, 1]).startswith(
+    "**All 2 planned runs are in** (seeds 0, 1 of every arm)."
+  )
+
+
+def test_compare_reads_one_run_workdir_and_prints_its_commands(tmp_path):
+  from tools import compare
+
+  fake_run(tmp_path, "bn", 32, 0, [0.7, 0.80], precise=[0.7, 0.82], wall=600.0)
+  run = tmp_path / "plain"
+  (tmp_path / "bn-m32-s0").rename(run)
+  summary = json.loads((run / "summary.json").read_text())
+  summary.update(seed=0, norm="bn", per_device_batch_size=32)
+  (run / "summary.json").write_text(json.dumps(summary))
+  (run / "sweep.json").unlink()  # a plain `python -m train` run: no sweep.json
+  arm = compare.load_arm(f"pretrained, plain={run}")
+  assert arm["single"] and list(arm["runs"]) == [0]
+  md = compare.comparison_markdown([arm], None, commands=True)
+  assert "| pretrained, plain | 80.00 ± 0.00 (n=1) | 82.00 ± 0.00 (n=1) | +2.00 ± 0.00 |" in md
+  assert "| pretrained, plain | 80.00 / 82.00 |" in md
+  assert "# pretrained, plain (seeds 0)\n#   (no command recorded: see the write-up)" in md
+  assert "or LABEL=WORKDIR of one run" in md
+  # A sweep's run: its command, the seed written SEED, the device count in front.
+  fake_run(tmp_path / "sweep", "bn", 2, 1, [0.3, 0.4])
+  wd = tmp_path / "sweep" / "bn-m2-s1"
+  argv = ["/w/.venv/bin/python", "-m", "train", "--config=c.py:bn-g2"]
+  argv += ["--workdir=workdirs/x/bn-g2/bn-m2-s1", "--config.seed=1", "--config.lr=0.1"]
+  (wd / "sweep.json").write_text(json.dumps({"command": argv, "wall_seconds": 1.0}))
+  summary = json.loads((wd / "summary.json").read_text())
+  layout = {"per_device_batch_size": 2, "devices": 4, "norm_sync_devices": 2, "grad_accum_steps": 1}
+  summary.update(devices=4, per_device_batch_size=2, global_batch_size=8, layout=layout)
+  (wd / "summary.json").write_text(json.dumps(summary))
+  md = compare.comparison_markdown(
+    [compare.load_arm(f"G2={tmp_path}/sweep/bn-m2")], None, commands=True
+  )
+  assert (
+    "# G2 (seeds 1)\nXLA_FLAGS=--xla_force_host_platform_device_count=4 python -m train "
+    "--config=c.py:bn-g2 --workdir=workdirs/x/bn-g2/bn-m2-sSEED --config.seed=SEED "
+    "--config.lr=0.1\n```" in md
+  )
+
+
+def test_compare_cli_pairs_with_several_baselines_and_planned_seeds(tmp_path):
+  fake_run(tmp_path, "bn", 2, 0, [0.3, 0.40], precise=[0.3, 0.45])
+  fake_run(tmp_path, "mbn", 2, 0, [0.3, 0.46], precise=[0.3, 0.47])
+  out = tmp_path / "out"
+  args = [sys.executable, "-m", "tools.compare", f"--out={out}", "--seeds=0,1"]
+  args += [f"--arm=BN={tmp_path}/bn-m2", f"--arm=MBN={tmp_path}/mbn-m2"]
+  args += [f"--arm=MABN={tmp_path}/missing/mabn-m2", "--baseline=BN", "--baseline=MBN"]
+  subprocess.run(args, check=True, capture_output=True, cwd=ROOT)
+  md = (out / "comparison.md").read_text()
+  assert "| MBN | 1 of 2 | +6.00 | 1 / 0 | +2.00 | 1 / 0 |" in md
+  assert "| BN | 1 of 2 | -6.00 | 0 / 1 | -2.00 | 0 / 1 |" in md
+  assert "| MABN | pending | pending |" in md
+  assert (out / "curves.png").stat().st_size > 0 and (out / "gap.png").stat().st_size > 0
+  # Without planned seeds an arm with no runs is an error, as before.
+  p = subprocess.run(args[:4] + args[5:8], capture_output=True, text=True, cwd=ROOT)
+  assert p.returncode != 0 and "missing" in p.stderr

@@ -7,27 +7,47 @@ r"""Compare labelled arms of one or more sweeps, paired by seed: a table and cur
 
 An *arm* is ``LABEL=PREFIX``: the finished runs ``PREFIX-s<seed>`` written by
 :mod:`tools.sweep` (``PREFIX`` is ``<root>/<norm>-m<m>``), so arms can come
-from different sweep roots (another schedule, gradient accumulation). Writes
-into ``--out``:
+from different sweep roots (another schedule, gradient accumulation); or
+``LABEL=WORKDIR``, one finished run of ``python -m train`` (a directory with a
+summary.json: its seed is the run's). Writes into ``--out``:
 
 * ``comparison.md`` — per arm: final validation accuracy as trained and with
   population ("precise") statistics, mean ± std over seeds (n), their
-  difference; the *paired* difference of every arm to ``--baseline`` over
-  the seeds both have (same seed = same initialization and data order), with
-  how many seeds favour each; every run, seed by seed;
+  difference; the *paired* difference of every arm to each ``--baseline``
+  (repeat the flag for several) over the seeds both have (same seed = same
+  initialization and data order), with how many seeds favour each; every run,
+  seed by seed; with ``--wall_times`` each arm's setting and minutes per run;
+  with ``--commands`` the training command of every arm, from its runs'
+  sweep.json. Norms without population statistics (GN, FrozenBN, MABN) have
+  "—" there;
 * ``curves.png`` — validation accuracy per epoch per arm (every seed thin,
   the mean bold), as trained and with precise statistics;
 * ``gap.png`` — precise − as-trained accuracy per epoch per arm.
+
+``--seeds=0,1,2`` names the seeds every arm is planned to have, for an
+experiment still running: an arm missing some (or all: its directory need not
+exist yet) is kept, every count reads "n of 3", a missing run reads
+"pending", and a line above the tables says how many runs are in.
 """
 
 from __future__ import annotations
 
 import pathlib
+import re
+import shlex
 
 import numpy as np
 from absl import app, flags
 
-from tools.report import PRECISE, _mean_std, _plt, check_one_setting, load_runs, plot_seeds_and_mean
+from tools.report import (
+  PRECISE,
+  _mean_std,
+  _plt,
+  check_one_setting,
+  load_run,
+  load_runs,
+  plot_seeds_and_mean,
+)
 
 AS_TRAINED = "final_eval_accuracy"
 
@@ -45,29 +65,66 @@ def parse_arm(spec: str) -> tuple[str, pathlib.Path, str, int]:
   return label, path.parent, norm, int(m)
 
 
-def load_arm(spec: str) -> dict:
-  """An arm: its label, the spec, and its completed runs by seed."""
-  label, root, norm, m = parse_arm(spec)
-  if not root.is_dir():
-    raise ValueError(f"--arm {spec!r}: {root} is not a directory.")
-  runs = {
-    r["seed"]: r
-    for r in load_runs(root)
-    if r["norm"] == norm and r["m"] == m and r["status"] == "completed"
-  }
+def load_arm(spec: str, seeds: list[int] | None = None) -> dict:
+  """An arm: its label, the spec, its completed runs by seed and the seeds it should have.
+
+  ``LABEL=WORKDIR`` (a directory holding summary.json) is one run. With ``seeds`` (the
+  planned seeds of a running experiment) a prefix whose directory does not exist yet is an arm
+  with no runs; without, a ValueError.
+  """
+  label, sep, prefix = spec.rpartition("=")
+  single = pathlib.Path(prefix)
+  if sep and label and (single / "summary.json").is_file():
+    run = load_run(single)
+    runs = {run["seed"]: run} if run["status"] == "completed" else {}
+  else:
+    label, root, norm, m = parse_arm(spec)
+    if not root.is_dir() and seeds is None:
+      raise ValueError(f"--arm {spec!r}: {root} is not a directory.")
+    runs = {
+      r["seed"]: r
+      for r in (load_runs(root) if root.is_dir() else [])
+      if r["norm"] == norm and r["m"] == m and r["status"] == "completed"
+    }
   setting = check_one_setting(list(runs.values()), f"--arm {spec!r}")
-  return {"label": label, "spec": spec, "runs": runs, "setting": setting}
+  return {
+    "label": label,
+    "spec": spec,
+    "runs": runs,
+    "setting": setting,
+    "seeds": seeds,
+    "single": (single / "summary.json").is_file(),
+  }
 
 
 def _values(arm: dict, key: str) -> dict[int, float]:
   return {s: r["summary"][key] for s, r in arm["runs"].items() if r["summary"].get(key) is not None}
 
 
-def _cell(values) -> str:
+def _of(n: int, seeds) -> str:
+  """``n``, or ``n of N`` when N seeds are planned."""
+  return f"{n}" if seeds is None else f"{n} of {len(seeds)}"
+
+
+def _cell(values, seeds=None, pending=False) -> str:
+  """Mean ± std (n); with planned ``seeds``: "(n=k of N)", one value without a std, and
+  "pending" for an arm with no finished run yet ("—": runs without this number)."""
   v = 100 * np.asarray(list(values), float)
+  if seeds is None:
+    if not len(v):
+      return "—"
+    return f"{v.mean():.2f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.2f} (n={len(v)})"
   if not len(v):
-    return "—"
-  return f"{v.mean():.2f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.2f} (n={len(v)})"
+    return f"pending (n=0 of {len(seeds)})" if pending else "—"
+  spread = f" ± {v.std(ddof=1):.2f}" if len(v) > 1 else ""
+  return f"{v.mean():.2f}{spread} (n={_of(len(v), seeds)})"
+
+
+def _diff(values, seeds=None) -> str:
+  """Mean ± std of differences in points (one value, without a std, when planned seeds are named)."""
+  if seeds is not None and len(values) == 1:
+    return f"{100 * next(iter(values)):+.2f}"
+  return _mean_std(values)
 
 
 def _favour(diffs: dict) -> str:
@@ -84,11 +141,77 @@ def _setting_text(setting: dict) -> str:
   )
 
 
-def comparison_markdown(arms: list[dict], baseline: str | None, wall_times: bool = False) -> str:
+def _progress(arms: list[dict], seeds: list[int]) -> str:
+  """The line that says how many of the planned runs are in, and which are missing."""
+  planned = len(arms) * len(seeds)
+  done = sum(s in arm["runs"] for arm in arms for s in seeds)
+  missing = []
+  for arm in arms:
+    absent = [s for s in seeds if s not in arm["runs"]]
+    if absent:
+      missing.append(
+        f"{arm['label']} (seed{'s' if len(absent) > 1 else ''} {', '.join(map(str, absent))})"
+      )
+  seed_text = ", ".join(map(str, seeds))
+  if not missing:
+    return f"**All {planned} planned runs are in** (seeds {seed_text} of every arm)."
+  return (
+    f"**Incomplete: {done} of {planned} planned runs are in** (seeds {seed_text} of every arm); "
+    f"pending: {'; '.join(missing)}. Nothing here is final: every number below changes as the "
+    "other seeds come in."
+  )
+
+
+def _command(run: dict) -> str | None:
+  """The run's training command from its sweep.json, seed written SEED, as a shell line."""
+  if not run.get("command"):
+    return None
+  seed = str(run["seed"])
+  argv = ["python"] + [
+    re.sub(rf"^(--config\.seed=){seed}$", r"\g<1>SEED", re.sub(rf"-s{seed}$", "-sSEED", a))
+    for a in run["command"][1:]
+  ]
+  devices = run["summary"].get("devices", 1)
+  prefix = f"XLA_FLAGS=--xla_force_host_platform_device_count={devices} " if devices > 1 else ""
+  return prefix + shlex.join(argv)
+
+
+def _commands(arms: list[dict]) -> list[str]:
   lines = [
+    "",
+    "The command of every arm (from its runs' sweep.json; SEED is the seed, the runs "
+    "started from a worktree of the pinned commit):",
+    "",
+    "```bash",
+  ]
+  for arm in arms:
+    commands = sorted({c for r in arm["runs"].values() if (c := _command(r)) is not None})
+    if not arm["runs"]:
+      lines += [f"# {arm['label']}: no finished run yet"]
+      continue
+    lines.append(f"# {arm['label']} (seeds {', '.join(map(str, sorted(arm['runs'])))})")
+    lines += commands or ["#   (no command recorded: see the write-up)"]
+  return lines + ["```"]
+
+
+def comparison_markdown(
+  arms: list[dict],
+  baseline: str | list[str] | None,
+  wall_times: bool = False,
+  seeds: list[int] | None = None,
+  commands: bool = False,
+) -> str:
+  """The tables of comparison.md; ``baseline``: one label or several (a paired table each).
+
+  ``seeds``: the seeds every arm is planned to have (a running experiment): counts read
+  "k of N", missing runs "pending", and a first line says what is missing.
+  """
+  lines = [] if seeds is None else [_progress(arms, seeds), ""]
+  lines += [
     "Final validation accuracy (%), mean ± std over seeds (n), as trained (the moving-average "
     "inference statistics) and with population (precise) statistics; precise − as trained in "
-    "percentage points.",
+    "percentage points."
+    + ("" if seeds is None else " —: the norm has no population statistics (FrozenBN, MABN, GN)."),
     "",
     "| arm | as trained | precise statistics | precise − as trained |",
     "|---|---:|---:|---:|",
@@ -97,9 +220,32 @@ def comparison_markdown(arms: list[dict], baseline: str | None, wall_times: bool
     trained, precise = _values(arm, AS_TRAINED), _values(arm, PRECISE)
     gap = {s: precise[s] - trained[s] for s in precise if s in trained}
     lines.append(
-      f"| {arm['label']} | {_cell(trained.values())} | {_cell(precise.values())} | "
-      f"{_mean_std(gap.values()) if gap else '—'} |"
+      f"| {arm['label']} | {_cell(trained.values(), seeds, not arm['runs'])} | "
+      f"{_cell(precise.values(), seeds, not arm['runs'])} | "
+      f"{_diff(gap.values(), seeds) if gap else '—'} |"
     )
+  baselines = [baseline] if isinstance(baseline, str) else list(baseline or [])
+  for base_label in baselines:
+    lines += _paired_lines(arms, base_label, seeds)
+  lines += _seed_lines(arms, seeds)
+  if wall_times:
+    lines += _wall_lines(arms)
+  if commands:
+    lines += _commands(arms)
+  if any(arm.get("single") for arm in arms):
+    lines += [
+      "",
+      "Arms (LABEL=PREFIX of the runs PREFIX-s<seed>, or LABEL=WORKDIR of one run):",
+      "",
+    ]
+  else:
+    lines += ["", "Arms (LABEL=PREFIX of the runs PREFIX-s<seed>):", ""]
+  lines += [f"* `{arm['spec']}`" for arm in arms]
+  return "\n".join(lines) + "\n"
+
+
+def _paired_lines(arms: list[dict], baseline: str, seeds: list[int] | None) -> list[str]:
+  lines = []
   base = next((a for a in arms if a["label"] == baseline), None)
   if base is not None:
     lines += [
@@ -117,11 +263,15 @@ def comparison_markdown(arms: list[dict], baseline: str | None, wall_times: bool
       for key in (AS_TRAINED, PRECISE):
         a, b = _values(arm, key), _values(base, key)
         d = {s: a[s] - b[s] for s in a if s in b}
-        cells += [_mean_std(d.values()), _favour(d)] if d else ["—", "—"]
-      seeds = len(set(_values(arm, AS_TRAINED)) & set(_values(base, AS_TRAINED)))
-      lines.append(f"| {arm['label']} | {seeds} | " + " | ".join(cells) + " |")
-  seeds = sorted({s for arm in arms for s in arm["runs"]})
-  lines += [
+        cells += [_diff(d.values(), seeds), _favour(d)] if d else ["—", "—"]
+      paired = len(set(_values(arm, AS_TRAINED)) & set(_values(base, AS_TRAINED)))
+      lines.append(f"| {arm['label']} | {_of(paired, seeds)} | " + " | ".join(cells) + " |")
+  return lines
+
+
+def _seed_lines(arms: list[dict], planned: list[int] | None) -> list[str]:
+  seeds = sorted({s for arm in arms for s in arm["runs"]} | set(planned or []))
+  lines = [
     "",
     "Every run: as trained / precise statistics (%), by seed.",
     "",
@@ -133,29 +283,31 @@ def comparison_markdown(arms: list[dict], baseline: str | None, wall_times: bool
     for s in seeds:
       r = arm["runs"].get(s)
       if r is None:
-        cells.append("—")
+        cells.append("pending" if planned is not None and s in planned else "—")
         continue
       t, p = r["summary"].get(AS_TRAINED), r["summary"].get(PRECISE)
       cells.append(f"{100 * t:.2f}" + (f" / {100 * p:.2f}" if p is not None else ""))
     lines.append(f"| {arm['label']} | " + " | ".join(cells) + " |")
-  if wall_times:
-    lines += [
-      "",
-      "Setting and wall time of every arm (minutes per run, mean and range over its seeds; "
-      "the runs shared the machine two at a time).",
-      "",
-      "| arm | setting | minutes per run |",
-      "|---|---|---:|",
-    ]
-    for arm in arms:
-      walls = np.array([r["wall"] for r in arm["runs"].values()], float) / 60
-      lines.append(
-        f"| {arm['label']} | {_setting_text(arm['setting'])} | "
-        f"{walls.mean():.1f} [{walls.min():.1f}, {walls.max():.1f}] |"
-      )
-  lines += ["", "Arms (LABEL=PREFIX of the runs PREFIX-s<seed>):", ""]
-  lines += [f"* `{arm['spec']}`" for arm in arms]
-  return "\n".join(lines) + "\n"
+  return lines
+
+
+def _wall_lines(arms: list[dict]) -> list[str]:
+  lines = [
+    "",
+    "Setting and wall time of every arm (minutes per run, mean and range over its seeds; "
+    "the runs shared the machine two at a time).",
+    "",
+    "| arm | setting | minutes per run |",
+    "|---|---|---:|",
+  ]
+  for arm in arms:
+    walls = np.array([r["wall"] for r in arm["runs"].values()], float) / 60
+    if len(walls) > 1:
+      minutes = f"{walls.mean():.1f} [{walls.min():.1f}, {walls.max():.1f}]"
+    else:
+      minutes = f"{walls[0]:.1f} (one run)" if len(walls) else "—"
+    lines.append(f"| {arm['label']} | {_setting_text(arm['setting'])} | {minutes} |")
+  return lines
 
 
 def _epoch_matrix(arm: dict, key) -> tuple[list[int], np.ndarray] | None:
@@ -184,14 +336,25 @@ def _plot_panels(arms, panels, path, ylabel, zero_line=False):
       if found is None:
         continue
       epochs, acc = found
-      plot_seeds_and_mean(ax, epochs, acc, f"C{i}", f"{arm['label']} ({len(acc)})")
+      planned = arm.get("seeds")
+      count = f"{len(acc)}" if planned is None else f"{len(acc)} of {len(planned)}"
+      plot_seeds_and_mean(ax, epochs, acc, f"C{i}", f"{arm['label']} ({count})")
     if zero_line:
       ax.axhline(0, color="k", linewidth=0.8)
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("epoch")
     ax.grid(alpha=0.3)
   axes[0][0].set_ylabel(ylabel)
-  axes[0][-1].legend(fontsize=8)
+  if any(arm.get("seeds") is not None for arm in arms):
+    # A running experiment: name every arm drawn in any panel (an arm without precise
+    # statistics, MABN or FrozenBN, has no curve in the last one).
+    handles = {}
+    for ax in axes[0]:
+      for handle, label in zip(*ax.get_legend_handles_labels()):
+        handles.setdefault(label, handle)
+    axes[0][-1].legend(list(handles.values()), list(handles), fontsize=8)
+  else:
+    axes[0][-1].legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
@@ -227,10 +390,21 @@ FLAGS = flags.FLAGS
 
 
 def define_flags():
-  flags.DEFINE_multi_string("arm", [], "LABEL=ROOT/<norm>-m<m> (repeat: one per arm).")
-  flags.DEFINE_string("baseline", None, "The LABEL of the arm every other arm is paired with.")
+  flags.DEFINE_multi_string(
+    "arm", [], "LABEL=ROOT/<norm>-m<m>, or LABEL=WORKDIR of one run (repeat: one per arm)."
+  )
+  flags.DEFINE_multi_string(
+    "baseline", [], "The LABEL of the arm every other arm is paired with (repeat: a table each)."
+  )
   flags.DEFINE_string("out", None, "Output directory.", required=True)
   flags.DEFINE_bool("wall_times", False, "Also tabulate each arm's setting and wall time per run.")
+  flags.DEFINE_bool("commands", False, "Also list each arm's training command (its sweep.json).")
+  flags.DEFINE_list(
+    "seeds",
+    None,
+    "The seeds every arm is planned to have (an experiment still running): arms may miss some "
+    "or all of them, and the tables say which.",
+  )
 
 
 def main(argv):
@@ -238,17 +412,20 @@ def main(argv):
   if len(FLAGS.arm) < 1:
     raise SystemExit("--arm: give at least one LABEL=ROOT/<norm>-m<m>.")
   try:
-    arms = [load_arm(spec) for spec in FLAGS.arm]
+    seeds = None if FLAGS.seeds is None else [int(s) for s in FLAGS.seeds]
+    arms = [load_arm(spec, seeds) for spec in FLAGS.arm]
   except ValueError as e:
     raise SystemExit(str(e)) from None
-  if FLAGS.baseline is not None and FLAGS.baseline not in [a["label"] for a in arms]:
-    raise SystemExit(f"--baseline {FLAGS.baseline!r} is not the label of any --arm.")
+  for baseline in FLAGS.baseline:
+    if baseline not in [a["label"] for a in arms]:
+      raise SystemExit(f"--baseline {baseline!r} is not the label of any --arm.")
   empty = [a["spec"] for a in arms if not a["runs"]]
-  if empty:
+  if empty and (seeds is None or len(empty) == len(arms)):
     raise SystemExit(f"--arm: no completed runs for {empty}.")
   out = pathlib.Path(FLAGS.out)
   out.mkdir(parents=True, exist_ok=True)
-  (out / "comparison.md").write_text(comparison_markdown(arms, FLAGS.baseline, FLAGS.wall_times))
+  markdown = comparison_markdown(arms, FLAGS.baseline, FLAGS.wall_times, seeds, FLAGS.commands)
+  (out / "comparison.md").write_text(markdown)
   plot_curves(arms, out / "curves.png")
   plot_gap(arms, out / "gap.png")
   print((out / "comparison.md").read_text())

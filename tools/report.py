@@ -45,34 +45,38 @@ NORM_LABEL = {
 }
 
 
+def load_run(wd: pathlib.Path, norm: str | None = None, m: int | None = None, seed=None) -> dict:
+  """One run's records: norm, m, seed (from summary.json where not given), summary, per-epoch
+  records, wall time, status, and the command of sweep.json (None without one)."""
+  summary = json.loads((wd / "summary.json").read_text())
+  records = []
+  if (wd / "metrics.jsonl").exists():
+    records = [
+      json.loads(line) for line in (wd / "metrics.jsonl").read_text().splitlines() if line.strip()
+    ]
+  sweep = json.loads((wd / "sweep.json").read_text()) if (wd / "sweep.json").exists() else {}
+  return {
+    "norm": summary.get("norm") if norm is None else norm,
+    "m": summary.get("per_device_batch_size") if m is None else m,
+    "seed": summary.get("seed") if seed is None else seed,
+    "summary": summary,
+    "records": records,
+    "wall": sweep.get("wall_seconds", summary.get("wall_time_s", float("nan"))),
+    "status": summary.get("status", "?"),
+    "command": sweep.get("command"),
+  }
+
+
 def load_runs(root: pathlib.Path) -> list[dict]:
-  """One dict per finished run: norm, m, seed, summary, per-epoch records, wall time."""
+  """One dict per finished run (:func:`load_run`) of the ``<norm>-m<m>-s<seed>`` dirs of root."""
   runs = []
   for wd in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
     try:
       norm, m, seed = parse_run_name(wd.name)
     except ValueError:
       continue
-    if not (wd / "summary.json").exists():
-      continue
-    summary = json.loads((wd / "summary.json").read_text())
-    records = []
-    if (wd / "metrics.jsonl").exists():
-      records = [
-        json.loads(line) for line in (wd / "metrics.jsonl").read_text().splitlines() if line.strip()
-      ]
-    sweep = json.loads((wd / "sweep.json").read_text()) if (wd / "sweep.json").exists() else {}
-    runs.append(
-      {
-        "norm": norm,
-        "m": m,
-        "seed": seed,
-        "summary": summary,
-        "records": records,
-        "wall": sweep.get("wall_seconds", summary.get("wall_time_s", float("nan"))),
-        "status": summary.get("status", "?"),
-      }
-    )
+    if (wd / "summary.json").exists():
+      runs.append(load_run(wd, norm, m, seed))
   return runs
 
 

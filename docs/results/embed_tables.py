@@ -11,7 +11,11 @@ Replaces what sits between `<!-- KEY -->` and `<!-- /KEY -->` markers:
     MD_GLOBAL_LR_VS_SYNCBN / MD_ONE_VS_FOUR: the tables of the comparisons
     under docs/results/multi_device/ (without their arm lists);
   * README.md, README_MULTI_DEVICE_TABLE: the four-device arms, one line each
-    (as trained / precise statistics, and the paired difference to BN).
+    (as trained / precise statistics, and the paired difference to BN);
+  * docs/results/no_communication.md, NC_MAIN / NC_ONE_DEVICE: the tables of
+    no_communication/ and no_communication/one_device/ (issue 36, running);
+  * docs/results/fine_tuning.md, FT_PRETRAIN / FT_MAIN: the tables of
+    fine_tuning/pretrain/ and fine_tuning/ (issue 31, running).
 Idempotent: running it twice changes nothing.
 """
 
@@ -115,9 +119,9 @@ def readme_multi_device_table() -> str:
   return "\n".join(rows)
 
 
-def comparison_tables(name: str) -> str:
-  """A comparison.md of docs/results/multi_device/ without its trailing list of arms."""
-  parts = blocks((RESULTS / "multi_device" / name / "comparison.md").read_text())
+def comparison_tables(name: str, under: str = "multi_device") -> str:
+  """A comparison.md of docs/results/<under>/ without its trailing list of arms."""
+  parts = blocks((RESULTS / under / name / "comparison.md").read_text())
   return "\n\n".join(parts[:-2])
 
 
@@ -143,6 +147,15 @@ def main() -> None:
   ]:
     text = put(text, key, comparison_tables(name))
   page.write_text(text)
+  for page_name, keys in [
+    ("no_communication.md", [("NC_MAIN", "."), ("NC_ONE_DEVICE", "one_device")]),
+    ("fine_tuning.md", [("FT_PRETRAIN", "pretrain"), ("FT_MAIN", ".")]),
+  ]:
+    page = RESULTS / page_name
+    text = page.read_text()
+    for key, name in keys:
+      text = put(text, key, comparison_tables(name, page_name.removesuffix(".md")))
+    page.write_text(text)
 
 
 if __name__ == "__main__":

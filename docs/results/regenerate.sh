@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Regenerates every table and plot of docs/results/cpu_repro.md,
-# docs/results/accumulation.md and docs/results/multi_device.md from the run records kept in
-# the repository (docs/results/faithful_runs/, accumulation_runs/, multi_device_runs/).
+# docs/results/accumulation.md, docs/results/multi_device.md, docs/results/no_communication.md
+# and docs/results/fine_tuning.md from the run records kept in the repository
+# (docs/results/faithful_runs/, accumulation_runs/, multi_device_runs/, no_communication_runs/,
+# fine_tuning_runs/; bash docs/results/collect_runs.sh copies them out of a worktree).
 # Seconds, no training.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -51,5 +53,35 @@ python -m tools.compare --out docs/results/multi_device/one_vs_four_devices --wa
   --arm "4 devices, BN, global lr=$M/bn-globallr/bn-m2" \
   --arm "4 devices, MBN, global lr=$M/mbn-globallr/mbn-m2"
 
-# Copy the tables into docs/results/cpu_repro.md, multi_device.md and the README (between markers).
+# Issue 36: without an all-reduce of statistics (still running: --seeds names the planned seeds,
+# so missing runs read "pending"). Only the records of no_communication_runs/ (one pinned commit,
+# one machine), never paired with multi_device_runs/ or faithful_runs/.
+N=docs/results/no_communication_runs
+python -m tools.compare --out docs/results/no_communication --seeds 0,1,2 --wall_times --commands \
+  --baseline "MBN" --baseline "BN" --baseline "SyncBN" \
+  --arm "MABN, centred=$N/mabn-centred/mabn-m2" --arm "MABN=$N/mabn/mabn-m2" \
+  --arm "BN, centred=$N/bn-centred/bn-m2" --arm "MBN, centred=$N/mbn-centred/mbn-m2" \
+  --arm "BN, G = 2=$N/bn-g2/bn-m2" --arm "MBN, G = 2=$N/mbn-g2/mbn-m2" \
+  --arm "BN=$N/bn/bn-m2" --arm "MBN=$N/mbn/mbn-m2" --arm "SyncBN=$N/syncbn/bn-m2"
+# ... one device at batch 2 (and BN at batch 32, the large-batch reference).
+python -m tools.compare --out docs/results/no_communication/one_device --seeds 0,1,2 \
+  --wall_times --commands \
+  --baseline "MBN, batch 2" --baseline "BN, batch 2" --baseline "BN, batch 32" \
+  --arm "MABN, centred, batch 2=$N/1dev-mabn-centred/mabn-m2" \
+  --arm "BN, batch 2=$N/1dev-bn/bn-m2" --arm "MBN, batch 2=$N/1dev-mbn/mbn-m2" \
+  --arm "BN, batch 32=$N/1dev-bn-m32/bn-m32"
+
+# Issue 31: fine-tuning on 4 devices × 2 images from the pretrained networks (still running).
+F=docs/results/fine_tuning_runs
+python -m tools.compare --out docs/results/fine_tuning --seeds 0,1,2 --wall_times --commands \
+  --baseline "FrozenBN" --baseline "SyncBN" \
+  --arm "FrozenBN=$F/frozen_bn/frozen_bn-m2" --arm "BN=$F/bn/bn-m2" --arm "SyncBN=$F/syncbn/bn-m2" \
+  --arm "MBN, ramp=$F/mbn/mbn-m2" --arm "MBN, from pretrained=$F/mbn-pretrained/mbn-m2" \
+  --arm "MABN=$F/mabn/mabn-m2"
+# ... the two pretrained networks (one run each, BN at batch 32 on one device).
+python -m tools.compare --out docs/results/fine_tuning/pretrain --wall_times \
+  --arm "plain=$F/pretrain/plain" --arm "centred=$F/pretrain/centred"
+
+# Copy the tables into docs/results/cpu_repro.md, multi_device.md, no_communication.md,
+# fine_tuning.md and the README (between markers).
 python docs/results/embed_tables.py
