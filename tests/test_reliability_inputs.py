@@ -224,15 +224,15 @@ def test_a_torn_last_metrics_line_is_left_out_not_an_error(tmp_path):
 
 
 def _image_folder(root: pathlib.Path, sizes=None):
-  import tensorflow as tf
+  from PIL import Image
 
   rng = np.random.default_rng(0)
   for label in ("cat", "dog"):
     (root / "train" / label).mkdir(parents=True)
     for i in range(3):
       h, w = (sizes or {}).get((label, i), (8, 8))
-      png = tf.io.encode_png(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).numpy()
-      (root / "train" / label / f"{i:03d}.png").write_bytes(png)
+      pixels = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+      Image.fromarray(pixels).save(root / "train" / label / f"{i:03d}.png")
   return root
 
 
