@@ -244,6 +244,13 @@ def test_compare_marks_missing_seeds_and_norms_without_precise_statistics(tmp_pa
   md = compare.comparison_markdown(arms, None, seeds=seeds, commands=True)
   assert "# MABN: no finished run yet\n```" in md
   compare.plot_curves(arms, tmp_path / "c.png")  # arms without runs or precise curves: skipped
+  plt = report._plt()
+  fig, axes = plt.subplots(1, 2)
+  axes[0].plot([1], [1], label="FrozenBN")  # as trained only: no precise curve
+  axes[0].plot([1], [1], label="BN")
+  axes[1].plot([1], [1], label="BN")
+  assert list(compare._every_label(axes)) == ["FrozenBN", "BN"]  # the legend names both
+  plt.close(fig)
   assert (tmp_path / "c.png").stat().st_size > 0
   full = [compare.load_arm(f"BN={tmp_path}/bn/bn-m2", [0, 1])]
   assert compare.comparison_markdown(full, None, seeds=[0, 1]).startswith(

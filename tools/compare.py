@@ -325,6 +325,15 @@ def _epoch_matrix(arm: dict, key) -> tuple[list[int], np.ndarray] | None:
   )
 
 
+def _every_label(axes) -> dict:
+  """{label: handle} of every labelled line of ``axes``, in order of first appearance."""
+  handles = {}
+  for ax in axes:
+    for handle, label in zip(*ax.get_legend_handles_labels()):
+      handles.setdefault(label, handle)
+  return handles
+
+
 def _plot_panels(arms, panels, path, ylabel, zero_line=False):
   plt = _plt()
   fig, axes = plt.subplots(
@@ -348,10 +357,7 @@ def _plot_panels(arms, panels, path, ylabel, zero_line=False):
   if any(arm.get("seeds") is not None for arm in arms):
     # A running experiment: name every arm drawn in any panel (an arm without precise
     # statistics, MABN or FrozenBN, has no curve in the last one).
-    handles = {}
-    for ax in axes[0]:
-      for handle, label in zip(*ax.get_legend_handles_labels()):
-        handles.setdefault(label, handle)
+    handles = _every_label(axes[0])
     axes[0][-1].legend(list(handles.values()), list(handles), fontsize=8)
   else:
     axes[0][-1].legend(fontsize=8)
