@@ -154,13 +154,15 @@ class FolderSource:
     return FolderSource(self.paths[indices], self.labels[indices], self.image_size, self.first_path)
 
 
-def to_memory(source, threads: int | None = None) -> ArraySource:
-  """Every example of ``source`` decoded once (``threads`` at a time) into an :class:`ArraySource`."""
+def to_memory(source, threads: int | None = None, chunk: int = 256) -> ArraySource:
+  """Every example of ``source`` decoded once into an :class:`ArraySource`.
+
+  ``threads`` (default :func:`decode_threads`) decode ``chunk`` examples each at a time.
+  """
   if isinstance(source, ArraySource):
     return source
   n = len(source)
   images = np.empty((n, *source.shape), np.uint8)
-  chunk = 256
 
   def fill(start: int) -> None:
     stop = min(start + chunk, n)

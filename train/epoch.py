@@ -48,6 +48,7 @@ class Progress:
   last_nonfinite_kind: int = 0
   epoch_time: float = 0.0
   images_per_sec: float = 0.0
+  data_wait_share: float = 0.0  # share of the epoch's time the loop waited for its next batch
 
 
 def train_epoch(s: RunSetup, p: Progress, epoch: int, stop) -> str | None:
@@ -63,6 +64,7 @@ def train_epoch(s: RunSetup, p: Progress, epoch: int, stop) -> str | None:
     leave=True,
   )
   t_epoch, done_here, pending, outcome = time.time(), 0, [], None
+  wait_before = s.batches.wait_seconds
   for batch in s.batches.epoch(epoch, first):
     p.state, metrics = s.parallel.train_step(
       p.state, s.parallel.shard(batch), s.parallel.stop_flags(stop.requested)
@@ -86,6 +88,7 @@ def train_epoch(s: RunSetup, p: Progress, epoch: int, stop) -> str | None:
   bar.close()
   p.epoch_time = time.time() - t_epoch
   p.images_per_sec = done_here * s.layout.global_batch_size / max(p.epoch_time, 1e-9)
+  p.data_wait_share = (s.batches.wait_seconds - wait_before) / max(p.epoch_time, 1e-9)
   if outcome is None and p.step % spe != 0:  # stopped mid-epoch by the data running out
     outcome = "interrupted"
   return outcome
@@ -136,4 +139,5 @@ def epoch_record(s: RunSetup, p: Progress, epoch: int) -> dict:
     "learning_rate": float(s.lr_fn(last)),
     "lambda": float(s.lam_fn(last)) if s.logs_lambda else None,
     "images_per_sec": p.images_per_sec,
+    "data_wait_share": p.data_wait_share,
   }

@@ -462,8 +462,8 @@ def _first_per_class(labels, k):
   return mask
 
 
-def _channel_stats(images):
-  """Per-channel mean and std of uint8 images, in [0, 1] units (float64 sums)."""
+def _channel_sums(images) -> tuple[np.ndarray, np.ndarray, int]:
+  """Per-channel sums of pixel values and of their squares (in [0, 1] units), and their count."""
   c = images.shape[-1]
   flat = images.reshape(-1, c)
   s = np.zeros(c)
@@ -472,9 +472,18 @@ def _channel_stats(images):
     chunk = flat[start : start + (1 << 22)].astype(np.float64) / 255.0
     s += chunk.sum(0)
     s2 += (chunk**2).sum(0)
-  mean = s / len(flat)
-  std = np.sqrt(np.maximum(s2 / len(flat) - mean**2, 1e-12))
+  return s, s2, len(flat)
+
+
+def _stats_of_sums(s, s2, n):
+  mean = s / n
+  std = np.sqrt(np.maximum(s2 / n - mean**2, 1e-12))
   return mean.astype(np.float32), std.astype(np.float32)
+
+
+def _channel_stats(images):
+  """Per-channel mean and std of uint8 images, in [0, 1] units (float64 sums)."""
+  return _stats_of_sums(*_channel_sums(images))
 
 
 # Streamed training sets without dataset.mean/std: the statistics of this many images,
@@ -483,12 +492,22 @@ STATS_SAMPLE = 5000
 
 
 def _source_stats(source):
-  """Per-channel mean and std of a source: every image in memory, else an even sample."""
+  """Per-channel mean and std of a source: every image in memory, else an even sample.
+
+  The sample is decoded 32 images per thread at a time, so the memory it takes
+  does not grow with it.
+  """
   if isinstance(source, ArraySource):
     return _channel_stats(source.images)
   n = len(source)
   sample = np.unique(np.linspace(0, n - 1, min(n, STATS_SAMPLE)).round().astype(np.int64))
-  return _channel_stats(to_memory(source.subset(sample)).images)
+  total = [np.zeros(source.shape[-1]), np.zeros(source.shape[-1]), 0]
+  step = 32 * decode_threads()
+  for start in range(0, len(sample), step):
+    images = to_memory(source.subset(sample[start : start + step]), chunk=32).images
+    for i, part in enumerate(_channel_sums(images)):
+      total[i] += part
+  return _stats_of_sums(*total)
 
 
 def _first(source, k: int):
