@@ -84,3 +84,32 @@ def test_a_streamed_run_interrupted_mid_epoch_resumes_bit_exact(folder, tmp_path
     c.dataset.max_in_memory_gb = 4.0
     assert "in memory" in train_lib.train_and_evaluate(c, memory)["dataset"]
     assert records(memory) == records(full)
+
+
+def test_an_undecodable_image_met_mid_training_is_one_error_line(folder, tmp_path):
+  """Streamed, the bad file is met in the middle of an epoch: one ``error:`` line, exit 2."""
+  import shutil
+  import subprocess
+  import sys
+
+  root = tmp_path / "copy"
+  shutil.copytree(folder, root)
+  bad = root / "train" / "right" / "007.jpg"
+  bad.write_bytes(b"not a jpeg")
+  root_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  done = subprocess.run(
+    [sys.executable, "-m", "train", "--config", "configs/quickstart.py"]
+    + ["--workdir", str(tmp_path / "w"), "--config.norms=", "--config.norm=bn"]
+    + ["--config.dataset.source=image_folder", f"--config.dataset.root={root}"]
+    + ["--config.dataset.holdout_per_class=2", "--config.dataset.max_in_memory_gb=0"]
+    + ["--config.dataset.mean=(0.5,0.5,0.5)", "--config.dataset.std=(0.2,0.2,0.2)"]
+    + ["--config.num_epochs=1", "--config.progress_bar=false"],
+    cwd=root_dir,
+    env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1"),
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  lines = done.stderr.strip().splitlines()
+  assert done.returncode == 2 and len(lines) == 1, done.stderr[-3000:]
+  assert lines[0].startswith("error: Cannot decode image") and str(bad) in lines[0]
