@@ -383,7 +383,8 @@ def _cache_path(dc, split_spec) -> str:
       dc.image_size,
     ]
     + ([list(_classes(dc))] if _classes(dc) else [])
-    + (["pillow"] if dc.source == "image_folder" else []),  # decoded by Pillow, not TensorFlow
+    # decoded without TensorFlow since issue 33: arrays it decoded are not reused
+    + {"image_folder": ["pillow"], "tfds": ["tfds.data_source"]}.get(dc.source, []),
     sort_keys=True,
   )
   return os.path.join(os.path.expanduser(dc.cache_dir), hashlib.sha1(key.encode()).hexdigest()[:16])
