@@ -165,3 +165,16 @@ def test_streamed_image_of_another_size_is_named(jpeg_folder, tmp_path):
   resized = ip.load_dataset(dc)
   assert resized.image_shape == (6, 6, 3)
   assert next(make_batches(resized).epoch(0))["image"].shape == (2, 2, 6, 6, 3)
+
+
+def test_batches_at_are_the_batches_of_those_epochs_and_indices(jpeg_folder):
+  """Any (epoch, index) pairs, through Grain's threads: each equals the batch read directly."""
+  _, streamed = both(jpeg_folder)
+  b = make_batches(streamed)
+  pairs = [(3, 1), (0, 2), (3, 0), (7, 3)]
+  got = list(b.batches_at(pairs))
+  assert len(got) == len(pairs)
+  for (epoch, index), x in zip(pairs, got):
+    want = make_batches(streamed).batch(epoch, index)
+    np.testing.assert_array_equal(x["image"], want["image"])
+    np.testing.assert_array_equal(x["label"], want["label"])

@@ -80,6 +80,9 @@ def precise_stats_stream(config, data, layout, epoch: int):
       f"device: {e} Use a smaller precise_stats_batch_size."
     ) from None
   passes = -(-config.precise_stats_batches // stream.steps_per_epoch)
+  pairs = []
   for i in range(config.precise_stats_batches):
     rep, index = divmod(i, stream.steps_per_epoch)
-    yield {"image": stream.batch(epoch * passes + rep, index)["image"]}
+    pairs.append((epoch * passes + rep, index))
+  for batch in stream.batches_at(pairs):  # prepared ahead by Grain threads
+    yield {"image": batch["image"]}

@@ -669,6 +669,17 @@ class TrainBatches:
     shape = (self.local_devices, self.m)
     return {"image": images.reshape(shape + images.shape[1:]), "label": labels.reshape(shape)}
 
+  def batches_at(self, pairs, prefetch: int = 2) -> Iterator[dict]:
+    """Batches ``(epoch, index)`` for each of ``pairs``, in order, prepared by Grain threads."""
+    pairs = list(pairs)
+    orders = {e: self.order(e) for e in {e for e, _ in pairs}}
+    return _grain_batches(
+      lambda j: self.batch(pairs[j][0], pairs[j][1], orders[pairs[j][0]]),
+      range(len(pairs)),
+      self.ds.train,
+      prefetch,
+    )
+
   def epoch(self, epoch: int, start: int = 0, prefetch: int = 2) -> Iterator[dict]:
     """Batches ``start, start+1, ...`` of ``epoch``, prepared by Grain threads (``prefetch`` ahead)."""
     order = self.order(epoch)
