@@ -83,3 +83,33 @@ def test_an_unprepared_tfds_dataset_says_what_to_run(tmp_path):
     "image_folder",
   ):
     assert needle in msg, needle
+
+
+def test_the_imagenet_configs_tfds_source_streams_resized_examples(tmp_path):
+  """configs/imagenet_resnet50.py:tfds on mocked imagenet2012 (images of varying size)."""
+  tfds = pytest.importorskip("tensorflow_datasets")
+  from PIL import Image
+
+  from configs import imagenet_resnet50
+
+  dc = imagenet_resnet50.get_config("tfds").dataset
+  dc.data_dir, dc.image_size, dc.mean, dc.std = str(tmp_path), 16, (0.0,) * 3, (1.0,) * 3
+  dc.download, dc.check_download_host, dc.augment = True, False, "none"  # mock_data prepares
+  dc.max_in_memory_gb = 0.0  # ImageNet itself streams by its size; 6 mocked images would fit
+  with tfds.testing.mock_data(num_examples=6):
+    direct = tfds.data_source("imagenet2012", split="validation", data_dir=str(tmp_path))
+    data = ip.load_dataset(dc)
+    assert not data.train.in_memory and data.num_classes == 1000
+    assert data.image_shape == (16, 16, 3) and len(data.eval) == len(direct) == 6
+    got = next(
+      ip.eval_batches(
+        data, per_device_batch_size=6, local_devices=1, process_index=0, process_count=1
+      )
+    )
+    for row in range(6):
+      record = direct[row]
+      want = Image.fromarray(record["image"]).resize((16, 16), Image.Resampling.BILINEAR)
+      np.testing.assert_allclose(
+        got["image"][0, row], np.asarray(want, np.float32) / 255, rtol=0, atol=1e-6
+      )
+      assert got["label"][0, row] == record["label"]
