@@ -214,37 +214,6 @@ def test_help_lists_every_config_field_with_default_and_meaning():
   )
 
 
-def test_help_follows_the_source_of_the_config(tmp_path, monkeypatch):
-  """The grammar: a block after a blank line opens a group (its first line the heading)."""
-  from train import cli
-
-  (tmp_path / "fake_config.py").write_text(
-    "import ml_collections\n\n\n"
-    "def get_config():\n"
-    "  config = ml_collections.ConfigDict()\n"
-    "  config.a = 1  # The a.\n"
-    "\n"
-    "  # First group.\n"
-    "  # b's meaning, on\n"
-    "  # two lines.\n"
-    "  config.b = 'x'\n"
-    "  config.sub = ml_collections.ConfigDict()\n"
-    "  config.sub.c = ml_collections.config_dict.placeholder(int)  # The c.\n"
-    "  for name in ('d',):\n"
-    "    config[name] = 2.5\n"
-    "  return config\n"
-  )
-  monkeypatch.syspath_prepend(str(tmp_path))
-  import fake_config
-
-  fields = {f.name: f for f in cli.config_fields(fake_config)}
-  assert list(fields) == ["a", "b", "sub.c", "d"]
-  assert (fields["a"].group, fields["a"].meaning, fields["a"].default) == ("", "The a.", 1)
-  assert (fields["b"].group, fields["b"].meaning) == ("First group", "b's meaning, on two lines.")
-  assert (fields["sub.c"].group, fields["sub.c"].type_name) == ("First group", "int | None")
-  assert (fields["d"].group, fields["d"].meaning) == ("Other", "")
-
-
 def test_print_config_shows_the_file_plus_overrides_without_running(tmp_path):
   wd = tmp_path / "never"
   p = run_train(

@@ -38,7 +38,7 @@ def _start(config, workdir):
   """The state the run would train from (set up and restored, no step taken)."""
   layout = train_lib.validate_config(config, str(workdir))
   s = setup.set_up(config, str(workdir), layout)
-  p = resume.restore_or_start(s)
+  p = resume.restore(s, config_checked=False) or setup.start(s)
   return s, jax.device_get(s.parallel.first(p.state))
 
 
@@ -56,7 +56,7 @@ def test_mbn_starts_from_the_pretrained_statistics_and_parameters(source, tmp_pa
     ):
       np.testing.assert_array_equal(stats[name], src["batch_stats"][layer][src_name])
   jax.tree.map(np.testing.assert_array_equal, state.params, src["params"])
-  assert float(s.lam_fn(0)) == pytest.approx(1 - 2 / 32)  # λ final from the first step
+  assert float(s.rule.momentum(0)) == pytest.approx(1 - 2 / 32)  # λ final from the first step
   record = json.load(open(tmp_path / "ft" / "config.json"))["init_from"]
   assert record["workdir"] == str(source) and record["statistics"] == "moving"
   assert record["derived"] == 4 and not record["head_reinitialized"]

@@ -138,8 +138,19 @@ CONFIG_MISTAKES = [
   pytest.param(
     ["weight_decay=-1e-4"], ["config.weight_decay must be a finite number >= 0"], id="wd-neg"
   ),
-  pytest.param(["momentum=nan"], ["config.momentum (SGD) must lie in [0, 1)"], id="momentum-nan"),
-  pytest.param(["tau0=nan"], ["config.tau0 must lie in (0, 1)"], id="tau0-nan"),
+  pytest.param(
+    ["momentum=nan"],
+    ["config.momentum must lie in [0, 1) (SGD's momentum)", "got nan"],
+    id="momentum-nan",
+  ),
+  pytest.param(
+    ["tau0=nan"],
+    ["config.tau0=nan is refused by norm 'mbn'", "tau0 must lie strictly between 0 and 1"],
+    id="tau0-nan",
+  ),
+  pytest.param(
+    ["norm=bn", "tau0=nan"], ["config.tau0 must lie in (0, 1), got nan"], id="tau0-nan-unused"
+  ),
 ]
 
 

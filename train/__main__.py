@@ -97,11 +97,11 @@ def _run():
     checkpoints.CheckpointError,
   )
   try:  # Bad input: a clear message, before anything is read or compiled.
-    train_lib.validate_config(FLAGS.config, FLAGS.workdir)
+    layout = train_lib.validate_config(FLAGS.config, FLAGS.workdir)
   except (ValueError, TypeError, OSError, input_pipeline.DatasetUnavailableError) as e:
     cli.fail(cli.disk_full_message(e, FLAGS.workdir) or str(e))
   try:
-    summary = train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    summary = train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir, layout)
   except checkpoints.NonFiniteStateError as e:  # never expected: the train step skips such updates
     _error(str(e), DIVERGED)
   except expected as e:

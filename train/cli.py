@@ -1,12 +1,8 @@
 """The command line of ``python -m train``: config help, flag parsing, one-line errors.
 
-* :func:`config_fields` reads ``configs/default.py``'s source at run time
-  (``ast`` for the ``config.X = ...`` assignments, ``tokenize`` for the
-  comments) and returns every field in file order with its group heading,
-  default, type and meaning, so ``--help`` cannot drift from that file.
-  The grammar of that file: a comment block after a blank line opens a
-  group, its first line being the heading; the rest of a block just above an
-  assignment, and the comment at the end of its line, are the field's meaning.
+* :func:`config_fields` lists every field of :mod:`train.config_schema` (its
+  one declaration) with its section heading, default, type, help text and
+  range, so ``--help`` cannot drift from what the program checks.
 * :func:`parse_flags` is ``app.run``'s ``flags_parser``: ``--help`` /
   ``--helpfull`` print absl's flag help plus the config fields and exit 0;
   any mistake on the command line (unknown or misspelled field, a value of the
@@ -21,21 +17,17 @@ Nothing here imports JAX: a bad command line fails in well under a second.
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import dataclasses
 import difflib
 import errno
 import importlib.util
-import inspect
-import io
 import json
 import logging as std_logging
 import os
 import re
 import sys
 import textwrap
-import tokenize
 from typing import Any, NoReturn
 
 import ml_collections
@@ -67,24 +59,18 @@ _CONFIG_ARG = re.compile(r"^--?config(?:=(.*))?$", re.DOTALL)
 
 
 # ----------------------------------------------------------------------------
-# The fields of configs/default.py, from its source.
+# The fields, from their one declaration (train.config_schema).
 
 
 @dataclasses.dataclass(frozen=True)
 class Field:
-  """One leaf of the default config: ``name`` is dotted (``dataset.root``)."""
+  """One leaf field as ``--help`` shows it: ``name`` is dotted (``dataset.root``)."""
 
   name: str
-  group: str  # the heading of its group in configs/default.py ('' before the first)
+  group: str  # the heading of its section ('' for the first)
   default: Any
   type_name: str  # 'int', 'str | None', ...
-  meaning: str  # its comments, joined into one paragraph ('' if it has none)
-
-
-def _default_module():
-  from configs import default
-
-  return default
+  meaning: str  # its help text, and what values it takes
 
 
 def _flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, tuple[Any, str]]:
@@ -107,77 +93,30 @@ def _flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, t
   return out
 
 
-def _dotted(node: ast.AST) -> str | None:
-  """``config.dataset.root`` → ``'dataset.root'``; None for anything else."""
-  parts = []
-  while isinstance(node, ast.Attribute):
-    parts.append(node.attr)
-    node = node.value
-  if isinstance(node, ast.Name) and node.id == "config" and parts:
-    return ".".join(reversed(parts))
-  return None
+def _default_config() -> ml_collections.ConfigDict:
+  from train import config_schema
+
+  return config_schema.default_config()
 
 
-def _comments(source: str) -> tuple[dict[int, str], dict[int, str]]:
-  """(line → the text of a comment alone on its line, line → a trailing comment)."""
-  alone, trailing = {}, {}
-  for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-    if tok.type == tokenize.COMMENT:
-      text = tok.string.lstrip("#").strip()
-      line = tok.start[0]
-      if tok.line[: tok.start[1]].strip():
-        trailing[line] = text
-      else:
-        alone[line] = text
-  return alone, trailing
+def config_fields() -> list[Field]:
+  """Every field of :mod:`train.config_schema`, in declaration order, with its section heading.
 
-
-def _sourced_fields(source: str) -> list[tuple[str, str, str]]:
-  """(dotted name, group heading, meaning) of every ``config.X = ...`` in ``get_config``."""
-  tree = ast.parse(source)
-  function = next(
-    node
-    for node in tree.body
-    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == "get_config"
-  )
-  lines = source.splitlines()
-  alone, trailing = _comments(source)
-  group, out = "", []
-  for statement in function.body:
-    if not (isinstance(statement, ast.Assign) and len(statement.targets) == 1):
-      continue
-    name = _dotted(statement.targets[0])
-    if name is None:
-      continue
-    first = statement.lineno
-    while first - 1 in alone:  # the comment block just above
-      first -= 1
-    block = [alone[i] for i in range(first, statement.lineno)]
-    if block and first >= 2 and not lines[first - 2].strip():  # after a blank line: a heading
-      group = block.pop(0).rstrip(".").strip()
-    end = statement.end_lineno or statement.lineno
-    inline = [trailing[i] for i in range(statement.lineno, end + 1) if i in trailing]
-    out.append((name, group, " ".join(block + inline)))
-  return out
-
-
-def config_fields(module=None) -> list[Field]:
-  """Every leaf field of ``module.get_config()`` (default: ``configs.default``), in file order.
-
-  Groups and meanings come from the module's source; a field the source does
-  not assign by name (set in a loop, say) comes last, in group ``'Other'``.
+  The meaning is the field's help text, then what it takes where the type
+  alone does not say (a range, the allowed values) and whether a resumed run
+  may change it.
   """
-  module = module or _default_module()
-  leaves = _flatten(module.get_config())
-  fields, seen = [], set()
-  for name, group, meaning in _sourced_fields(inspect.getsource(module)):
-    if name in leaves and name not in seen:
-      seen.add(name)
-      fields.append(Field(name, group, leaves[name][0], leaves[name][1], meaning))
-  for name, (value, type_name) in leaves.items():
-    if name not in seen:
-      fields.append(Field(name, "Other", value, type_name, ""))
-  return fields
+  from train import config_schema
+
+  out = []
+  for spec in config_schema.fields():
+    takes = config_schema.requirement(spec).removeprefix("must ")
+    notes = [] if takes.startswith("be a string") or takes.startswith("be true or") else [takes]
+    if spec.resume:
+      notes.append("may change on resume")
+    meaning = spec.help + (f" [{'; '.join(notes)}]" if notes else "")
+    out.append(Field(spec.name, spec.group, spec.default, spec.type_name, meaning))
+  return out
 
 
 def _wrap(text: str, indent: str, width: int) -> str:
@@ -190,7 +129,7 @@ def config_help(width: int = 100) -> str:
   """The config section of ``--help``: every field, grouped, with default and meaning."""
   fields = config_fields()
   intro = (
-    f"config fields ({len(fields)}; the defaults of configs/default.py, which a --config "
+    f"config fields ({len(fields)}; declared in train/config_schema.py, the defaults a --config "
     "file may change: add --print_config to see a file's values). Override any with "
     "--config.FIELD=VALUE:"
   )
@@ -453,7 +392,7 @@ def _unknown_flag(name: str, config_argument: str | None) -> str:
     except ConfigFileError:
       config = None
     if config is None:
-      config = _default_module().get_config()
+      config = _default_config()
     field = _closest(name.removeprefix("no"), list(_flatten(config)))
     tip = f"; did you mean the config field --config.{field}?" if field else ""
   return f"unknown flag --{name}{tip} (`python -m train --help` lists the flags and fields)"

@@ -6,12 +6,14 @@ import dataclasses
 import os
 import signal
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
 from train import divergence
-from train.setup import RunSetup
+
+if TYPE_CHECKING:
+  from train.setup import RunSetup
 
 __all__ = ["EpochSums", "Progress", "epoch_record", "train_epoch"]
 
@@ -136,8 +138,8 @@ def epoch_record(s: RunSetup, p: Progress, epoch: int) -> dict:
     "step": p.step,
     "epoch": epoch + 1,
     **p.sums.record(),
-    "learning_rate": float(s.lr_fn(last)),
-    "lambda": float(s.lam_fn(last)) if s.logs_lambda else None,
+    "learning_rate": float(s.rule.learning_rate(last)),
+    "lambda": float(s.rule.momentum(last)) if s.logs_lambda else None,
     "images_per_sec": p.images_per_sec,
     "data_wait_share": p.data_wait_share,
   }

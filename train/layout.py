@@ -78,9 +78,9 @@ def layout_of_record(record: dict) -> RunLayout:
   config = record.get("config", {})
   saved = record.get("layout")
   if saved is None:
-    from configs import default  # the defaults of the fields an old record lacks
+    from train import config_schema  # the defaults of the fields an old record lacks
 
-    defaults = default.get_config()
+    defaults = config_schema.default_config()
     info = record.get("run_info", record)
     devices = int(info["devices"])
     saved = {

@@ -17,6 +17,7 @@ from flax import linen as nn
 
 from mbn_jax import models as paper_models
 from mbn_jax import norms
+from train import config_schema
 
 TINY_MODELS = ("tiny_cnn", "mlp")
 
@@ -111,8 +112,8 @@ def create_model(
 # ----------------------------------------------------------------------------
 # The configured network of a run.
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-CONVS = ("auto", "xla", "fast")
+DTYPES = {name: getattr(jnp, name) for name in config_schema.choices("dtype")}
+CONVS = config_schema.choices("conv")
 
 
 def conv_function(conv: str, per_device_batch: int):
@@ -139,17 +140,28 @@ def accumulation_steps_of(config) -> int:
   return k if config.grad_accum_stats == "deferred" else 1
 
 
-def mabn_options_of(config, per_device_batch: int) -> dict:
-  """MABN's options of a run: K = ``mabn_buffer_size``, or m0/m when it is 0 (the reference's
-  ``real_B // B`` with m0 = ``ideal_batch_size`` and m the per-device batch; at least 1)."""
-  k = config.mabn_buffer_size or max(1, config.ideal_batch_size // per_device_batch)
-  return dict(
-    buffer_size=k,
-    mabn_momentum=config.mabn_momentum,
-    warmup_iters=config.mabn_warmup_iters,
-    r_clip=config.mabn_r_clip,
-    r_clip_start=config.mabn_r_clip_start,
-  )
+def norm_options_of(config, per_device_batch: int | None = None) -> dict:
+  """``make_norm`` option → the config's value, for every field the schema marks ``norm_option``.
+
+  A field marked ``derived_when_zero`` whose value is 0 is derived from the
+  run: MABN's ``buffer_size`` K = m0/m (the reference's ``real_B // B`` with
+  m0 = ``ideal_batch_size`` and m = ``per_device_batch``, at least 1); with
+  ``per_device_batch`` None (only checking the options) it is None, the
+  norm's default.
+  """
+  options = {}
+  for option, spec in config_schema.norm_option_fields().items():
+    value = config[spec.name]
+    if spec.derived_when_zero and value == 0:
+      value = None if per_device_batch is None else _derived(option, config, per_device_batch)
+    options[option] = value
+  return options
+
+
+def _derived(option: str, config, per_device_batch: int):
+  if option == "buffer_size":
+    return max(1, config.ideal_batch_size // per_device_batch)
+  raise NotImplementedError(f"no derivation of norm option {option!r} from 0")
 
 
 def momentum_schedule_of(config, statistics_batch_size: int, steps_per_epoch: int):
@@ -192,18 +204,10 @@ def build_model(
   (:func:`mbn_jax.models.centered_conv`; the MLP has no convolution).
   """
   norm_options = dict(
+    **norm_options_of(config, per_device_batch or config.per_device_batch_size),
     **(sync or {}),
-    **mabn_options_of(config, per_device_batch or config.per_device_batch_size),
-    train_affine=config.frozen_bn_train_affine,
     accumulation_steps=accumulation_steps_of(config),
-    total_epochs=config.mbn_total_epochs,
     steps_per_epoch=steps_per_epoch,
-    ideal_batch_size=config.ideal_batch_size,
-    tau0=config.tau0,
-    r_max=config.r_max,
-    d_max=config.d_max,
-    warmup_steps=config.brn_warmup_steps,
-    bn_momentum=config.bn_momentum,
     momentum_schedule=momentum_schedule,
   )
   conv = conv_function(config.conv, per_device_batch or config.per_device_batch_size)

@@ -43,7 +43,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import mbn_jax
-from train import steps
+from train import config_schema, steps
 from train.layout import RunLayout
 
 __all__ = [
@@ -57,7 +57,7 @@ __all__ = [
   "parallel_class",
 ]
 
-PARALLELISMS = ("pmap", "mesh")
+PARALLELISMS = config_schema.choices("parallelism")
 MESH_AXES = ("data", "stats")  # D/G groups × the G devices that share statistics
 
 

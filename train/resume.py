@@ -1,10 +1,14 @@
-"""The run's state to and from checkpoints: :func:`restore_or_start`, :func:`save_checkpoint`.
+"""The run's state to and from checkpoints: :func:`restore`, :func:`save_checkpoint`.
 
 A checkpoint holds host arrays only (:mod:`train.checkpoints`): ``step``,
 ``params``, ``opt_state``, the device-averaged ``batch_stats`` and every
 device's own ``batch_stats_per_device`` ``[devices, ...]``. It does not
 depend on the parallelism (:mod:`train.parallel` places and reads the state),
 so a checkpoint written under ``pmap`` resumes under ``mesh`` and back.
+
+The resume guard compares the run's config with the saved one once: with
+``config.json`` before anything is loaded (:func:`check_saved_config`), or,
+where that file is gone, with the checkpoint's own copy as it is restored.
 """
 
 from __future__ import annotations
@@ -17,96 +21,75 @@ import jax
 import numpy as np
 
 from train import checkpoints as ckpt_lib
-from train import init_from, steps
 from train.epoch import EpochSums, Progress
-from train.setup import RunSetup
+from train.setup import RunSetup, stacked
 from train.validation import ConfigMismatchError, check_resume_compatible, config_json
-from train.writer import save_json
 
-__all__ = ["check_saved_config", "restore_or_start", "save_checkpoint"]
+__all__ = ["check_saved_config", "restore", "save_checkpoint"]
 
 
-def check_saved_config(config, workdir: str) -> None:
-  """Refuses, before anything is loaded, to resume a workdir whose run differs in what matters."""
+def check_saved_config(config, workdir: str) -> bool:
+  """Refuses, before anything is loaded, to resume a workdir whose run differs in what matters.
+
+  Returns whether ``config.json`` was there to compare with (else a checkpoint's
+  copy is compared as it is restored).
+  """
   path = os.path.join(os.path.abspath(os.path.expanduser(workdir)), "config.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      check_resume_compatible(json.load(f)["config"], config)
+  if not os.path.exists(path):
+    return False
+  with open(path) as f:
+    check_resume_compatible(json.load(f)["config"], config)
+  return True
 
 
-def restore_or_start(s: RunSetup) -> Progress:
-  """The state on the devices: from the newest good checkpoint, or fresh (then ``config.json``)."""
-  config, layout = s.config, s.layout
-  config_path = os.path.join(s.workdir, "config.json")
-  tx = steps.make_optimizer(config, s.lr_fn)
-  host = jax.device_get(
-    steps.create_train_state(
-      s.model, tx, s.data.image_shape, batch_size=layout.per_device_batch_size, seed=config.seed
-    )
-  )
-  start_record = None
-  if s.source is not None:  # config.init_from: the source's network, converted to this norm
-    params, stats, start_record = init_from.initial_variables(
-      config, s.source, host.params, host.batch_stats, s.data.num_classes
-    )
-    host = host.replace(params=params, batch_stats=stats)
-  per_device = _stacked(host.batch_stats, layout.local_devices)  # a fresh start: all alike
+def restore(s: RunSetup, *, config_checked: bool) -> Progress | None:
+  """The newest good checkpoint's state on the devices, or None when the run has none.
+
+  ``config_checked``: :func:`check_saved_config` compared the config already
+  (else the checkpoint's own copy is compared here). Every checkpoint damaged
+  is a :class:`train.checkpoints.CheckpointError`.
+  """
+  layout, host = s.layout, s.initial
   target = {
     "step": np.asarray(host.step),
     "params": host.params,
     "opt_state": host.opt_state,
     "batch_stats": host.batch_stats,
-    "batch_stats_per_device": _stacked(host.batch_stats, layout.devices),
+    "batch_stats_per_device": stacked(host.batch_stats, layout.devices),
   }
   had_checkpoints = bool(s.manager.all_steps())
-  found = s.manager.restore_newest_good(target, check_meta=lambda meta: _check_meta(s, meta))
-  sums = EpochSums()
-  if found is not None:
-    latest, restored, meta = found
-    host = host.replace(**{k: restored[k] for k in ("step", "params", "opt_state", "batch_stats")})
-    lo = layout.process_index * layout.local_devices  # this process's devices' rows
-    rows = slice(lo, lo + layout.local_devices)
-    per_device = jax.tree.map(lambda x: np.asarray(x)[rows], restored["batch_stats_per_device"])
-    sums = EpochSums(**meta["accum"])
-    if s.is_main:
-      print(f"Resuming from step {latest} (epoch {latest // s.spe + 1}) in {s.workdir}", flush=True)
-  elif had_checkpoints:
-    raise ckpt_lib.CheckpointError(
-      f"every checkpoint in {s.manager.directory} is damaged (each was moved to "
-      f"{s.manager.directory}_damaged/); nothing to resume from. Start over with a new "
-      "--workdir (or move the damaged ones back to inspect them)."
-    )
-  if found is None and s.is_main:
-    record = {"config": config_json(config), "run_info": s.run_info, "layout": layout.to_record()}
-    if start_record is not None:
-      record["init_from"] = start_record
-      print(
-        f"Starting from {start_record['workdir']} (step {start_record['step']}, "
-        f"{start_record['norm']}, {start_record['statistics']} statistics): "
-        f"{start_record['copied']} leaves copied, {start_record['derived']} derived"
-        + (", head re-initialized" if start_record["head_reinitialized"] else ""),
-        flush=True,
+  found = s.manager.restore_newest_good(
+    target, check_meta=lambda meta: _check_meta(s, meta, compare_config=not config_checked)
+  )
+  if found is None:
+    if had_checkpoints:
+      raise ckpt_lib.CheckpointError(
+        f"every checkpoint in {s.manager.directory} is damaged (each was moved to "
+        f"{s.manager.directory}_damaged/); nothing to resume from. Start over with a new "
+        "--workdir (or move the damaged ones back to inspect them)."
       )
-    save_json(config_path, record)
+    return None
+  latest, restored, meta = found
+  host = host.replace(**{k: restored[k] for k in ("step", "params", "opt_state", "batch_stats")})
+  lo = layout.process_index * layout.local_devices  # this process's devices' rows
+  rows = slice(lo, lo + layout.local_devices)
+  per_device = jax.tree.map(lambda x: np.asarray(x)[rows], restored["batch_stats_per_device"])
+  if s.is_main:
+    print(f"Resuming from step {latest} (epoch {latest // s.spe + 1}) in {s.workdir}", flush=True)
   state = s.parallel.place(host, per_device)
   step = int(s.parallel.first(state.step))
-  return Progress(state=state, step=step, start_step=step, sums=sums)
+  return Progress(state=state, step=step, start_step=step, sums=EpochSums(**meta["accum"]))
 
 
-def _stacked(tree, n: int):
-  """``n`` copies of every leaf, stacked: ``[n, ...]``."""
-  return jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n,) + np.shape(x)).copy(), tree)
-
-
-def _check_meta(s: RunSetup, meta: dict) -> None:
-  """Refuses a readable checkpoint of a different layout or config (not damage)."""
+def _check_meta(s: RunSetup, meta: dict, *, compare_config: bool) -> None:
+  """Refuses a readable checkpoint of a different layout (or config, ``compare_config``)."""
   if meta["run_info"] != s.run_info:
     raise ConfigMismatchError(
       f"Refusing to resume: the checkpoint was written with {meta['run_info']}, this run "
       f"has {s.run_info} (a different device count changes the global batch and the "
       "data order)."
     )
-  if "config" in meta:  # config.json may be gone: the checkpoint's own copy decides
+  if compare_config and "config" in meta:  # config.json is gone: the checkpoint's copy decides
     check_resume_compatible(meta["config"], s.config)
 
 

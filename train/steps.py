@@ -25,6 +25,7 @@ or ``batch_stats`` (an update can overflow with a finite loss and gradient)
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +40,7 @@ from mbn_jax.backward_statistics import BACKWARD_PROBES, fold_backward_statistic
 __all__ = [
   "AXIS",
   "TrainState",
+  "TrainingRule",
   "backward_probe_shapes",
   "create_train_state",
   "eval_step",
@@ -46,6 +48,7 @@ __all__ = [
   "make_optimizer",
   "optimizer_step",
   "train_step",
+  "training_rule",
 ]
 
 AXIS = "batch"  # the pmap axis of the loop
@@ -93,6 +96,41 @@ def make_optimizer(config, lr_fn: Callable) -> optax.GradientTransformation:
   )
   k = config.grad_accum_steps
   return optax.MultiSteps(tx, every_k_schedule=k).gradient_transformation() if k > 1 else tx
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingRule:
+  """What moves the state at optimizer step t, built once per run by :func:`training_rule`.
+
+  ``learning_rate(t)`` (:func:`learning_rate_fn`), MBN's ``momentum(t)`` = λ(t)
+  (Eq. 11, :func:`train.models.momentum_schedule_of`; the object the norms are
+  built with) and the ``optimizer`` that applies ``learning_rate``
+  (:func:`make_optimizer`), the one in the run's :class:`TrainState`.
+  """
+
+  learning_rate: Callable
+  momentum: Callable
+  optimizer: optax.GradientTransformation
+
+
+def training_rule(config, layout, optimizer_steps_per_epoch: int) -> TrainingRule:
+  """The run's :class:`TrainingRule`, from the config and its batch layout.
+
+  The learning rate scales with the optimizer's batches (per-device m·k and
+  global·k with k = ``grad_accum_steps``); λ(t) uses the statistics batch m·G;
+  both count optimizer steps (``optimizer_steps_per_epoch``).
+  """
+  from train.models import momentum_schedule_of
+
+  k = layout.grad_accum_steps
+  lr = learning_rate_fn(
+    config,
+    layout.per_device_batch_size * k,
+    layout.global_batch_size * k,
+    optimizer_steps_per_epoch,
+  )
+  lam = momentum_schedule_of(config, layout.statistics_batch_size, optimizer_steps_per_epoch)
+  return TrainingRule(learning_rate=lr, momentum=lam, optimizer=make_optimizer(config, lr))
 
 
 def create_train_state(

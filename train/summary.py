@@ -166,7 +166,7 @@ def divergence_message(s: RunSetup, p: Progress) -> str:
     s.config,
     consecutive=p.consecutive_nonfinite,
     last_step=p.last_nonfinite_step,
-    lr_at_last_step=float(s.lr_fn(s.opt_step(p.step - 1))),
+    lr_at_last_step=float(s.rule.learning_rate(s.opt_step(p.step - 1))),
     nonfinite_kind=p.last_nonfinite_kind,
     has_checkpoint=last is not None,
     checkpoint_step=last,

@@ -29,6 +29,7 @@ writes), :mod:`train.steps` (the pure steps), :mod:`train.validation`
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import jax
@@ -40,7 +41,7 @@ from train.epoch import EpochSums, epoch_record, train_epoch
 from train.evaluation import precise_stats_stream
 from train.layout import RunLayout
 from train.models import build_model, conv_function, momentum_schedule_of
-from train.setup import set_up
+from train.setup import set_up, start
 from train.steps import TrainState, learning_rate_fn
 from train.validation import (
   RESUME_MAY_CHANGE,
@@ -68,23 +69,28 @@ __all__ = [
 ]
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def train_and_evaluate(
+  config: ml_collections.ConfigDict, workdir: str, layout: RunLayout | None = None
+) -> dict:
   """Trains and evaluates ``config`` in ``workdir``; returns the summary dict.
 
-  With ``config.norms='bn,mbn'`` trains one run per norm into
-  ``workdir/<norm>`` and prints their accuracies side by side.
+  ``layout``: what :func:`validate_config` returned for this config and
+  workdir (the command line validates first); None validates here. A config
+  is validated once per command. With ``config.norms='bn,mbn'`` trains one
+  run per norm into ``workdir/<norm>`` and prints their accuracies side by side.
   """
-  layout = validate_config(config, workdir)
+  if layout is None:
+    layout = validate_config(config, workdir)
   if len(layout.norms) > 1 or config.norms:
-    return _compare(config, workdir, layout.norms)
+    return _compare(config, workdir, layout)
   return run(config, workdir, layout)
 
 
 def run(config, workdir: str, layout: RunLayout) -> dict:
   """One run: restore or start; per epoch train, evaluate, checkpoint, report; summarize."""
-  resume.check_saved_config(config, workdir)
+  config_checked = resume.check_saved_config(config, workdir)
   s = set_up(config, workdir, layout)
-  p = resume.restore_or_start(s)
+  p = resume.restore(s, config_checked=config_checked) or start(s)
   s.writer = MetricWriter(s.workdir, s.is_main, config.tensorboard, p.start_step)
   summary.announce(s)
   stop = ckpt_lib.StopSignal()
@@ -118,15 +124,17 @@ def run(config, workdir: str, layout: RunLayout) -> dict:
   return summary.summarize(s, p, history, outcome, last_eval)
 
 
-def _compare(config, workdir, norms):
+def _compare(config, workdir, layout: RunLayout):
   """One run per norm into ``workdir/<norm>``, then :func:`train.writer.comparison_table`."""
   os.makedirs(workdir, exist_ok=True)
   results = {}
-  for norm in norms:
+  for norm in layout.norms:
     sub = ml_collections.ConfigDict(config.to_dict())
     sub.norm = norm
     sub.norms = ""
-    results[norm] = run(sub, os.path.join(workdir, norm), validate_config(sub, workdir))
+    # validate_config checked every norm of the comparison (and each one's workdir) already.
+    sub_layout = dataclasses.replace(layout, norms=(norm,))
+    results[norm] = run(sub, os.path.join(workdir, norm), sub_layout)
     if results[norm]["status"] != "completed":  # Preempted or diverged: stop; rerun resumes.
       return {
         "per_device_batch_size": config.per_device_batch_size,

@@ -16,7 +16,7 @@ import jax
 import ml_collections
 
 from mbn_jax import norms as mbn_norms
-from train import checks, input_pipeline, models
+from train import checks, config_schema, input_pipeline, models
 from train.layout import RunLayout
 from train.models import CONVS, DTYPES
 
@@ -46,44 +46,13 @@ class Config(Protocol):
   def __getattr__(self, name: str, /) -> Any: ...
 
 
-# Config fields a resumed run may change (dotted names; prefixes end with '.').
-RESUME_MAY_CHANGE = (
-  "num_epochs",
-  "log_every_steps",
-  "eval_every_epochs",
-  "checkpoint_every_epochs",
-  "keep_checkpoints",
-  "progress_bar",
-  "tensorboard",
-  "eval_per_device_batch_size",
-  "dataset.data_dir",
-  "dataset.root",
-  "dataset.download",
-  "dataset.cache_dir",
-  "distributed.",
-  "norms",
-  "simulate_preemption_at_step",
-  "conv",
-  "precise_stats_batches",
-  "precise_stats_batch_size",
-  "precise_stats_every_eval",
-  "max_nonfinite_steps",
-  "required_devices",
-  "parallelism",
-)
-ACCUMULATION_STATS = ("sequential", "deferred")
+# Config fields a resumed run may change: those train.config_schema marks resume=True.
+RESUME_MAY_CHANGE = config_schema.resume_may_change()
+ACCUMULATION_STATS = config_schema.choices("grad_accum_stats")
 
 
 class ConfigMismatchError(ValueError):
   """The workdir holds a run whose config differs in a field that matters."""
-
-
-def _positive(config, name):
-  value = config
-  for part in name.split("."):
-    value = value[part]
-  if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-    raise ValueError(f"config.{name} must be a positive number, got {value!r}.")
 
 
 def _check_writable(directory: str, workdir: str) -> None:
@@ -100,15 +69,12 @@ def _check_writable(directory: str, workdir: str) -> None:
     ) from None
 
 
-_NOTED: list = []  # the sync_batch_stats note is printed once per process
-
-
 def resolve_norm_sync_devices(config, devices: int, *, note: bool = False) -> int:
   """G, the devices that share one set of batch statistics, from ``config.norm_sync_devices``.
 
-  -1 means every device (SyncBN); G must divide ``devices``. The replaced
-  field ``sync_batch_stats`` is still read: True is G = every device, False
-  is G = 1 (``note``: say so once).
+  -1 means every device (SyncBN); G must divide ``devices`` (its type and range are the
+  schema's). The replaced field ``sync_batch_stats`` is still read: True is G = every
+  device, False is G = 1 (``note``: say so).
   """
   g = config.norm_sync_devices
   old = config.get("sync_batch_stats")
@@ -119,19 +85,13 @@ def resolve_norm_sync_devices(config, devices: int, *, note: bool = False) -> in
         "statistics groups; norm_sync_devices replaces sync_batch_stats: drop sync_batch_stats."
       )
     g = -1 if old else 1
-    if note and jax.process_index() == 0 and not _NOTED:
-      _NOTED.append(old)
+    if note and jax.process_index() == 0:
       print(
         f"note: config.sync_batch_stats={old} is read as norm_sync_devices={g} "
         f"({'every device' if old else 'per device'}); sync_batch_stats is replaced by "
         "norm_sync_devices.",
         flush=True,
       )
-  if isinstance(g, bool) or not isinstance(g, int) or not (g == -1 or g >= 1):
-    raise ValueError(
-      f"config.norm_sync_devices must be a positive int (1: per device) or -1 (all devices), "
-      f"got {g!r}."
-    )
   g = devices if g == -1 else g
   if devices % g:
     raise ValueError(
@@ -142,17 +102,13 @@ def resolve_norm_sync_devices(config, devices: int, *, note: bool = False) -> in
 
 
 def check_complete(config) -> None:
-  """Raises a ValueError naming the fields ``config`` lacks (configs start from default.py)."""
-  from configs import default
-
-  missing = sorted(
-    set(_flatten(config_json(default.get_config()))) - set(_flatten(config_json(config)))
-  )
+  """Raises a ValueError naming the schema's fields that ``config`` lacks."""
+  missing = sorted({f.name for f in config_schema.fields()} - set(_flatten(config_json(config))))
   if missing:
     raise ValueError(
       f"the config lacks field(s) {', '.join(missing)}: build it from "
-      "configs.default.get_config() (every field's default lives there) and change what "
-      "differs."
+      "configs.default.get_config() (every field's default is declared in "
+      "train/config_schema.py) and change what differs."
     )
 
 
@@ -160,9 +116,8 @@ def load_saved_config(saved: dict) -> Config:
   """A run record's config (``config.json``) with the fields it lacks at their defaults.
 
   A run saved before a field existed ran with its default behaviour, which
-  configs/default.py holds; the result has every field of today's program.
+  the schema declares; the result has every field of today's program.
   """
-  from configs import default
 
   def merge(base: dict, over: dict) -> dict:
     out = dict(base)
@@ -170,7 +125,7 @@ def load_saved_config(saved: dict) -> Config:
       out[key] = merge(base[key], value) if isinstance(base.get(key), dict) else value
     return out
 
-  return ml_collections.ConfigDict(merge(default.get_config().to_dict(), saved))
+  return ml_collections.ConfigDict(merge(config_schema.default_config().to_dict(), saved))
 
 
 def validate_config(config, workdir: str | None = None) -> RunLayout:
@@ -186,12 +141,10 @@ def validate_config(config, workdir: str | None = None) -> RunLayout:
   if workdir is not None:  # what an earlier run left there (one workdir per norm when comparing)
     for run_dir in [os.path.join(workdir, n) for n in norms] if config.norms else [workdir]:
       checks.check_workdir_files(run_dir)
-  _check_names(config)
-  _check_sizes(config)
+  checks.check_norm_options(config, norms + [config.norm])  # each norm's own check_fields
+  config_schema.check(config)  # every field's type and range, as declared
+  _check_model(config)
   _check_accumulation(config, norms)
-  _check_momenta(config)
-  checks.check_numeric_fields(config)  # lr, weight decay, momentum, decay factor, seed, counts
-  checks.check_norm_options(config, norms + [config.norm])  # r_max, d_max, warm-up, ... per norm
   input_pipeline.validate_dataset_config(config.dataset)
   devices = jax.device_count()
   m = _per_device_batch(config, devices)
@@ -256,83 +209,16 @@ def _norms(config) -> list[str]:
   return norms
 
 
-def _check_names(config) -> None:
-  """Model, input variant, convolution, dtype, learning-rate reading and parallelism are known."""
+def _check_model(config) -> None:
+  """The model is one the program knows (the registry's names; the schema checks the rest)."""
   valid_models = models.model_names()
   if config.model not in valid_models:
     raise ValueError(f"Unknown model {config.model!r}: choose one of {', '.join(valid_models)}.")
-  if config.input_variant not in ("cifar", "mini_imagenet"):
-    raise ValueError(
-      f"config.input_variant must be 'cifar' or 'mini_imagenet', got {config.input_variant!r}."
-    )
-  if config.conv not in CONVS:
-    raise ValueError(
-      f"config.conv must be one of {CONVS} ('auto': train.cpu_conv on CPU, "
-      f"XLA's conv elsewhere), got {config.conv!r}."
-    )
-  if config.dtype not in DTYPES:
-    raise ValueError(f"config.dtype must be one of {sorted(DTYPES)}, got {config.dtype!r}.")
-  if config.lr_batch_size not in ("per_device", "global"):
-    raise ValueError(
-      f"config.lr_batch_size must be 'per_device' or 'global', got {config.lr_batch_size!r}."
-    )
-  from train.parallel import PARALLELISMS
-
-  if config.parallelism not in PARALLELISMS:
-    raise ValueError(
-      f"config.parallelism must be one of {PARALLELISMS} ('pmap': jax.pmap; 'mesh': jax.jit "
-      f"over jax.shard_map on a Mesh), got {config.parallelism!r}."
-    )
-
-
-def _check_sizes(config) -> None:
-  """Batch sizes, epochs, cadences and counts are positive ints (or >= 0 where 0 means off)."""
-  for name in (
-    "per_device_batch_size",
-    "eval_per_device_batch_size",
-    "num_epochs",
-    "mbn_total_epochs",
-    "ideal_batch_size",
-    "lr_reference_batch_size",
-    "lr_decay_epochs",
-    "log_every_steps",
-    "eval_every_epochs",
-    "checkpoint_every_epochs",
-    "keep_checkpoints",
-    "precise_stats_batch_size",
-  ):
-    _positive(config, name)
-  k = config.max_nonfinite_steps
-  if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
-    raise ValueError(f"config.max_nonfinite_steps must be a positive int, got {k!r}.")
-  k = config.precise_stats_batches
-  if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-    raise ValueError(f"config.precise_stats_batches must be an int >= 0 (0: off), got {k!r}.")
-  for name in (
-    "per_device_batch_size",
-    "eval_per_device_batch_size",
-    "num_epochs",
-    "mbn_total_epochs",
-    "ideal_batch_size",
-    "precise_stats_batch_size",
-  ):
-    if not isinstance(config[name], int):
-      raise TypeError(f"config.{name} must be an int, got {config[name]!r}.")
 
 
 def _check_accumulation(config, norms: list[str]) -> None:
-  """grad_accum_steps k >= 1; deferred statistics only for norms that can defer them."""
-  accum = config.grad_accum_steps
-  if isinstance(accum, bool) or not isinstance(accum, int) or accum <= 0:
-    raise ValueError(
-      f"config.grad_accum_steps must be a positive int (1: no accumulation), got {accum!r}."
-    )
-  accum_stats = config.grad_accum_stats
-  if accum_stats not in ACCUMULATION_STATS:
-    raise ValueError(
-      f"config.grad_accum_stats must be one of {ACCUMULATION_STATS}, got {accum_stats!r}."
-    )
-  if accum_stats == "deferred" and accum > 1:
+  """Deferred statistics only for norms that can defer them."""
+  if config.grad_accum_stats == "deferred" and config.grad_accum_steps > 1:
     for n in norms + [config.norm]:
       caps = mbn_norms.capabilities_of(mbn_norms.norm_class(n))
       if caps.running_statistics and not caps.deferred_accumulation:
@@ -350,24 +236,9 @@ def _check_accumulation(config, norms: list[str]) -> None:
         )
 
 
-def _check_momenta(config) -> None:
-  """τ0 in (0, 1) and BN's momentum in [0, 1) (weights on the old value)."""
-  if not 0.0 < config.tau0 < 1.0:
-    raise ValueError(f"config.tau0 must lie in (0, 1), got {config.tau0}.")
-  if not 0.0 <= config.bn_momentum < 1.0:  # NaN fails too
-    raise ValueError(
-      f"config.bn_momentum must lie in [0, 1) (the weight on the OLD running value, Flax "
-      f"convention; PyTorch's momentum=0.1 is 0.9 here), got {config.bn_momentum}."
-    )
-
-
 def _per_device_batch(config, devices: int) -> int:
   """m: ``per_device_batch_size``, or ``global_batch_size`` / devices; checks required_devices."""
   required = config.required_devices
-  if isinstance(required, bool) or not isinstance(required, int) or required < 0:
-    raise ValueError(
-      f"config.required_devices must be an int >= 0 (0: any device count), got {required!r}."
-    )
   if required and devices != required:
     raise ValueError(
       f"config.required_devices={required}, but JAX sees {devices} device(s). Run on "
@@ -375,10 +246,8 @@ def _per_device_batch(config, devices: int) -> int:
       f"{required}), or set --config.required_devices=0 to accept any count."
     )
   m = config.per_device_batch_size
-  if config.global_batch_size not in (-1, None):
+  if config.global_batch_size != -1:
     g = config.global_batch_size
-    if isinstance(g, bool) or not isinstance(g, int) or g <= 0:
-      raise ValueError(f"config.global_batch_size must be a positive int (or -1), got {g!r}.")
     if g % devices:
       raise ValueError(
         f"config.global_batch_size={g} is not divisible among the {devices} devices; "
@@ -412,19 +281,17 @@ def _with_sync_groups(flat: dict) -> dict:
 
 
 def check_resume_compatible(saved: dict, config) -> None:
-  """Raises ConfigMismatchError if a field outside RESUME_MAY_CHANGE differs.
+  """Raises ConfigMismatchError if a field the schema does not mark ``resume=True`` differs.
 
   A field that the saved config lacks (added to the program after the run
-  started) is compatible when it has its default value (configs/default.py):
+  started) is compatible when it has its default value (the schema's):
   the run started without it, i.e. with the default behaviour.
   """
-  from configs import default
-
   a, b = _with_sync_groups(_flatten(saved)), _with_sync_groups(_flatten(config_json(config)))
-  defaults = _flatten(config_json(default.get_config()))
+  defaults = _flatten(config_json(config_schema.default_config()))
   bad = []
   for key in sorted(set(a) | set(b)):
-    if any(key == p or (p.endswith(".") and key.startswith(p)) for p in RESUME_MAY_CHANGE):
+    if key in RESUME_MAY_CHANGE:
       continue
     if key not in a and key in defaults and b.get(key) == defaults[key]:
       continue

@@ -50,12 +50,12 @@ def check_renorm_config(r_max, d_max, warmup_steps, momentum, epsilon) -> None:
   def real(v):
     return not isinstance(v, bool) and isinstance(v, numbers.Real)
 
-  if not real(r_max) or r_max < 1:
+  if not real(r_max) or not r_max >= 1:  # NaN fails too; inf: r unclipped
     raise ValueError(
       f"r_max must be a float >= 1 (r is clipped to [1/r_max, r_max]), got "
       f"{r_max!r}. r_max=1, d_max=0 is plain BatchNorm; Ioffe uses r_max=3."
     )
-  if not real(d_max) or d_max < 0:
+  if not real(d_max) or not d_max >= 0:  # NaN fails too; inf: d unclipped
     raise ValueError(
       f"d_max must be a float >= 0 (d is clipped to [-d_max, d_max]), got "
       f"{d_max!r}. Ioffe uses d_max=5."
