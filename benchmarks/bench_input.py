@@ -10,6 +10,12 @@ threads) and reports the process's peak resident memory (``ru_maxrss``) and
 images/s. Streaming memory must not grow with the dataset; an in-memory copy
 would need ``N x 224 x 224 x 3`` bytes.
 
+``train``: the training program itself (``python -m train``, the tiny CNN,
+8 images per step on one CPU device) over the same two folders, streamed,
+stopped after ``--train-steps`` steps (``simulate_preemption_at_step``: a
+checkpoint, then exit 0), plus the smaller folder held in memory for
+contrast; the peak resident memory of each run's process.
+
 ``speed``: on the CIFAR-10 JPEG folder (``--cifar``), in one process, one after
 the other: the old pipeline (``train/input_pipeline.py`` of ``--old-commit``,
 which decodes every image with TensorFlow into memory; needs TensorFlow, the
@@ -126,6 +132,42 @@ def child_memory(root: str, batches: int, batch: int) -> dict:
   }
 
 
+def train_run(root: pathlib.Path, steps: int, stream: bool, workdir: pathlib.Path) -> dict:
+  """``python -m train`` over ``root`` for ``steps`` steps; its peak RSS (a fresh child)."""
+  import shutil
+
+  shutil.rmtree(workdir, ignore_errors=True)
+  cmd = [sys.executable, "-m", "train", "--config", "configs/quickstart.py"]
+  cmd += ["--workdir", str(workdir), "--config.norms=", "--config.norm=mbn"]
+  cmd += ["--config.per_device_batch_size=8", "--config.progress_bar=false"]
+  cmd += ["--config.dataset.source=image_folder", f"--config.dataset.root={root}"]
+  cmd += ["--config.dataset.holdout_per_class=1", "--config.dataset.augment=crop_flip"]
+  cmd += ["--config.dataset.mean=(0.5,0.5,0.5)", "--config.dataset.std=(0.25,0.25,0.25)"]
+  cmd += [f"--config.dataset.max_in_memory_gb={0 if stream else 1000}"]
+  cmd += [f"--config.simulate_preemption_at_step={steps}", "--config.tensorboard=false"]
+  code = (
+    "import resource, runpy, sys; sys.argv = ['train'] + sys.argv[1:]\n"
+    "try:\n  runpy.run_module('train', run_name='__main__')\n"
+    "finally:\n  print('PEAK_RSS_MB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+  )
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  t0 = time.perf_counter()
+  done = subprocess.run(
+    [sys.executable, "-c", code, *cmd[3:]], cwd=ROOT, env=env, capture_output=True, text=True
+  )
+  peak = [line for line in done.stdout.splitlines() if line.startswith("PEAK_RSS_MB")]
+  if not peak:
+    raise RuntimeError(done.stdout[-2000:] + done.stderr[-2000:])
+  return {
+    "images": sum(1 for _ in root.glob("train/*/*.jpg")),
+    "mode": "streamed" if stream else "in memory",
+    "steps": steps,
+    "seconds": round(time.perf_counter() - t0, 1),
+    "exit_status": done.returncode,
+    "peak_rss_mb": round(float(peak[0].split()[1])),
+  }
+
+
 def old_pipeline(commit: str):
   """``train/input_pipeline.py`` as of ``commit`` (git show), imported as a module."""
   source = subprocess.run(
@@ -180,7 +222,8 @@ def speed(cifar: str, old_commit: str, batches: int, batch: int) -> list[dict]:
 
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-  ap.add_argument("--parts", default="memory,speed")
+  ap.add_argument("--parts", default="memory,train,speed")
+  ap.add_argument("--train-steps", type=int, default=40)
   ap.add_argument("--sizes", default="5000,50000")
   ap.add_argument("--folders", default="/tmp/mbn_bench_input")
   ap.add_argument("--batches", type=int, default=100)
@@ -215,6 +258,14 @@ def main() -> None:
       row = json.loads(out.strip().splitlines()[-1])
       row["in_memory_would_need_mb"] = round(n * 224 * 224 * 3 / 2**20)
       result["memory"].append(row)
+      print(json.dumps(row), flush=True)
+  if "train" in args.parts:
+    result["train"] = []
+    sizes = [int(s) for s in args.sizes.split(",")]
+    for n, stream in [(n, True) for n in sizes] + [(sizes[0], False)]:
+      root = make_folder(pathlib.Path(args.folders) / f"n{n}", n)
+      row = train_run(root, args.train_steps, stream, pathlib.Path(args.folders) / "run")
+      result["train"].append(row)
       print(json.dumps(row), flush=True)
   if "speed" in args.parts:
     result["speed"] = speed(args.cifar, args.old_commit, args.speed_batches, args.speed_batch)
