@@ -239,8 +239,9 @@ def test_compare_marks_missing_seeds_and_norms_without_precise_statistics(tmp_pa
   assert "| BN | 40.00 / 45.00 | 50.00 / 52.00 | pending |" in md
   assert "| FrozenBN | 60.00 | pending | pending |" in md  # the interrupted seed 1 is pending
   assert "| MABN | pending | pending | pending |" in md
-  assert "| BN | — | 2.0 [1.0, 3.0] |" in md and "| MABN | — | — |" in md
-  assert "| FrozenBN | — | 2.0 (one run) |" in md
+  # No images_per_sec in these records: no training time; the wall clock of sweep.json.
+  assert "| BN | — | — | 2.0 [1.0, 3.0] |" in md and "| MABN | — | — | — |" in md
+  assert "| FrozenBN | — | — | 2.0 (one run) |" in md
   md = compare.comparison_markdown(arms, None, seeds=seeds, commands=True)
   assert "# MABN: no finished run yet\n```" in md
   compare.plot_curves(arms, tmp_path / "c.png")  # arms without runs or precise curves: skipped
@@ -311,3 +312,70 @@ def test_compare_cli_pairs_with_several_baselines_and_planned_seeds(tmp_path):
   # Without planned seeds an arm with no runs is an error, as before.
   p = subprocess.run(args[:4] + args[5:8], capture_output=True, text=True, cwd=ROOT)
   assert p.returncode != 0 and "missing" in p.stderr
+
+
+def timed_run(root, seed, speeds, wall, log=None, **summary_fields):
+  """A finished bn-m2 run whose epochs trained at ``speeds`` images per second."""
+  fake_run(root, "bn", 2, seed, [0.3] * len(speeds), wall=wall)
+  wd = root / sweep.run_name("bn", 2, seed)
+  records = [json.loads(line) for line in (wd / "metrics.jsonl").read_text().splitlines()]
+  for rec, v in zip(records, speeds):
+    rec["images_per_sec"] = v
+  (wd / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+  summary = json.loads((wd / "summary.json").read_text())
+  summary.update(summary_fields)
+  (wd / "summary.json").write_text(json.dumps(summary))
+  if log is not None:
+    (wd / "train.log").write_text(log)
+  return wd
+
+
+def test_training_time_sums_epochs_and_resumed_runs_lose_their_wall_clock(tmp_path):
+  """A resumed run's sweep.json/summary.json hold the last process's wall clock only; the
+  training time summed over the epochs of metrics.jsonl does not depend on interruptions."""
+  from tools import compare
+
+  # 100 batches of 6 images per epoch = 600 images.
+  epoch = {"steps_per_epoch": 100, "global_batch_size": 6}
+  # Seed 0: 600/10 + 600/20 = 90 s of training in 120 s of wall clock: one process.
+  timed_run(tmp_path / "a", 0, [10.0, 20.0], wall=120.0, **epoch)
+  # Seed 1: 600/5 + 600/5 = 240 s of training, but 180 s of wall clock: resumed (records).
+  timed_run(tmp_path / "a", 1, [5.0, 5.0], wall=180.0, **epoch)
+  # Seed 2: 600/20 · 2 = 60 s of training, 300 s of wall clock, and train.log says resumed.
+  log = "resnet20/bn: ...\n{}\nResuming from step 100 (epoch 2) in w\nresnet20/bn: ...\n"
+  timed_run(tmp_path / "a", 2, [20.0, 20.0], wall=300.0, log=log, **epoch)
+  # A four-device run (layout: 2 × 4 = 8 images per batch, 50 batches = 400 images per
+  # epoch): 400/4 · 3 = 300 s of training in 200 s: resumed.
+  layout = {"per_device_batch_size": 2, "devices": 4, "norm_sync_devices": 1, "grad_accum_steps": 1}
+  timed_run(tmp_path / "b", 0, [4.0] * 3, wall=200.0, micro_batches_per_epoch=50, layout=layout)
+  # 600/20 · 3 = 90 s of training: sweep.json's 95 s would do, summary.json's 85 s cannot.
+  timed_run(tmp_path / "c", 0, [20.0] * 3, wall=95.0, wall_time_s=85.0, **epoch)
+  runs = {r["seed"]: r for r in report.load_runs(tmp_path / "a")}
+  assert runs[0]["train_seconds"] == pytest.approx(90.0) and runs[0]["resumed"] is None
+  assert runs[1]["train_seconds"] == pytest.approx(240.0)
+  assert runs[1]["resumed"] == "training 240 s > wall clock 180 s"
+  assert runs[2]["train_seconds"] == pytest.approx(60.0)
+  assert runs[2]["resumed"] == "train.log: 1 × 'Resuming from step'"
+  (four,) = report.load_runs(tmp_path / "b")
+  assert report.images_per_epoch(four["summary"]) == 400
+  assert four["train_seconds"] == pytest.approx(300.0) and four["resumed"]
+  (late,) = report.load_runs(tmp_path / "c")
+  assert late["wall"] == 95.0 and late["resumed"] == "training 90 s > wall clock 85 s"
+  # An epoch without its speed, or a record without the batch numbers: no training time.
+  assert report.training_seconds(epoch, [{"images_per_sec": 1.0}, {}]) is None
+  assert report.training_seconds({}, [{"images_per_sec": 1.0}]) is None
+
+  md = report.results_markdown(list(runs.values()))
+  assert "| bn-m2-s0 | completed | 2 |" in md and md.count("| 90 | 120 |") == 1
+  assert "| 240 | — (resumed) |" in md and "| 60 | — (resumed) |" in md
+  assert "training (s) | wall clock (s) |" in md and "Resuming from step" in md
+
+  arms = [compare.load_arm(f"BN={tmp_path}/a/bn-m2"), compare.load_arm(f"4 dev={tmp_path}/b/bn-m2")]
+  md = compare.comparison_markdown(arms, None, wall_times=True)
+  # Training: 1.5, 4.0, 1.0 minutes → mean 6.5/3 = 2.17; wall clock: seed 0 only (2.0).
+  assert "| BN | — | 2.2 [1.0, 4.0] | 2.0 (one run); 2 resumed runs left out |" in md
+  assert (
+    "| 4 dev | 4 device(s), statistics per device, lr by per_device batch | 5.0 (one run) | "
+    "— (resumed: last segment only) |" in md
+  )
+  assert "| arm | setting | training, minutes per run | wall clock, minutes per run |" in md

@@ -16,7 +16,10 @@ summary.json: its seed is the run's). Writes into ``--out``:
   difference; the *paired* difference of every arm to each ``--baseline``
   (repeat the flag for several) over the seeds both have (same seed = same
   initialization and data order), with how many seeds favour each; every run,
-  seed by seed; with ``--wall_times`` each arm's setting and minutes per run;
+  seed by seed; with ``--wall_times`` each arm's setting and minutes per run:
+  training (summed over epochs from metrics.jsonl, whatever the interruptions)
+  and wall clock (of the runs not resumed: the record of a resumed run holds its
+  last process only, :func:`tools.report.resume_evidence`);
   with ``--commands`` the training command of every arm, from its runs'
   sweep.json. Norms without population statistics (GN, FrozenBN, MABN) have
   "—" there;
@@ -41,6 +44,7 @@ from absl import app, flags
 
 from tools.report import (
   PRECISE,
+  TIME_NOTE,
   _mean_std,
   _plt,
   check_one_setting,
@@ -291,22 +295,34 @@ def _seed_lines(arms: list[dict], planned: list[int] | None) -> list[str]:
   return lines
 
 
+def _minutes(seconds: list[float]) -> str:
+  """Minutes: mean [min, max] over runs, "x (one run)", or "—" for none."""
+  m = np.asarray(seconds, float) / 60
+  if len(m) > 1:
+    return f"{m.mean():.1f} [{m.min():.1f}, {m.max():.1f}]"
+  return f"{m[0]:.1f} (one run)" if len(m) else "—"
+
+
 def _wall_lines(arms: list[dict]) -> list[str]:
   lines = [
     "",
-    "Setting and wall time of every arm (minutes per run, mean and range over its seeds; "
-    "the runs shared the machine two at a time).",
+    "Setting and time of every arm, minutes per run: mean [min, max] over its seeds (the runs "
+    "shared the machine two at a time). " + TIME_NOTE,
     "",
-    "| arm | setting | minutes per run |",
-    "|---|---|---:|",
+    "| arm | setting | training, minutes per run | wall clock, minutes per run |",
+    "|---|---|---:|---:|",
   ]
   for arm in arms:
-    walls = np.array([r["wall"] for r in arm["runs"].values()], float) / 60
-    if len(walls) > 1:
-      minutes = f"{walls.mean():.1f} [{walls.min():.1f}, {walls.max():.1f}]"
-    else:
-      minutes = f"{walls[0]:.1f} (one run)" if len(walls) else "—"
-    lines.append(f"| {arm['label']} | {_setting_text(arm['setting'])} | {minutes} |")
+    runs = list(arm["runs"].values())
+    train = _minutes([r["train_seconds"] for r in runs if r.get("train_seconds") is not None])
+    whole = [r for r in runs if not r.get("resumed")]
+    wall = _minutes([r["wall"] for r in whole])
+    resumed = len(runs) - len(whole)
+    if resumed and not whole:
+      wall = "— (resumed: last segment only)"
+    elif resumed:
+      wall += f"; {resumed} resumed run{'s' if resumed > 1 else ''} left out"
+    lines.append(f"| {arm['label']} | {_setting_text(arm['setting'])} | {train} | {wall} |")
   return lines
 
 
@@ -403,7 +419,11 @@ def define_flags():
     "baseline", [], "The LABEL of the arm every other arm is paired with (repeat: a table each)."
   )
   flags.DEFINE_string("out", None, "Output directory.", required=True)
-  flags.DEFINE_bool("wall_times", False, "Also tabulate each arm's setting and wall time per run.")
+  flags.DEFINE_bool(
+    "wall_times",
+    False,
+    "Also tabulate each arm's setting, training minutes and wall-clock minutes per run.",
+  )
   flags.DEFINE_bool("commands", False, "Also list each arm's training command (its sweep.json).")
   flags.DEFINE_list(
     "seeds",

@@ -45,9 +45,84 @@ NORM_LABEL = {
 }
 
 
+RESUME_MARKER = "Resuming from step"  # train.resume prints it when a process resumes a run
+
+
+def images_per_epoch(summary: dict) -> int | None:
+  """Images one epoch trains on: (micro-)batches per epoch × global batch (per micro-batch).
+
+  Read from summary.json (``micro_batches_per_epoch``, or ``steps_per_epoch`` of older records,
+  which counted micro-batches too; ``global_batch_size``, or the layout); None when absent.
+  """
+  steps = summary.get("micro_batches_per_epoch") or summary.get("steps_per_epoch")
+  batch = summary.get("global_batch_size")
+  if batch is None and ("layout" in summary or "devices" in summary):
+    batch = layout_of_record(summary).global_batch_size
+  return None if not steps or not batch else int(steps) * int(batch)
+
+
+def training_seconds(summary: dict, records: list[dict]) -> float | None:
+  """Seconds in the training loop, summed over the epochs of metrics.jsonl.
+
+  Each epoch: its images (:func:`images_per_epoch`) / its ``images_per_sec``, i.e. the epoch's
+  training time as train.epoch measured it (the train steps and their input, the train step's
+  compilation in each process's first epoch included; evaluation, precise statistics,
+  checkpoints and setup not). Every epoch is in metrics.jsonl however often the run was
+  interrupted, so the sum does not depend on interruptions (an epoch resumed part-way counts at
+  the speed of its resumed part). None without the numbers (an epoch without images_per_sec).
+  """
+  images = images_per_epoch(summary)
+  speeds = [rec.get("images_per_sec") for rec in records]
+  if images is None or not speeds:
+    return None
+  seconds = 0.0
+  for v in speeds:
+    if not v or not np.isfinite(v):
+      return None
+    seconds += images / v
+  return seconds
+
+
+def resume_evidence(
+  wd: pathlib.Path, clocks: list[float], train_seconds: float | None
+) -> str | None:
+  """Why the run counts as resumed (more than one process trained it), or None.
+
+  Its train.log (where kept) has a "Resuming from step" line per resumed process; without it,
+  the records give it away when the training time summed over epochs exceeds a recorded wall
+  clock (``clocks``: sweep.json's wall_seconds, summary.json's wall_time_s), which then holds
+  only the last process: one process's wall clock holds all of its own training. A resume that
+  leaves neither trace is not detected.
+  """
+  log = wd / "train.log"
+  if log.is_file():
+    resumes = log.read_text(errors="replace").count(RESUME_MARKER)
+    if resumes:
+      return f"train.log: {resumes} × {RESUME_MARKER!r}"
+  finite = [c for c in clocks if np.isfinite(c)]
+  if train_seconds is not None and finite and train_seconds > min(finite):
+    return f"training {train_seconds:.0f} s > wall clock {min(finite):.0f} s"
+  return None
+
+
+TIME_NOTE = (
+  "Training: the sum over the epochs of metrics.jsonl of the epoch's images (batches per "
+  "epoch × global batch) / its images per second, i.e. the training loop only (with the train "
+  "step's compilation in each process's first epoch; without evaluation, precise statistics, "
+  "checkpoints and setup), whether or not the run was interrupted. Wall clock: sweep.json's "
+  "wall_seconds (or summary.json's wall_time_s): setup, training, evaluation and checkpoints "
+  "alike, but for a run interrupted and resumed only its last process: such a run is marked "
+  'resumed (a "Resuming from step" line in its train.log, or, where no train.log is kept, '
+  "training time above a recorded wall clock, sweep.json's or summary.json's) and its wall "
+  "clock is not shown."
+)
+
+
 def load_run(wd: pathlib.Path, norm: str | None = None, m: int | None = None, seed=None) -> dict:
   """One run's records: norm, m, seed (from summary.json where not given), summary, per-epoch
-  records, wall time, status, and the command of sweep.json (None without one)."""
+  records, wall time, training time (:func:`training_seconds`), whether it was resumed
+  (:func:`resume_evidence`: then ``wall`` holds only the last process), status, and the
+  command of sweep.json (None without one)."""
   summary = json.loads((wd / "summary.json").read_text())
   records = []
   if (wd / "metrics.jsonl").exists():
@@ -55,13 +130,19 @@ def load_run(wd: pathlib.Path, norm: str | None = None, m: int | None = None, se
       json.loads(line) for line in (wd / "metrics.jsonl").read_text().splitlines() if line.strip()
     ]
   sweep = json.loads((wd / "sweep.json").read_text()) if (wd / "sweep.json").exists() else {}
+  nan = float("nan")
+  clocks = [float(sweep.get("wall_seconds", nan)), float(summary.get("wall_time_s", nan))]
+  wall = clocks[0] if np.isfinite(clocks[0]) else clocks[1]
+  train_seconds = training_seconds(summary, records)
   return {
     "norm": summary.get("norm") if norm is None else norm,
     "m": summary.get("per_device_batch_size") if m is None else m,
     "seed": summary.get("seed") if seed is None else seed,
     "summary": summary,
     "records": records,
-    "wall": sweep.get("wall_seconds", summary.get("wall_time_s", float("nan"))),
+    "wall": wall,
+    "train_seconds": train_seconds,
+    "resumed": resume_evidence(wd, clocks, train_seconds),
     "status": summary.get("status", "?"),
     "command": sweep.get("command"),
   }
@@ -330,11 +411,11 @@ def results_markdown(runs) -> str:
   lines += _paired_table(runs) + _gap_table(runs) + _last_epoch_table(runs)
   lines += [
     "",
-    "Every run:",
+    "Every run. " + TIME_NOTE,
     "",
     "| run | status | epochs | final val acc | precise val acc | "
-    "best val acc | final train acc | wall time (s) |",
-    "|---|---|---|---|---|---|---|---|",
+    "best val acc | final train acc | training (s) | wall clock (s) |",
+    "|---|---|---|---|---|---|---|---|---|",
   ]
   for r in sorted(runs, key=lambda r: (_rank(r["norm"]), r["m"], r["seed"])):
     s = r["summary"]
@@ -342,9 +423,11 @@ def results_markdown(runs) -> str:
       _percent(s.get(k))
       for k in ("final_eval_accuracy", PRECISE, "best_eval_accuracy", "final_train_accuracy")
     ]
+    train = "—" if r.get("train_seconds") is None else f"{r['train_seconds']:.0f}"
+    wall = "— (resumed)" if r.get("resumed") else f"{r['wall']:.0f}"
     lines.append(
       f"| {r['norm']}-m{r['m']}-s{r['seed']} | {r['status']} | "
-      f"{s.get('epochs_completed')} | " + " | ".join(cells) + f" | {r['wall']:.0f} |"
+      f"{s.get('epochs_completed')} | " + " | ".join(cells) + f" | {train} | {wall} |"
     )
   return "\n".join(lines) + "\n"
 
