@@ -9,7 +9,7 @@
 # WORKTREE paths are read from the current directory; the defaults sit beside the repository's
 # root. A run is WORKTREE/workdirs/EXPERIMENT/<arm>/<norm>-m<m>-s<seed>/ and is copied to
 # docs/results/EXPERIMENT_runs/<arm>/<norm>-m<m>-s<seed>/ (config.json, metrics.jsonl,
-# summary.json, sweep.json) only when its summary.json says "status": "completed"; unfinished runs
+# summary.json, sweep.json, and train.log where kept) only when its summary.json says "status": "completed"; unfinished runs
 # are left alone. fine_tuning also copies the two pretrained runs,
 # PRETRAIN_WORKTREE/workdirs/pretrain/{plain,centred}/ (config.json, metrics.jsonl, summary.json),
 # to docs/results/fine_tuning_runs/pretrain/. Prints how many run records the folder then holds.
@@ -39,6 +39,8 @@ copy_run() {  # source directory, destination directory, files...
   done
   mkdir -p "$dst"
   for f in "$@"; do cp "$src/$f" "$dst/$f"; done
+  # The program's log, where kept: its "Resuming from step" lines tell a resumed run's wall clock.
+  if [ -f "$src/train.log" ]; then cp "$src/train.log" "$dst/train.log"; fi
 }
 
 for summary in "$worktree/workdirs/$experiment"/*/*-s*/summary.json; do
