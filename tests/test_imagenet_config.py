@@ -98,8 +98,8 @@ def test_imagenet_config_on_two_processes_equals_one(tiny_imagenet, tmp_path):
   assert summary["config"]["model"] == "resnet50" and summary["config"]["norm"] == "mbn"
   a, b = records(multi), records(single)
   assert [r["step"] for r in a] == [r["step"] for r in b] == [2]
-  # lr = 0.1 x global batch (2 devices x 4) / 256.
-  assert a[0]["learning_rate"] == pytest.approx(0.1 * 8 / 256)
+  # lr = 0.1 x m / 128, the paper's Mini-ImageNet rule, m = 4 images per device.
+  assert a[0]["learning_rate"] == pytest.approx(0.1 * 4 / 128)
   for k in ("train_loss", "eval_loss"):
     assert a[0][k] == pytest.approx(b[0][k], rel=1e-5, abs=1e-6), k
   for k in ("train_accuracy", "eval_accuracy"):

@@ -53,6 +53,7 @@ import os
 
 import numpy as np
 
+from train import config_schema
 from train.data_batches import Dataset, TrainBatches, check_batch_fits, eval_batches
 from train.data_errors import DataConfigError, DatasetUnavailableError
 from train.data_sources import ArraySource, FolderSource, decode_threads, to_memory
@@ -72,8 +73,8 @@ __all__ = [
   "SOURCES",
 ]
 
-SOURCES = ("tfds", "image_folder", "digits")
-AUGMENTATIONS = ("crop_flip", "flip", "none")
+SOURCES = config_schema.choices("dataset.source")  # declared once, in the schema
+AUGMENTATIONS = config_schema.choices("dataset.augment")
 
 
 # Channels of the images each source yields, where the config alone tells (TFDS: its info).
@@ -156,13 +157,13 @@ def _check_mean_std(dc, channels: int | None) -> None:
 
 
 def validate_dataset_config(dc) -> None:
-  """Checks of ``config.dataset`` that need no data: names, splits, sizes, ranges.
+  """Checks of ``config.dataset`` that need no data and more than one field: names, splits.
 
+  Each field's type and range (``source``, ``augment``, ``crop_padding``,
+  ``image_size``, ...) is :mod:`train.config_schema`'s, checked before this.
   Raises ValueError (or its subclass :class:`DataConfigError`) naming the field,
   or :class:`DatasetUnavailableError` for a missing image folder.
   """
-  if dc.source not in SOURCES:
-    raise ValueError(f"config.dataset.source={dc.source!r} is not one of {SOURCES}.")
   if dc.source == "tfds" and not dc.name:
     raise ValueError("config.dataset.name must name a TFDS dataset (e.g. 'cifar10').")
   if dc.source == "image_folder":
@@ -174,20 +175,8 @@ def validate_dataset_config(dc) -> None:
         f"(resolved from the current directory {os.getcwd()!r}). Point "
         "--config.dataset.root at a folder laid out as root/split/label/image."
       )
-  if dc.augment not in AUGMENTATIONS:
-    raise ValueError(f"config.dataset.augment={dc.augment!r} is not one of {AUGMENTATIONS}.")
-  if dc.holdout_per_class < 0:
-    raise ValueError(f"config.dataset.holdout_per_class must be >= 0, got {dc.holdout_per_class}.")
   if dc.holdout_per_class == 0 and not dc.eval_split:
     raise ValueError("Set config.dataset.eval_split or config.dataset.holdout_per_class > 0.")
-  if dc.image_size is not None and dc.image_size <= 0:
-    raise ValueError(f"config.dataset.image_size must be positive, got {dc.image_size}.")
-  if dc.max_train_examples is not None and dc.max_train_examples <= 0:
-    raise ValueError("config.dataset.max_train_examples must be positive or None.")
-  if dc.train_per_class is not None and dc.train_per_class <= 0:
-    raise ValueError("config.dataset.train_per_class must be positive or None.")
-  if dc.max_eval_examples is not None and dc.max_eval_examples <= 0:
-    raise ValueError("config.dataset.max_eval_examples must be positive or None.")
   if _classes(dc):
     if dc.source != "image_folder":
       raise ValueError(
@@ -196,12 +185,6 @@ def validate_dataset_config(dc) -> None:
       )
     if len(set(_classes(dc))) != len(_classes(dc)):
       raise ValueError(f"config.dataset.classes names a class twice: {dc.classes!r}.")
-  pad = dc.crop_padding
-  if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
-    raise ValueError(
-      f"config.dataset.crop_padding must be an int >= 0 (pixels of padding before the random "
-      f"crop; 0: no crop), got {pad!r}."
-    )
   _check_mean_std(dc, SOURCE_CHANNELS.get(dc.source))
   _check_split(dc, "train_split")
   if dc.holdout_per_class == 0:
