@@ -14,8 +14,8 @@ Replaces what sits between `<!-- KEY -->` and `<!-- /KEY -->` markers:
     (as trained / precise statistics, and the paired difference to BN);
   * docs/results/no_communication.md, NC_MAIN / NC_ONE_DEVICE: the tables of
     no_communication/ and no_communication/one_device/ (issue 36, running);
-  * docs/results/fine_tuning.md, FT_PRETRAIN / FT_MAIN: the tables of
-    fine_tuning/pretrain/ and fine_tuning/ (issue 31, running).
+  * docs/results/fine_tuning.md, FT_PRETRAIN / FT_MAIN / FT_CENTRED_SOURCE: the tables of
+    fine_tuning/pretrain/, fine_tuning/ and fine_tuning/centred_source/ (issue 31).
 Idempotent: running it twice changes nothing.
 """
 
@@ -149,7 +149,10 @@ def main() -> None:
   page.write_text(text)
   for page_name, keys in [
     ("no_communication.md", [("NC_MAIN", "."), ("NC_ONE_DEVICE", "one_device")]),
-    ("fine_tuning.md", [("FT_PRETRAIN", "pretrain"), ("FT_MAIN", ".")]),
+    (
+      "fine_tuning.md",
+      [("FT_PRETRAIN", "pretrain"), ("FT_MAIN", "."), ("FT_CENTRED_SOURCE", "centred_source")],
+    ),
   ]:
     page = RESULTS / page_name
     text = page.read_text()

@@ -78,6 +78,12 @@ python -m tools.compare --out docs/results/fine_tuning --seeds 0,1,2 --wall_time
   --arm "FrozenBN=$F/frozen_bn/frozen_bn-m2" --arm "BN=$F/bn/bn-m2" --arm "SyncBN=$F/syncbn/bn-m2" \
   --arm "MBN, ramp=$F/mbn/mbn-m2" --arm "MBN, from pretrained=$F/mbn-pretrained/mbn-m2" \
   --arm "MABN=$F/mabn/mabn-m2"
+# ... ablation: FrozenBN from the centred network too (MABN's source), to tell MABN's norm from its
+# source network (fine_tuning_runs/run_ablation.sh).
+python -m tools.compare --out docs/results/fine_tuning/centred_source --seeds 0,1,2 --wall_times \
+  --commands --baseline "FrozenBN, centred source" \
+  --arm "FrozenBN, centred source=$F/frozen_bn-centred/frozen_bn-m2" \
+  --arm "MABN (centred source)=$F/mabn/mabn-m2" --arm "FrozenBN, plain source=$F/frozen_bn/frozen_bn-m2"
 # ... the two pretrained networks (one run each, BN at batch 32 on one device).
 python -m tools.compare --out docs/results/fine_tuning/pretrain --wall_times \
   --arm "plain=$F/pretrain/plain" --arm "centred=$F/pretrain/centred"
