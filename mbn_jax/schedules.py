@@ -168,6 +168,10 @@ class MomentumSchedule:
       (MBN's ``train_mean``/``train_var`` set from its ``mean``/``var``,
       :func:`mbn_jax.convert.convert_norm_variables`): the normalizer then
       starts at the pretrained statistics instead of 2-image batch statistics.
+      Measured at the paper's learning rate (docs/results/fine_tuning.md,
+      resnet20, 4 devices × 2 images) it trained far worse than the ramp
+      (its weights drifted while the statistics lagged): keep the ramp
+      unless you are studying this.
   """
 
   batch_size: int
@@ -223,8 +227,10 @@ def momentum_schedule(
 
   The optax-style constructor of :class:`MomentumSchedule`: the result is a
   pure ``step -> λ`` function (traced steps included, one compilation).
-  ``ramp=False``: λ = 1 − m/m0 from the first step (fine-tuning from
-  pretrained statistics; see :class:`MomentumSchedule`).
+  ``ramp=False``: λ = 1 − m/m0 from the first step (starting from
+  pretrained statistics; see :class:`MomentumSchedule`). Measured when
+  fine-tuning at the paper's learning rate (docs/results/fine_tuning.md) it
+  trained far worse than the ramp: an option to study, not a default.
   """
   return MomentumSchedule(
     batch_size=batch_size,

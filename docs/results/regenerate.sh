@@ -74,7 +74,7 @@ python -m tools.compare --out docs/results/no_communication/one_device --seeds 0
 # Issue 31: fine-tuning on 4 devices × 2 images from the pretrained networks (still running).
 F=docs/results/fine_tuning_runs
 python -m tools.compare --out docs/results/fine_tuning --seeds 0,1,2 --wall_times --commands \
-  --baseline "FrozenBN" --baseline "SyncBN" \
+  --baseline "FrozenBN" --baseline "SyncBN" --baseline "BN" \
   --arm "FrozenBN=$F/frozen_bn/frozen_bn-m2" --arm "BN=$F/bn/bn-m2" --arm "SyncBN=$F/syncbn/bn-m2" \
   --arm "MBN, ramp=$F/mbn/mbn-m2" --arm "MBN, from pretrained=$F/mbn-pretrained/mbn-m2" \
   --arm "MABN=$F/mabn/mabn-m2"
