@@ -33,6 +33,7 @@ Adding a field: one line in its group below, then use it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -505,14 +506,15 @@ def _spec(prefix: str, group: str, key: str, info) -> FieldSpec:
   )
 
 
-def fields() -> list[FieldSpec]:
-  """Every leaf field, in declaration order."""
+@functools.cache
+def fields() -> tuple[FieldSpec, ...]:
+  """Every leaf field, in declaration order (built once: the schema does not change)."""
   out = []
   for name, section in SECTIONS:
     prefix = f"{name}." if name else ""
     for key, info in section.model_fields.items():
       out.append(_spec(prefix, section.heading, key, info))
-  return out
+  return tuple(out)
 
 
 def norm_option_fields() -> dict[str, FieldSpec]:

@@ -18,13 +18,9 @@ import ml_collections
 from mbn_jax import norms as mbn_norms
 from train import checks, config_schema, input_pipeline, models
 from train.layout import RunLayout
-from train.models import CONVS, DTYPES
 
 __all__ = [
-  "ACCUMULATION_STATS",
-  "CONVS",
   "Config",
-  "DTYPES",
   "RESUME_MAY_CHANGE",
   "ConfigMismatchError",
   "check_resume_compatible",
@@ -48,7 +44,6 @@ class Config(Protocol):
 
 # Config fields a resumed run may change: those train.config_schema marks resume=True.
 RESUME_MAY_CHANGE = config_schema.resume_may_change()
-ACCUMULATION_STATS = config_schema.choices("grad_accum_stats")
 
 
 class ConfigMismatchError(ValueError):
