@@ -12,8 +12,9 @@ Replaces what sits between `<!-- KEY -->` and `<!-- /KEY -->` markers:
     under docs/results/multi_device/ (without their arm lists);
   * README.md, README_MULTI_DEVICE_TABLE: the four-device arms, one line each
     (as trained / precise statistics, and the paired difference to BN);
-  * docs/results/no_communication.md, NC_MAIN / NC_ONE_DEVICE: the tables of
-    no_communication/ and no_communication/one_device/ (issue 36, running);
+  * docs/results/no_communication.md, NC_MAIN / NC_ONE_DEVICE / NC_CENTRED_REFERENCES /
+    NC_ONE_DEVICE_CENTRED_REFERENCES: the tables of no_communication/,
+    no_communication/one_device/ and their centred_references/ (issue 36, running);
   * docs/results/fine_tuning.md, FT_PRETRAIN / FT_MAIN / FT_CENTRED_SOURCE: the tables of
     fine_tuning/pretrain/, fine_tuning/ and fine_tuning/centred_source/ (issue 31).
 Idempotent: running it twice changes nothing.
@@ -148,7 +149,15 @@ def main() -> None:
     text = put(text, key, comparison_tables(name))
   page.write_text(text)
   for page_name, keys in [
-    ("no_communication.md", [("NC_MAIN", "."), ("NC_ONE_DEVICE", "one_device")]),
+    (
+      "no_communication.md",
+      [
+        ("NC_MAIN", "."),
+        ("NC_ONE_DEVICE", "one_device"),
+        ("NC_CENTRED_REFERENCES", "centred_references"),
+        ("NC_ONE_DEVICE_CENTRED_REFERENCES", "one_device/centred_references"),
+      ],
+    ),
     (
       "fine_tuning.md",
       [("FT_PRETRAIN", "pretrain"), ("FT_MAIN", "."), ("FT_CENTRED_SOURCE", "centred_source")],

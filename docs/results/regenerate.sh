@@ -70,6 +70,19 @@ python -m tools.compare --out docs/results/no_communication/one_device --seeds 0
   --arm "MABN, centred, batch 2=$N/1dev-mabn-centred/mabn-m2" \
   --arm "BN, batch 2=$N/1dev-bn/bn-m2" --arm "MBN, batch 2=$N/1dev-mbn/mbn-m2" \
   --arm "BN, batch 32=$N/1dev-bn-m32/bn-m32"
+# ... labelled ablation (no_communication_runs/run_ablation.sh): the large-batch references with
+# centred conv weights too, MABN's help, on 4 devices (SyncBN) and on one device (BN, batch 32).
+python -m tools.compare --out docs/results/no_communication/centred_references --seeds 0,1,2 \
+  --wall_times --commands --baseline "SyncBN, centred" --baseline "SyncBN" \
+  --arm "SyncBN, centred=$N/syncbn-centred/bn-m2" --arm "SyncBN=$N/syncbn/bn-m2" \
+  --arm "MABN, centred=$N/mabn-centred/mabn-m2" --arm "BN, centred=$N/bn-centred/bn-m2" \
+  --arm "MBN, centred=$N/mbn-centred/mbn-m2" --arm "MBN, G = 2=$N/mbn-g2/mbn-m2"
+python -m tools.compare --out docs/results/no_communication/one_device/centred_references \
+  --seeds 0,1,2 --wall_times --commands --baseline "BN, batch 32, centred" \
+  --arm "BN, batch 32, centred=$N/1dev-bn-m32-centred/bn-m32" \
+  --arm "BN, batch 32=$N/1dev-bn-m32/bn-m32" \
+  --arm "MABN, centred, batch 2=$N/1dev-mabn-centred/mabn-m2" \
+  --arm "MBN, batch 2=$N/1dev-mbn/mbn-m2"
 
 # Issue 31: fine-tuning on 4 devices × 2 images from the pretrained networks (still running).
 F=docs/results/fine_tuning_runs
