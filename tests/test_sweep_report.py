@@ -65,7 +65,7 @@ def test_report_aggregates_over_seeds_and_plots(tmp_path):
   assert mean == pytest.approx(0.45) and std == pytest.approx(np.std([0.4, 0.5], ddof=1)) and n == 2
   md = report.results_markdown(runs)
   assert "| BN | 45.00 ± 7.07 (n=2) | — |" in md
-  assert "| MBN | 60.00 ± 0.00 (n=1) | 70.00 ± 0.00 (n=1) |" in md
+  assert "| MBN | 60.00 (n=1) | 70.00 (n=1) |" in md  # one run: no spread, not "± 0.00"
   out = tmp_path / "out"
   subprocess.run(
     [sys.executable, "-m", "tools.report", f"--root={tmp_path}", f"--out={out}"],
@@ -257,6 +257,12 @@ def test_compare_marks_missing_seeds_and_norms_without_precise_statistics(tmp_pa
   assert compare.comparison_markdown(full, None, seeds=[0, 1]).startswith(
     "**All 2 planned runs are in** (seeds 0, 1 of every arm)."
   )
+  # A finished run of a seed that is not planned enters no number: seed 1 left out of [0, 2].
+  only = compare.comparison_markdown(
+    [compare.load_arm(f"BN={tmp_path}/bn/bn-m2", [0, 2])], None, seeds=[0, 2]
+  )
+  assert "| BN | 40.00 (n=1 of 2) | 45.00 (n=1 of 2) | +5.00 |" in only
+  assert "| BN | 40.00 / 45.00 | pending |" in only
 
 
 def test_compare_reads_one_run_workdir_and_prints_its_commands(tmp_path):
@@ -272,7 +278,7 @@ def test_compare_reads_one_run_workdir_and_prints_its_commands(tmp_path):
   arm = compare.load_arm(f"pretrained, plain={run}")
   assert arm["single"] and list(arm["runs"]) == [0]
   md = compare.comparison_markdown([arm], None, commands=True)
-  assert "| pretrained, plain | 80.00 ± 0.00 (n=1) | 82.00 ± 0.00 (n=1) | +2.00 ± 0.00 |" in md
+  assert "| pretrained, plain | 80.00 (n=1) | 82.00 (n=1) | +2.00 |" in md  # one run: no std
   assert "| pretrained, plain | 80.00 / 82.00 |" in md
   assert "# pretrained, plain (seeds 0)\n#   (no command recorded: see the write-up)" in md
   assert "or LABEL=WORKDIR of one run" in md

@@ -90,6 +90,8 @@ def load_arm(spec: str, seeds: list[int] | None = None) -> dict:
       for r in (load_runs(root) if root.is_dir() else [])
       if r["norm"] == norm and r["m"] == m and r["status"] == "completed"
     }
+  if seeds is not None:  # a run of a seed that is not planned stays out of every number
+    runs = {s: r for s, r in runs.items() if s in seeds}
   setting = check_one_setting(list(runs.values()), f"--arm {spec!r}")
   return {
     "label": label,
@@ -117,7 +119,8 @@ def _cell(values, seeds=None, pending=False) -> str:
   if seeds is None:
     if not len(v):
       return "—"
-    return f"{v.mean():.2f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.2f} (n={len(v)})"
+    spread = f" ± {v.std(ddof=1):.2f}" if len(v) > 1 else ""  # one run has no spread
+    return f"{v.mean():.2f}{spread} (n={len(v)})"
   if not len(v):
     return f"pending (n=0 of {len(seeds)})" if pending else "—"
   spread = f" ± {v.std(ddof=1):.2f}" if len(v) > 1 else ""
@@ -125,9 +128,11 @@ def _cell(values, seeds=None, pending=False) -> str:
 
 
 def _diff(values, seeds=None) -> str:
-  """Mean ± std of differences in points (one value, without a std, when planned seeds are named)."""
-  if seeds is not None and len(values) == 1:
-    return f"{100 * next(iter(values)):+.2f}"
+  """Mean ± sample std of differences in points (one difference: the value, without a std)."""
+  del seeds  # the same with and without planned seeds
+  values = list(values)
+  if len(values) == 1:
+    return f"{100 * values[0]:+.2f}"
   return _mean_std(values)
 
 
@@ -212,7 +217,8 @@ def comparison_markdown(
   """
   lines = [] if seeds is None else [_progress(arms, seeds), ""]
   lines += [
-    "Final validation accuracy (%), mean ± std over seeds (n), as trained (the moving-average "
+    "Final validation accuracy (%), mean ± std over seeds (n; the sample std, n − 1 in the "
+    "denominator; one run: no std), as trained (the moving-average "
     "inference statistics) and with population (precise) statistics; precise − as trained in "
     "percentage points."
     + ("" if seeds is None else " —: the norm has no population statistics (FrozenBN, MABN, GN)."),
@@ -255,7 +261,7 @@ def _paired_lines(arms: list[dict], baseline: str, seeds: list[int] | None) -> l
     lines += [
       "",
       f"Paired difference to {baseline}, same seed (percentage points): mean ± std over the "
-      "seeds both have, and how many seeds favour the arm / the baseline.",
+      "seeds both have, and how many seeds favour the arm / the baseline (a tie favours neither).",
       "",
       f"| arm − {baseline} | seeds | as trained | favour | precise statistics | favour |",
       "|---|---:|---:|---:|---:|---:|",

@@ -111,7 +111,9 @@ TIME_NOTE = (
   "step's compilation in each process's first epoch; without evaluation, precise statistics, "
   "checkpoints and setup), whether or not the run was interrupted. Wall clock: sweep.json's "
   "wall_seconds (or summary.json's wall_time_s): setup, training, evaluation and checkpoints "
-  "alike, but for a run interrupted and resumed only its last process: such a run is marked "
+  "alike, but incomplete for a run interrupted and resumed (summary.json's holds its last "
+  "process only; sweep.json's adds up the processes whose sweep lived to record them): such a "
+  "run is marked "
   'resumed (a "Resuming from step" line in its train.log, or, where no train.log is kept, '
   "training time above a recorded wall clock, sweep.json's or summary.json's) and its wall "
   "clock is not shown."
@@ -265,8 +267,9 @@ def paired_differences(runs, key: str = "final_eval_accuracy", baseline: str = "
 
 
 def _mean_std(values) -> str:
+  """Mean ± sample std (n − 1 in the denominator) in points; one value: no std."""
   v = 100 * np.asarray(list(values), float)
-  return f"{v.mean():+.2f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.2f}"
+  return f"{v.mean():+.2f} ± {v.std(ddof=1):.2f}" if len(v) > 1 else f"{v.mean():+.2f}"
 
 
 def _accuracy_table(agg, title: str) -> list[str]:
@@ -283,7 +286,8 @@ def _accuracy_table(agg, title: str) -> list[str]:
     for m in sizes:
       if (n, m) in agg:
         mean, std, k, _ = agg[(n, m)]
-        cells.append(f"{100 * mean:.2f} ± {100 * std:.2f} (n={k})")
+        spread = f" ± {100 * std:.2f}" if k > 1 else ""  # one run has no spread
+        cells.append(f"{100 * mean:.2f}{spread} (n={k})")
       else:
         cells.append("—")
     lines.append(f"| {NORM_LABEL.get(n, n)} | " + " | ".join(cells) + " |")
