@@ -79,6 +79,19 @@ def test_streamed_batches_equal_the_in_memory_ones(jpeg_folder):
       np.testing.assert_array_equal(x[k], y[k])
 
 
+def test_normalization_is_the_same_sample_in_memory_and_streamed(jpeg_folder, monkeypatch):
+  """A set larger than the statistics sample: both paths use the same 5 evenly spaced images
+  (so max_in_memory_gb, which may change on resume, never changes the normalization)."""
+  monkeypatch.setattr(ip, "STATS_SAMPLE", 5)
+  memory, streamed = both(jpeg_folder)
+  np.testing.assert_array_equal(memory.mean, streamed.mean)
+  np.testing.assert_array_equal(memory.std, streamed.std)
+  # Independently: indices 0, 4, 8(.5 → 8), 13, 17 of the 18 training images.
+  pick = memory.train_images[[0, 4, 8, 13, 17]].reshape(-1, 3).astype(np.float64) / 255.0
+  np.testing.assert_allclose(memory.mean, pick.mean(0), rtol=1e-6)
+  np.testing.assert_allclose(memory.std, pick.std(0), rtol=1e-5)
+
+
 def test_streamed_epoch_is_the_sampler_order_and_resumes_anywhere(jpeg_folder):
   _, streamed = both(jpeg_folder)
   b = make_batches(streamed)

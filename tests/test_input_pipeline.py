@@ -82,7 +82,15 @@ def test_image_folder_classes_selects_and_relabels_in_the_given_order(image_fold
     ip.validate_dataset_config(dataset_config(classes="cat"))
 
 
+def pixel_ids(images):
+  """The fixture's images by their pixel value 10·i + 100·c (file i of class c)."""
+  return sorted(int(v) for v in images[:, 0, 0, 0])
+
+
 def test_image_folder_split_slices_and_missing_split(image_folder):
+  """A slice of an image folder is taken class by class in turn: 'train[:50%]' holds the
+  first 3 files of each of the 3 classes (not all of cat and half of dog), 'train[50%:]'
+  the rest; together every file once."""
   data = ip.load_dataset(
     dataset_config(
       source="image_folder",
@@ -92,13 +100,81 @@ def test_image_folder_split_slices_and_missing_split(image_folder):
       eval_split="train[50%:]",
     )
   )
-  assert len(data.train_labels) == 9 and len(data.eval_labels) == 9
+  assert pixel_ids(data.train_images) == sorted(
+    10 * i + 100 * c for c in range(3) for i in (0, 1, 2)
+  )
+  assert pixel_ids(data.eval_images) == sorted(
+    10 * i + 100 * c for c in range(3) for i in (3, 4, 5)
+  )
+  assert list(data.train_labels) == [0, 0, 0, 1, 1, 1, 2, 2, 2]  # listed in file order
   with pytest.raises(ip.DatasetUnavailableError, match="no split 'test'"):
     ip.load_dataset(
       dataset_config(
         source="image_folder", root=str(image_folder), holdout_per_class=0, eval_split="test"
       )
     )
+
+
+def test_class_interleaved_order_takes_each_class_in_turn():
+  # Hand-derived: position within the class first, then the class.
+  labels = [0, 0, 0, 1, 1, 2]
+  np.testing.assert_array_equal(ip.class_interleaved_order(labels), [0, 3, 5, 1, 4, 2])
+  np.testing.assert_array_equal(ip.class_interleaved_order([2, 0, 2, 0]), [1, 0, 3, 2])
+
+
+def test_first_k_of_an_image_folder_has_every_class(image_folder):
+  """max_train_examples / max_eval_examples take an image folder class by class in turn."""
+  data = ip.load_dataset(
+    dataset_config(
+      source="image_folder",
+      root=str(image_folder),
+      holdout_per_class=2,  # eval: files 4, 5 of every class; train: files 0-3
+      max_train_examples=4,
+      max_eval_examples=3,
+    )
+  )
+  assert pixel_ids(data.train_images) == [0, 10, 100, 200]  # file 0 of each, then cat's file 1
+  assert pixel_ids(data.eval_images) == [40, 140, 240]  # file 4 of each class
+
+
+def test_eval_split_must_hold_the_training_class_folders(image_folder, tmp_path):
+  from PIL import Image
+
+  root = tmp_path / "root"
+  for split, names in (("train", ["cat", "dog", "emu"]), ("val", ["cat", "emu"])):
+    for name in names:
+      (root / split / name).mkdir(parents=True)
+      Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / split / name / "0.png")
+  config = dataset_config(source="image_folder", root=str(root), holdout_per_class=0)
+  config.eval_split = "val"
+  # Without the check, val's 'emu' would be label 1, training's 'dog'.
+  with pytest.raises(ip.DataConfigError, match=r"eval_split='val'.*missing there: \['dog'\]"):
+    ip.load_dataset(config)
+  config.classes = "cat,emu"  # the way out the message names: both splits hold these
+  data = ip.load_dataset(config)
+  assert data.num_classes == 2 and list(data.eval_labels) == [0, 1]
+
+
+def test_eval_images_of_another_size_are_refused(tmp_path):
+  from PIL import Image
+
+  root = tmp_path / "root"
+  for split, size in (("train", 8), ("val", 12)):
+    (root / split / "cat").mkdir(parents=True)
+    Image.fromarray(np.zeros((size, size, 3), np.uint8)).save(root / split / "cat" / "0.png")
+  config = dataset_config(source="image_folder", root=str(root), holdout_per_class=0)
+  config.eval_split = "val"
+  with pytest.raises(ip.DataConfigError, match=r"\(12, 12, 3\).*config.dataset.image_size"):
+    ip.load_dataset(config)
+  config.image_size = 8
+  assert ip.load_dataset(config).eval_images.shape == (1, 8, 8, 3)
+
+
+def test_digits_refuse_image_size_and_other_splits_by_field():
+  with pytest.raises(ValueError, match="config.dataset.image_size=32 .* digits are 8×8"):
+    ip.load_dataset(dataset_config(image_size=32))
+  with pytest.raises(ip.DataConfigError, match=r"config.dataset.eval_split='test'.*holdout_per"):
+    ip.load_dataset(dataset_config(holdout_per_class=0, eval_split="test"))
 
 
 def test_missing_image_folder_fails_at_once(tmp_path):

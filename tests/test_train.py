@@ -99,6 +99,26 @@ def test_resume_with_different_config_is_refused(full_run):
   assert summary["epochs_completed"] == 3 and [r["epoch"] for r in records(workdir)] == [1, 2, 3]
 
 
+def test_a_different_number_of_training_images_refuses_to_resume():
+  """An image removed from the training set leaves steps_per_epoch alone but reorders the rest
+  of the epoch (the order is a permutation of the set's size): run_info holds the size;
+  checkpoints written before it was recorded resume as before."""
+  from types import SimpleNamespace
+
+  from train import resume
+
+  info = {"devices": 4, "processes": 1, "steps_per_epoch": 8, "per_device_batch_size": 2}
+  here = SimpleNamespace(run_info={**info, "train_examples": 64})
+  resume._check_meta(here, {"run_info": {**info, "train_examples": 64}}, compare_config=False)
+  resume._check_meta(here, {"run_info": dict(info)}, compare_config=False)  # an older checkpoint
+  with pytest.raises(
+    train_lib.ConfigMismatchError, match="'train_examples': 65.*number of training images"
+  ):
+    resume._check_meta(here, {"run_info": {**info, "train_examples": 65}}, compare_config=False)
+  with pytest.raises(train_lib.ConfigMismatchError, match="'steps_per_epoch': 9"):
+    resume._check_meta(here, {"run_info": {**info, "steps_per_epoch": 9}}, compare_config=False)
+
+
 def test_fields_added_after_a_run_started_resume_at_their_default():
   saved = train_lib.config_json(tiny_config())
   del saved["norm_sync_devices"]  # as if the run predates the field

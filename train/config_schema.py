@@ -300,9 +300,14 @@ class Dataset(Section):
     True,
     "Before a TFDS download, check that its host answers and fail at once if not (TFDS itself "
     "retries for minutes offline). Off only for mocked TFDS (tests).",
+    resume=True,
   )
   root: str | None = field(None, "image_folder root.", resume=True)
-  train_split: str = field("train", "Split to train on (TFDS slicing such as train[:90%]).")
+  train_split: str = field(
+    "train",
+    "Split to train on (TFDS slicing such as train[:90%]; an image folder's slices are taken "
+    "class by class in turn).",
+  )
   eval_split: str = field("test", "Split to evaluate on (unless holdout_per_class > 0).")
   holdout_per_class: int = field(0, "> 0: eval = last k per class of train_split.", ge=0)
   image_size: PositiveInt | None = field(None, "Resize to s x s; None: as stored.")
@@ -318,10 +323,15 @@ class Dataset(Section):
   mean: tuple[float, ...] | None = field(None, "Per-channel mean; None: from the train set.")
   std: tuple[float, ...] | None = field(None, "Per-channel std; None: from the train set.")
   max_train_examples: PositiveInt | None = field(
-    None, "Train on the first k training images only; None: all."
+    None,
+    "Train on the first k training images only (image folders: taken class by class in turn, "
+    "so every class is in them); None: all.",
   )
   cache_dir: str | None = field(
-    None, "A directory for decoded images (.npy), reused across runs; None: no cache.", resume=True
+    None,
+    "A directory for the decoded images (.npy) of in-memory splits, reused across runs "
+    "(streamed splits are not cached); None: no cache.",
+    resume=True,
   )
   train_per_class: PositiveInt | None = field(
     None,
@@ -329,7 +339,9 @@ class Dataset(Section):
     "after holdout_per_class, before max_train_examples).",
   )
   max_eval_examples: PositiveInt | None = field(
-    None, "Evaluate on the first k evaluation images only; None: all."
+    None,
+    "Evaluate on the first k evaluation images only (image folders: taken class by class in "
+    "turn, so every class is in them); None: all.",
   )
   classes: str = field(
     "",
@@ -338,8 +350,9 @@ class Dataset(Section):
   )
   max_in_memory_gb: float = field(
     4.0,
-    "Image folders whose decoded pixels fit in this many GB are decoded once into memory; "
-    "larger ones are decoded from their files as batches are read.",
+    "Splits (image folders and TFDS) whose decoded pixels fit in this many GB are decoded once "
+    "into memory; larger ones are decoded from their files as batches are read. Changes "
+    "neither batches nor normalization (may change on resume).",
     resume=True,
     ge=0,
     allow_inf_nan=False,
@@ -397,7 +410,7 @@ class Logging(Section):
   simulate_preemption_at_step: int = field(
     -1,
     "> 0: the run sends itself SIGTERM after this global step (tests of the preemption path: "
-    "checkpoint, stop, resume). -1: never.",
+    "checkpoint, stop, resume). 0 or -1: never.",
     resume=True,
     ge=-1,
   )

@@ -143,10 +143,15 @@ class TrainBatches:
     k = micro_batches_per_step
     self.steps_per_epoch = len(dataset.train) // (self.global_batch * k) * k
     if self.steps_per_epoch == 0:
+      devices = self.local_devices * process_count
       raise DataConfigError(
-        f"The optimizer batch ({self.global_batch * k} = per_device_batch_size × devices"
-        f"{' × grad_accum_steps' if k > 1 else ''}) is larger than the training set "
-        f"({len(dataset.train)} images)."
+        f"The optimizer batch ({self.global_batch * k} images: config.per_device_batch_size="
+        f"{self.m} × {devices} devices{f' × config.grad_accum_steps={k}' if k > 1 else ''}) "
+        f"is larger than the training set ({len(dataset.train)} images): use a smaller "
+        "config.per_device_batch_size"
+        + (" or config.grad_accum_steps" if k > 1 else "")
+        + ", fewer devices, or more training images (config.dataset.max_train_examples, "
+        "train_per_class, the split)."
       )
 
   def order(self, epoch: int) -> np.ndarray:

@@ -18,20 +18,25 @@ from ``default_rng([seed, e, i, 1])``; process ``p`` of ``P`` reads only rows
 ``[p*G/P, (p+1)*G/P)`` of it, shaped ``[local_devices, m, H, W, C]``. Grain
 (``grain.MapDataset`` → ``to_iter_dataset`` with ``grain.ReadOptions``) prepares
 the batches in threads ahead of the training step (every core when decoding),
-in order (:mod:`train.data_batches`).
+in order (:mod:`train.data_batches`). So resuming in the middle of an epoch is
+exact, and a run on several hosts sees exactly the global batches of a one-host
+run with as many devices.
 
 This module reads ``config.dataset``: it checks it
 (:func:`validate_dataset_config`) and builds the :class:`Dataset` of sources
 (:func:`load_dataset`); :class:`TrainBatches` and :func:`eval_batches` are
-re-exported from :mod:`train.data_batches`. So resuming in the middle of an epoch is exact, and a run on several
-hosts sees exactly the global batches of a one-host run with as many devices.
+re-exported from :mod:`train.data_batches`.
 
 Sources (``config.dataset``):
 
 * ``source='image_folder'``: ``root/split/label/image`` (the layout of
   ``tfds.folder_dataset.ImageFolder``: Mini-ImageNet, ImageNet, user data, the
   CIFAR-10 JPEGs), classes = sorted sub-folders, files in name order. Splits
-  accept TFDS's ``name``, ``name[a:b]`` or ``name[a%:b%]`` slices.
+  accept TFDS's ``name``, ``name[a:b]`` or ``name[a%:b%]`` slices, taken (like
+  ``max_train_examples``/``max_eval_examples``) class by class in turn
+  (:func:`class_interleaved_order`), so that every class is in a slice in
+  proportion. A separate ``eval_split`` must hold the training split's class
+  folders (labels are positions in the sorted class names).
 * ``source='tfds'``: any TFDS image classification dataset by ``name``
   (``cifar10``, ``cifar100``, ...), read from ``data_dir``; TFDS split syntax
   (``train[:90%]``) works.
@@ -50,6 +55,7 @@ dataset order otherwise) out of ``train_split`` and uses them for evaluation.
 from __future__ import annotations
 
 import os
+import uuid
 
 import numpy as np
 
@@ -185,6 +191,11 @@ def validate_dataset_config(dc) -> None:
       )
     if len(set(_classes(dc))) != len(_classes(dc)):
       raise ValueError(f"config.dataset.classes names a class twice: {dc.classes!r}.")
+  if dc.source == "digits" and dc.image_size is not None:
+    raise ValueError(
+      f"config.dataset.image_size={dc.image_size} resizes image folders and TFDS images; the "
+      "digits are 8×8 and are not resized: leave config.dataset.image_size None."
+    )
   _check_mean_std(dc, SOURCE_CHANNELS.get(dc.source))
   _check_split(dc, "train_split")
   if dc.holdout_per_class == 0:
@@ -240,7 +251,7 @@ def _image_folder_files(root: str, split_name: str, classes=None):
       f"Image folder {root!r} has no split {split_name!r}; it has {splits} "
       "(layout: root/split/label/image)."
     )
-  names = sorted(d for d in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d)))
+  names = _image_folder_class_names(root, split_name)
   if not names:
     raise DatasetUnavailableError(
       f"{split_dir!r} holds no class folders (layout: root/split/label/image)."
@@ -285,13 +296,73 @@ def _check_image_path(path: str) -> None:
     raise DataConfigError(f"{path!r} is not a regular file: remove it or replace it by an image.")
 
 
+def class_interleaved_order(labels) -> np.ndarray:
+  """Indices of ``labels`` class by class in turn: the first example of every class (in class
+  order), then the second of every class, and so on (a class's examples keep their order).
+
+  An image folder lists its files class after class, so its slices ('train[:90%]') and its
+  first k examples (``max_train_examples``) are taken in this order instead: every class is
+  represented in proportion, and complementary slices stay disjoint.
+  """
+  labels = np.asarray(labels)
+  rank = np.zeros(len(labels), np.int64)  # an example's position within its class
+  for c in np.unique(labels):
+    members = np.flatnonzero(labels == c)
+    rank[members] = np.arange(len(members))
+  return np.lexsort((labels, rank))  # by position within the class, then by class
+
+
+def _take_interleaved(labels, sl: slice) -> np.ndarray:
+  """The indices a slice of :func:`class_interleaved_order` selects, in their listed order."""
+  return np.sort(class_interleaved_order(labels)[sl])
+
+
+def _image_folder_class_names(root: str, split_name: str) -> list[str]:
+  split_dir = os.path.join(root, split_name)
+  return sorted(d for d in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d)))
+
+
+def _check_eval_classes(dc) -> None:
+  """An image folder's evaluation split must hold the training split's class folders.
+
+  Labels are the positions of the class names (sorted, or ``config.dataset.classes``) in
+  each split separately, so a class folder missing from one split, or extra in it, would
+  give the same label to different classes in training and in evaluation.
+  """
+  if dc.source != "image_folder" or dc.holdout_per_class > 0 or _classes(dc):
+    return  # one split, or classes named explicitly (each split must hold them all)
+  root = os.path.expanduser(dc.root)
+  train_name = dc.train_split.split("[", 1)[0].strip()
+  eval_name = dc.eval_split.split("[", 1)[0].strip()
+  if train_name == eval_name:
+    return
+  train_classes = _image_folder_class_names(root, train_name)
+  eval_classes = _image_folder_class_names(root, eval_name)
+  if train_classes != eval_classes:
+    missing = sorted(set(train_classes) - set(eval_classes))
+    extra = sorted(set(eval_classes) - set(train_classes))
+    raise DataConfigError(
+      f"config.dataset.eval_split={dc.eval_split!r}: its class folders differ from those of "
+      f"config.dataset.train_split={dc.train_split!r}"
+      + (f" (missing there: {missing[:5]}{' ...' if len(missing) > 5 else ''})" if missing else "")
+      + (f" (not in training: {extra[:5]}{' ...' if len(extra) > 5 else ''})" if extra else "")
+      + ", so the same label would name different classes: give both splits the same class "
+      "folders, or name the classes to use with config.dataset.classes='a,b,...'."
+    )
+
+
 def _image_folder_source(dc, split_spec):
-  """The split's files as a :class:`FolderSource` (nothing decoded but the first image)."""
+  """The split's files as a :class:`FolderSource` (nothing decoded but the first image).
+
+  A slice of the split ('train[:90%]') is taken in :func:`class_interleaved_order`.
+  """
   root = os.path.expanduser(dc.root)
   split_name = split_spec.split("[", 1)[0].strip()
   paths, labels, names = _image_folder_files(root, split_name, _classes(dc))
   _, sl = _slice_split(split_spec, len(paths))
-  paths, labels = paths[sl], labels[sl]
+  if sl != slice(0, len(paths)):
+    keep = _take_interleaved(labels, sl)
+    paths, labels = [paths[i] for i in keep], [labels[i] for i in keep]
   if not paths:
     raise DataConfigError(
       f"The split {split_spec!r} of {root!r} is empty: check its slice (e.g. 'train[:100]')."
@@ -299,7 +370,7 @@ def _image_folder_source(dc, split_spec):
   return FolderSource(paths, labels, dc.image_size), len(names)
 
 
-def _read_digits(dc, split_spec):
+def _read_digits(dc, split_spec, field: str):
   from sklearn.datasets import load_digits
 
   flat, target = load_digits(return_X_y=True)  # the 8×8 images, flattened
@@ -307,7 +378,11 @@ def _read_digits(dc, split_spec):
   labels = np.asarray(target).astype(np.int32)
   name, sl = _slice_split(split_spec, len(labels))
   if name != "train":
-    raise DataConfigError(f"The digits dataset has one split, 'train'; got {split_spec!r}.")
+    raise DataConfigError(
+      f"config.dataset.{field}={split_spec!r}: the digits dataset has one split, 'train': "
+      "evaluate on a slice of it (eval_split='train[90%:]' with train_split='train[:90%]') or "
+      "on held-out images (holdout_per_class=k with eval_split='')."
+    )
   return images[sl], labels[sl], 10
 
 
@@ -334,7 +409,10 @@ def _cache_path(dc, split_spec) -> str:
     ]
     + ([list(_classes(dc))] if _classes(dc) else [])
     # decoded without TensorFlow since issue 33: arrays it decoded are not reused
-    + {"image_folder": ["pillow"], "tfds": ["tfds.data_source"]}.get(dc.source, []),
+    + {"image_folder": ["pillow"], "tfds": ["tfds.data_source"]}.get(dc.source, [])
+    # image-folder slices are taken class by class in turn (class_interleaved_order) since
+    # issue 36's review: a slice cached before selected other images
+    + (["interleaved"] if dc.source == "image_folder" and "[" in split_spec else []),
     sort_keys=True,
   )
   return os.path.join(os.path.expanduser(dc.cache_dir), hashlib.sha1(key.encode()).hexdigest()[:16])
@@ -355,7 +433,7 @@ def _save_cached(path: str, source: ArraySource, num_classes: int) -> None:
   import json
 
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  tag = f".tmp{os.getpid()}"
+  tag = f".tmp{os.getpid()}.{uuid.uuid4().hex[:12]}"  # hosts sharing cache_dir may share PIDs
   for suffix, array in ((".images.npy", source.images), (".labels.npy", source.labels)):
     with open(path + suffix + tag, "wb") as f:
       np.save(f, array)
@@ -365,7 +443,7 @@ def _save_cached(path: str, source: ArraySource, num_classes: int) -> None:
   os.replace(path + ".json" + tag, path + ".json")
 
 
-def _source(dc, split_spec):
+def _source(dc, split_spec, field: str = "train_split"):
   """(source, number of classes) of a split: in memory if it fits, else streamed from disk.
 
   The digits are in memory; an image folder or a TFDS dataset is held in memory
@@ -373,7 +451,7 @@ def _source(dc, split_spec):
   decoded pixels fit ``dataset.max_in_memory_gb``, else decoded on every read.
   """
   if dc.source == "digits":
-    images, labels, num_classes = _read_digits(dc, split_spec)
+    images, labels, num_classes = _read_digits(dc, split_spec, field)
     return ArraySource(images, labels), num_classes
   path = _cache_path(dc, split_spec) if dc.cache_dir else None
   cached = _load_cached(path) if path else None
@@ -443,15 +521,17 @@ STATS_SAMPLE = 5000
 
 
 def _source_stats(source):
-  """Per-channel mean and std of a source: every image in memory, else an even sample.
+  """Per-channel mean and std of a training set: of :data:`STATS_SAMPLE` images evenly spaced
+  through it (all of a smaller set), whether it is held in memory or streamed, so that
+  ``dataset.max_in_memory_gb`` (which may change on resume) never changes the normalization.
 
-  The sample is decoded 32 images per thread at a time, so the memory it takes
+  A streamed sample is decoded 32 images per thread at a time, so the memory it takes
   does not grow with it.
   """
-  if isinstance(source, ArraySource):
-    return _channel_stats(source.images)
   n = len(source)
   sample = np.unique(np.linspace(0, n - 1, min(n, STATS_SAMPLE)).round().astype(np.int64))
+  if isinstance(source, ArraySource):
+    return _channel_stats(source.images if len(sample) == n else source.images[sample])
   total = [np.zeros(source.shape[-1]), np.zeros(source.shape[-1]), 0]
   step = 32 * decode_threads()
   for start in range(0, len(sample), step):
@@ -461,7 +541,10 @@ def _source_stats(source):
   return _stats_of_sums(*total)
 
 
-def _first(source, k: int):
+def _first(source, k: int, interleave: bool):
+  """The first k examples of ``source``; with ``interleave``, in :func:`class_interleaved_order`."""
+  if interleave:
+    return source.subset(_take_interleaved(source.labels, slice(0, k)))
   return source.subset(np.arange(min(k, len(source))))
 
 
@@ -475,14 +558,22 @@ def load_dataset(dc) -> Dataset:
     train = train.subset(np.flatnonzero(~mask))
     eval_desc = f"last {dc.holdout_per_class} per class of {dc.train_split!r}"
   else:
-    evaluation, _ = _source(dc, dc.eval_split)
+    evaluation, _ = _source(dc, dc.eval_split, "eval_split")
+    _check_eval_classes(dc)
     eval_desc = repr(dc.eval_split)
   if dc.train_per_class:
     train = train.subset(np.flatnonzero(_first_per_class(train.labels, dc.train_per_class)))
+  interleave = dc.source == "image_folder"  # its files are listed class after class
   if dc.max_train_examples:
-    train = _first(train, dc.max_train_examples)
+    train = _first(train, dc.max_train_examples, interleave)
   if dc.max_eval_examples:
-    evaluation = _first(evaluation, dc.max_eval_examples)
+    evaluation = _first(evaluation, dc.max_eval_examples, interleave)
+  if tuple(evaluation.shape) != tuple(train.shape):
+    raise DataConfigError(
+      f"The evaluation images are {tuple(evaluation.shape)} but the training images "
+      f"{tuple(train.shape)} (each split takes its size from its first image): set "
+      "config.dataset.image_size=S to resize both to S×S."
+    )
   _check_mean_std(dc, train.shape[-1])  # the channels now known for every source
   if dc.mean is not None and dc.std is not None:
     mean = np.asarray(dc.mean, np.float32)

@@ -81,13 +81,20 @@ def restore(s: RunSetup, *, config_checked: bool) -> Progress | None:
   return Progress(state=state, step=step, start_step=step, sums=EpochSums(**meta["accum"]))
 
 
+# run_info keys that older checkpoints lack (they resume as before).
+RUN_INFO_ADDED = ("train_examples",)
+
+
 def _check_meta(s: RunSetup, meta: dict, *, compare_config: bool) -> None:
   """Refuses a readable checkpoint of a different layout (or config, ``compare_config``)."""
-  if meta["run_info"] != s.run_info:
+  saved = meta["run_info"]
+  # Keys added to run_info later are compared only where the checkpoint recorded them.
+  expected = {k: v for k, v in s.run_info.items() if k in saved or k not in RUN_INFO_ADDED}
+  if saved != expected:
     raise ConfigMismatchError(
-      f"Refusing to resume: the checkpoint was written with {meta['run_info']}, this run "
-      f"has {s.run_info} (a different device count changes the global batch and the "
-      "data order)."
+      f"Refusing to resume: the checkpoint was written with {saved}, this run "
+      f"has {expected} (a different device count changes the global batch and the "
+      "data order; so does a different number of training images)."
     )
   if compare_config and "config" in meta:  # config.json is gone: the checkpoint's copy decides
     check_resume_compatible(meta["config"], s.config)

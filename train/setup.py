@@ -87,7 +87,7 @@ class RunSetup:
   @property
   def run_info(self) -> dict:
     """What a checkpoint must match to be resumed: devices, processes, batches, steps."""
-    return run_info(self.layout, self.spe, self.opt_spe)
+    return run_info(self.layout, self.spe, self.opt_spe, len(self.data.train))
 
   def opt_step(self, step: int) -> int:
     """The optimizer step of (micro-)batch ``step``."""
@@ -154,14 +154,17 @@ def set_up(config, workdir: str, layout: RunLayout) -> RunSetup:
   )
 
 
-def run_info(layout: RunLayout, spe: int, opt_spe: int) -> dict:
-  """What a checkpoint must match to be resumed: devices, processes, batches, steps."""
+def run_info(layout: RunLayout, spe: int, opt_spe: int, train_examples: int) -> dict:
+  """What a checkpoint must match to be resumed: devices, processes, batches, steps, and the
+  number of training images (an epoch's order is a permutation of it: an image removed or
+  added would silently reorder the rest of the epoch)."""
   info = {
     "devices": layout.devices,
     "processes": layout.process_count,
     "steps_per_epoch": spe,
     "per_device_batch_size": layout.per_device_batch_size,
     "global_batch_size": layout.global_batch_size,
+    "train_examples": train_examples,
   }
   if layout.grad_accum_steps > 1:  # only then: runs without accumulation keep their run_info
     info.update(
