@@ -7,6 +7,7 @@ image decoded once, batches cut from arrays), the pure sampler functions of
 """
 
 import pathlib
+import time
 
 import numpy as np
 import pytest
@@ -191,3 +192,39 @@ def test_batches_at_are_the_batches_of_those_epochs_and_indices(jpeg_folder):
     want = make_batches(streamed).batch(epoch, index)
     np.testing.assert_array_equal(x["image"], want["image"])
     np.testing.assert_array_equal(x["label"], want["label"])
+
+
+def test_to_memory_reads_labels_with_the_images_and_stops_at_a_bad_chunk():
+  """Labels come from the same reads as the images (a TFDS record decodes both: its .labels
+  would decode every image again), and a failing chunk drops the chunks not started yet."""
+  from train.data_sources import to_memory
+
+  class Counting:
+    shape, in_memory = (1, 1, 1), False
+
+    def __init__(self, bad_start=None):
+      self.starts, self.bad_start = [], bad_start
+
+    def __len__(self):
+      return 40
+
+    @property
+    def labels(self):
+      raise AssertionError("labels must come from take()")
+
+    def take(self, indices):
+      self.starts.append(int(indices[0]))
+      if indices[0] == self.bad_start:
+        raise ip.DataConfigError("bad chunk")
+      if self.bad_start is not None:
+        time.sleep(0.05)  # a chunk's decoding takes a while: the error is seen during chunk 1
+      return np.asarray(indices, np.uint8).reshape(-1, 1, 1, 1), np.asarray(indices) % 3
+
+  src = Counting()
+  got = to_memory(src, threads=1, chunk=4)
+  np.testing.assert_array_equal(got.labels, np.arange(40) % 3)
+  np.testing.assert_array_equal(got.images[:, 0, 0, 0], np.arange(40))
+  bad = Counting(bad_start=0)
+  with pytest.raises(ip.DataConfigError, match="bad chunk"):
+    to_memory(bad, threads=1, chunk=4)
+  assert len(bad.starts) < 10  # not all ten chunks were decoded before the error came out

@@ -165,12 +165,16 @@ def to_memory(source, threads: int | None = None, chunk: int = 256) -> ArraySour
     return source
   n = len(source)
   images = np.empty((n, *source.shape), np.uint8)
+  labels = np.empty(n, np.int32)  # read with the images (a TFDS record holds both)
 
   def fill(start: int) -> None:
     stop = min(start + chunk, n)
-    images[start:stop] = source.take(np.arange(start, stop))[0]
+    images[start:stop], labels[start:stop] = source.take(np.arange(start, stop))
 
-  with concurrent.futures.ThreadPoolExecutor(threads or decode_threads()) as pool:
+  pool = concurrent.futures.ThreadPoolExecutor(threads or decode_threads())
+  try:
     for future in [pool.submit(fill, s) for s in range(0, n, chunk)]:
       future.result()  # in order: the first failing chunk's error names its file
-  return ArraySource(images, source.labels)
+  finally:  # on an error, the chunks not started yet are dropped, not decoded first
+    pool.shutdown(wait=True, cancel_futures=True)
+  return ArraySource(images, labels)
