@@ -9,6 +9,7 @@ with the folder held in memory (the same batches, so the same records).
 
 import json
 import os
+import re
 
 import jax
 import numpy as np
@@ -87,29 +88,46 @@ def test_a_streamed_run_interrupted_mid_epoch_resumes_bit_exact(folder, tmp_path
 
 
 def test_an_undecodable_image_met_mid_training_is_one_error_line(folder, tmp_path):
-  """Streamed, the bad file is met in the middle of an epoch: one ``error:`` line, exit 2."""
+  """Streamed, the bad file is met in the middle of an epoch: one ``error:`` line, exit 2, and
+  a checkpoint of the steps before it, so that nothing is lost: once the file is replaced,
+  the same command resumes at the batch that failed and ends as a run that never met it."""
   import shutil
   import subprocess
   import sys
 
   root = tmp_path / "copy"
   shutil.copytree(folder, root)
-  bad = root / "train" / "right" / "007.jpg"
+  bad = root / "train" / "right" / "001.jpg"  # batch 10 of 20 in epoch 1's order (seed 0)
+  good = bad.read_bytes()
   bad.write_bytes(b"not a jpeg")
   root_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  done = subprocess.run(
-    [sys.executable, "-m", "train", "--config", "configs/quickstart.py"]
-    + ["--workdir", str(tmp_path / "w"), "--config.norms=", "--config.norm=bn"]
-    + ["--config.dataset.source=image_folder", f"--config.dataset.root={root}"]
-    + ["--config.dataset.holdout_per_class=2", "--config.dataset.max_in_memory_gb=0"]
-    + ["--config.dataset.mean=(0.5,0.5,0.5)", "--config.dataset.std=(0.2,0.2,0.2)"]
-    + ["--config.num_epochs=1", "--config.progress_bar=false"],
-    cwd=root_dir,
-    env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1"),
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
+
+  def train(workdir):
+    return subprocess.run(
+      [sys.executable, "-m", "train", "--config", "configs/quickstart.py"]
+      + ["--workdir", str(workdir), "--config.norms=", "--config.norm=bn"]
+      + ["--config.dataset.source=image_folder", f"--config.dataset.root={root}"]
+      + ["--config.dataset.holdout_per_class=2", "--config.dataset.max_in_memory_gb=0"]
+      + ["--config.dataset.mean=(0.5,0.5,0.5)", "--config.dataset.std=(0.2,0.2,0.2)"]
+      + ["--config.num_epochs=1", "--config.progress_bar=false", "--config.tensorboard=false"]
+      + ["--config.per_device_batch_size=2"],  # 20 steps: the bad image is met mid-epoch
+      cwd=root_dir,
+      env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1"),
+      capture_output=True,
+      text=True,
+      timeout=300,
+    )
+
+  done = train(tmp_path / "w")
   lines = done.stderr.strip().splitlines()
   assert done.returncode == 2 and len(lines) == 1, done.stderr[-3000:]
   assert lines[0].startswith("error: Cannot decode image") and str(bad) in lines[0]
+  saved = re.search(r"A checkpoint of step (\d+) .* the same command resumes there", lines[0])
+  assert saved and int(saved.group(1)) > 0, lines[0]
+  bad.write_bytes(good)  # the way out the message names: replace the file
+  resumed = train(tmp_path / "w")
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert f"Resuming from step {saved.group(1)} " in resumed.stdout
+  straight = train(tmp_path / "straight")  # the same folder, never broken
+  assert straight.returncode == 0, straight.stderr[-3000:]
+  assert records(tmp_path / "w") == records(tmp_path / "straight")  # bit for bit

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from tqdm import tqdm
 
 from train import divergence
+from train.data_errors import DataConfigError
 
 if TYPE_CHECKING:
   from train.setup import RunSetup
@@ -67,7 +68,17 @@ def train_epoch(s: RunSetup, p: Progress, epoch: int, stop) -> str | None:
   )
   t_epoch, done_here, pending, outcome = time.time(), 0, [], None
   wait_before = s.batches.wait_seconds
-  for batch in s.batches.epoch(epoch, first):
+  batches = s.batches.epoch(epoch, first)
+  while True:
+    try:
+      batch = next(batches, None)
+    except DataConfigError:  # a bad image met mid-epoch: the steps before it count
+      for metrics in pending:
+        _consume(s, p, metrics)
+      bar.close()
+      raise
+    if batch is None:
+      break
     p.state, metrics = s.parallel.train_step(
       p.state, s.parallel.shard(batch), s.parallel.stop_flags(stop.requested)
     )

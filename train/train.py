@@ -37,6 +37,7 @@ import ml_collections
 
 from train import checkpoints as ckpt_lib
 from train import evaluation, resume, summary
+from train.data_errors import DataConfigError
 from train.epoch import EpochSums, epoch_record, train_epoch
 from train.evaluation import precise_stats_stream
 from train.layout import RunLayout
@@ -97,7 +98,10 @@ def run(config, workdir: str, layout: RunLayout) -> dict:
   history, outcome, last_eval = [], None, {}
   try:
     for epoch in range(p.step // s.spe, config.num_epochs):
-      outcome = train_epoch(s, p, epoch, stop)
+      try:
+        outcome = train_epoch(s, p, epoch, stop)
+      except DataConfigError as error:
+        raise _keep_partial_epoch(s, p, error) from None
       if outcome == "diverged":
         break
       if p.step % s.spe != 0:  # stopped mid-epoch: checkpoint the partial epoch
@@ -122,6 +126,18 @@ def run(config, workdir: str, layout: RunLayout) -> dict:
   finally:
     stop.close()
   return summary.summarize(s, p, history, outcome, last_eval)
+
+
+def _keep_partial_epoch(s, p, error: DataConfigError) -> DataConfigError:
+  """A bad image met mid-epoch: checkpoint the steps before it (one process), so that the same
+  command resumes at the batch that failed once the file is replaced; the error to raise."""
+  if p.step % s.spe == 0 or p.step == p.start_step or s.layout.process_count > 1:
+    return error  # nothing new in this epoch (or several processes: they cannot all save)
+  resume.save_checkpoint(s, p, s.parallel.mean_stats(p.state.batch_stats))
+  return DataConfigError(
+    f"{error} A checkpoint of step {p.step} (the steps before that batch) was saved in "
+    f"{s.workdir}: the same command resumes there."
+  )
 
 
 def _compare(config, workdir, layout: RunLayout):
