@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.test_train_multihost import env, free_port
+from tests.test_train_multihost import env, launch_two_processes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WNIDS = ("n01440764", "n01443537")
@@ -66,28 +66,9 @@ def records(workdir):
 @pytest.mark.slow
 def test_imagenet_config_on_two_processes_equals_one(tiny_imagenet, tmp_path):
   multi, single = tmp_path / "multi", tmp_path / "single"
-  port = free_port()
-  procs = [
-    subprocess.Popen(
-      args(
-        tiny_imagenet,
-        multi,
-        "--config.dataset.max_in_memory_gb=0",
-        f"--coordinator_address=127.0.0.1:{port}",
-        "--num_processes=2",
-        f"--process_id={i}",
-      ),
-      cwd=ROOT,
-      env=env(1),
-      stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT,
-      text=True,
-    )
-    for i in range(2)
-  ]
-  outs = [p.communicate(timeout=500)[0] for p in procs]
-  for p, out in zip(procs, outs):
-    assert p.returncode == 0, out[-3000:]
+  launch_two_processes(
+    args(tiny_imagenet, multi, "--config.dataset.max_in_memory_gb=0"), devices=1, timeout=500
+  )
   done = subprocess.run(
     args(tiny_imagenet, single), cwd=ROOT, env=env(2), capture_output=True, text=True, timeout=500
   )

@@ -50,25 +50,20 @@ def free_port():
     return s.getsockname()[1]
 
 
-def run_two_processes(workdir, epochs, extra=()):
+def launch_two_processes(argv, devices: int, timeout: float = 240) -> list[str]:
+  """Runs ``argv`` as processes 0 and 1 of one job (a coordinator on a free local port,
+  ``devices`` CPU devices each); their outputs. Both must exit 0; a timeout kills both."""
   port = free_port()
   procs = [
     subprocess.Popen(
       [
-        sys.executable,
-        "-m",
-        "train",
-        *ARGS,
-        *extra,
-        f"--config.num_epochs={epochs}",
-        "--workdir",
-        workdir,
+        *argv,
         f"--coordinator_address=127.0.0.1:{port}",
         "--num_processes=2",
         f"--process_id={i}",
       ],
       cwd=ROOT,
-      env=env(2),
+      env=env(devices),
       stdout=subprocess.PIPE,
       stderr=subprocess.STDOUT,
       text=True,
@@ -78,7 +73,7 @@ def run_two_processes(workdir, epochs, extra=()):
   outs = []
   for p in procs:
     try:
-      outs.append(p.communicate(timeout=240)[0])
+      outs.append(p.communicate(timeout=timeout)[0])
     except subprocess.TimeoutExpired:
       for q in procs:
         q.kill()
@@ -86,6 +81,11 @@ def run_two_processes(workdir, epochs, extra=()):
   for p, out in zip(procs, outs):
     assert p.returncode == 0, out[-3000:]
   return outs
+
+
+def run_two_processes(workdir, epochs, extra=()):
+  argv = [sys.executable, "-m", "train", *ARGS, *extra, f"--config.num_epochs={epochs}"]
+  return launch_two_processes([*argv, "--workdir", workdir], devices=2)
 
 
 def records(workdir):
