@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from configs import default
+from tests.test_input_pipeline import batches
 from train import data_order
 from train import input_pipeline as ip
 from train.data_sources import decode_image
@@ -53,16 +54,8 @@ def both(root, **kw):
 
 
 def make_batches(data, processes=1, index=0, local_devices=2, seed=5):
-  return ip.TrainBatches(
-    data,
-    per_device_batch_size=2,
-    local_devices=local_devices,
-    process_index=index,
-    process_count=processes,
-    seed=seed,
-    augment="crop_flip",
-    pad=2,
-  )
+  """2 images per device, crop-flip with padding 2 (test_input_pipeline's batches)."""
+  return batches(data, processes, index, local_devices, seed=seed)
 
 
 def test_streamed_batches_equal_the_in_memory_ones(jpeg_folder):
