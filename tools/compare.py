@@ -116,24 +116,10 @@ def _cell(values, seeds=None, pending=False) -> str:
   """Mean ± std (n); with planned ``seeds``: "(n=k of N)", one value without a std, and
   "pending" for an arm with no finished run yet ("—": runs without this number)."""
   v = 100 * np.asarray(list(values), float)
-  if seeds is None:
-    if not len(v):
-      return "—"
-    spread = f" ± {v.std(ddof=1):.2f}" if len(v) > 1 else ""  # one run has no spread
-    return f"{v.mean():.2f}{spread} (n={len(v)})"
   if not len(v):
-    return f"pending (n=0 of {len(seeds)})" if pending else "—"
-  spread = f" ± {v.std(ddof=1):.2f}" if len(v) > 1 else ""
+    return f"pending (n=0 of {len(seeds)})" if pending and seeds is not None else "—"
+  spread = f" ± {v.std(ddof=1):.2f}" if len(v) > 1 else ""  # one run has no spread
   return f"{v.mean():.2f}{spread} (n={_of(len(v), seeds)})"
-
-
-def _diff(values, seeds=None) -> str:
-  """Mean ± sample std of differences in points (one difference: the value, without a std)."""
-  del seeds  # the same with and without planned seeds
-  values = list(values)
-  if len(values) == 1:
-    return f"{100 * values[0]:+.2f}"
-  return _mean_std(values)
 
 
 def _favour(diffs: dict) -> str:
@@ -232,7 +218,7 @@ def comparison_markdown(
     lines.append(
       f"| {arm['label']} | {_cell(trained.values(), seeds, not arm['runs'])} | "
       f"{_cell(precise.values(), seeds, not arm['runs'])} | "
-      f"{_diff(gap.values(), seeds) if gap else '—'} |"
+      f"{_mean_std(gap.values()) if gap else '—'} |"
     )
   baselines = [baseline] if isinstance(baseline, str) else list(baseline or [])
   for base_label in baselines:
@@ -273,7 +259,7 @@ def _paired_lines(arms: list[dict], baseline: str, seeds: list[int] | None) -> l
       for key in (AS_TRAINED, PRECISE):
         a, b = _values(arm, key), _values(base, key)
         d = {s: a[s] - b[s] for s in a if s in b}
-        cells += [_diff(d.values(), seeds), _favour(d)] if d else ["—", "—"]
+        cells += [_mean_std(d.values()), _favour(d)] if d else ["—", "—"]
       paired = len(set(_values(arm, AS_TRAINED)) & set(_values(base, AS_TRAINED)))
       lines.append(f"| {arm['label']} | {_of(paired, seeds)} | " + " | ".join(cells) + " |")
   return lines

@@ -65,9 +65,9 @@ def decode_image(path: str, image_size: int | None = None) -> np.ndarray:
     reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
     raise DataConfigError(
       f"Cannot decode image {path!r} ({reason}; truncated or not an image): replace it by a "
-      "readable image and start the same command again (it resumes from its last checkpoint), or remove it and start "
-      "a new run (a resumed run would read the rest of its epoch in another order: the order "
-      "is a permutation of the split's size)."
+      "readable image and start the same command again (it resumes from its last checkpoint), "
+      "or remove it and start a new run (a resumed run would read the rest of its epoch in "
+      "another order: the order is a permutation of the split's size)."
     ) from None
   if image_size is not None and rgb.size != (image_size, image_size):
     rgb = rgb.resize((image_size, image_size), Image.Resampling.BILINEAR)

@@ -68,34 +68,30 @@ def train_epoch(s: RunSetup, p: Progress, epoch: int, stop) -> str | None:
   )
   t_epoch, done_here, pending, outcome = time.time(), 0, [], None
   wait_before = s.batches.wait_seconds
-  batches = s.batches.epoch(epoch, first)
-  while True:
-    try:
-      batch = next(batches, None)
-    except DataConfigError:  # a bad image met mid-epoch: the steps before it count
-      for metrics in pending:
-        _consume(s, p, metrics)
-      bar.close()
-      raise
-    if batch is None:
-      break
-    p.state, metrics = s.parallel.train_step(
-      p.state, s.parallel.shard(batch), s.parallel.stop_flags(stop.requested)
-    )
-    p.step += 1
-    done_here += 1
-    if p.step == config.simulate_preemption_at_step:  # Tests: a real SIGTERM to ourselves.
-      os.kill(os.getpid(), signal.SIGTERM)
-    pending.append(metrics)  # read one step late (none late near the skip limit: exact)
-    while not outcome and len(pending) > divergence.read_lag(
-      p.consecutive_nonfinite, config.max_nonfinite_steps
-    ):
-      outcome = _consume(s, p, pending.pop(0))
-    bar.update(1)
-    if done_here % config.log_every_steps == 0 or p.step % spe == 0:
-      bar.set_postfix(_postfix(s, p, done_here, t_epoch))
-    if outcome:
-      break
+  try:
+    for batch in s.batches.epoch(epoch, first):
+      p.state, metrics = s.parallel.train_step(
+        p.state, s.parallel.shard(batch), s.parallel.stop_flags(stop.requested)
+      )
+      p.step += 1
+      done_here += 1
+      if p.step == config.simulate_preemption_at_step:  # Tests: a real SIGTERM to ourselves.
+        os.kill(os.getpid(), signal.SIGTERM)
+      pending.append(metrics)  # read one step late (none late near the skip limit: exact)
+      while not outcome and len(pending) > divergence.read_lag(
+        p.consecutive_nonfinite, config.max_nonfinite_steps
+      ):
+        outcome = _consume(s, p, pending.pop(0))
+      bar.update(1)
+      if done_here % config.log_every_steps == 0 or p.step % spe == 0:
+        bar.set_postfix(_postfix(s, p, done_here, t_epoch))
+      if outcome:
+        break
+  except DataConfigError:  # a bad image met mid-epoch: the steps before it count
+    for metrics in pending:
+      _consume(s, p, metrics)
+    bar.close()
+    raise
   for metrics in pending:
     outcome = _consume(s, p, metrics) or outcome
   bar.close()

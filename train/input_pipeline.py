@@ -211,11 +211,16 @@ def validate_dataset_config(dc) -> None:
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 
+def _split_name(spec: str) -> str:
+  """The split a spec names: 'train' of 'train', 'train[:90%]' or ' train [a:b]'."""
+  return spec.split("[", 1)[0].strip()
+
+
 def _slice_split(spec: str, n: int):
   """'name', 'name[a:b]' or 'name[a%:b%]' (TFDS split syntax, read by TFDS) → (name, slice)."""
   import tensorflow_datasets as tfds
 
-  name = spec.split("[", 1)[0].strip()
+  name = _split_name(spec)
   try:
     instruction = tfds.core.ReadInstruction.from_spec(spec)
     parts = instruction.to_absolute(
@@ -332,8 +337,7 @@ def _check_eval_classes(dc) -> None:
   if dc.source != "image_folder" or dc.holdout_per_class > 0 or _classes(dc):
     return  # one split, or classes named explicitly (each split must hold them all)
   root = os.path.expanduser(dc.root)
-  train_name = dc.train_split.split("[", 1)[0].strip()
-  eval_name = dc.eval_split.split("[", 1)[0].strip()
+  train_name, eval_name = _split_name(dc.train_split), _split_name(dc.eval_split)
   if train_name == eval_name:
     return
   train_classes = _image_folder_class_names(root, train_name)
@@ -357,7 +361,7 @@ def _image_folder_source(dc, split_spec):
   A slice of the split ('train[:90%]') is taken in :func:`class_interleaved_order`.
   """
   root = os.path.expanduser(dc.root)
-  split_name = split_spec.split("[", 1)[0].strip()
+  split_name = _split_name(split_spec)
   paths, labels, names = _image_folder_files(root, split_name, _classes(dc))
   _, sl = _slice_split(split_spec, len(paths))
   if sl != slice(0, len(paths)):
