@@ -70,6 +70,14 @@ python -m tools.compare --out docs/results/no_communication/one_device --seeds 0
   --arm "MABN, centred, batch 2=$N/1dev-mabn-centred/mabn-m2" \
   --arm "BN, batch 2=$N/1dev-bn/bn-m2" --arm "MBN, batch 2=$N/1dev-mbn/mbn-m2" \
   --arm "BN, batch 32=$N/1dev-bn-m32/bn-m32"
+# ... the pairs the tables above do not print: what centring does to MABN (MABN, centred − MABN),
+# MABN against MBN with the same centring (MABN, centred − MBN, centred), and what MBN adds once
+# statistics are shared by pairs (MBN, G = 2 − BN, G = 2).
+python -m tools.compare --out docs/results/no_communication/pairs --seeds 0,1,2 \
+  --baseline "MABN" --baseline "MBN, centred" --baseline "BN, G = 2" \
+  --arm "MABN, centred=$N/mabn-centred/mabn-m2" --arm "MABN=$N/mabn/mabn-m2" \
+  --arm "MBN, centred=$N/mbn-centred/mbn-m2" \
+  --arm "MBN, G = 2=$N/mbn-g2/mbn-m2" --arm "BN, G = 2=$N/bn-g2/bn-m2"
 # ... labelled ablation (no_communication_runs/run_ablation.sh): the large-batch references with
 # centred conv weights too, MABN's help, on 4 devices (SyncBN) and on one device (BN, batch 32).
 python -m tools.compare --out docs/results/no_communication/centred_references --seeds 0,1,2 \
