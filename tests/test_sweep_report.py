@@ -315,9 +315,45 @@ def test_compare_cli_pairs_with_several_baselines_and_planned_seeds(tmp_path):
   assert "| BN | 1 of 2 | -6.00 | 0 / 1 | -2.00 | 0 / 1 |" in md
   assert "| MABN | pending | pending |" in md
   assert (out / "curves.png").stat().st_size > 0 and (out / "gap.png").stat().st_size > 0
+  assert (out / "final.png").stat().st_size > 0
   # Without planned seeds an arm with no runs is an error, as before.
   p = subprocess.run(args[:4] + args[5:8], capture_output=True, text=True, cwd=ROOT)
   assert p.returncode != 0 and "missing" in p.stderr
+
+
+def test_final_points_are_the_tables_numbers_and_final_png_draws_every_seed(tmp_path):
+  """final.png plots the same per-seed finals comparison.md's first table averages: each
+  seed's last-epoch accuracy (as trained filled, precise hollow), in %, seed order."""
+  from tools import compare
+
+  fake_run(tmp_path, "bn", 2, 1, [0.30, 0.42], precise=[0.31, 0.44])
+  fake_run(tmp_path, "bn", 2, 0, [0.30, 0.40], precise=[0.32, 0.41])
+  fake_run(tmp_path, "mabn", 2, 0, [0.30, 0.50])  # no precise statistics
+  bn = compare.load_arm(f"BN={tmp_path}/bn-m2")
+  mabn = compare.load_arm(f"MABN={tmp_path}/mabn-m2")
+  seeds, acc = compare.final_points(bn)
+  assert seeds == [0, 1] and np.allclose(acc, [40.0, 42.0])
+  assert np.allclose(compare.final_points(bn, compare.PRECISE)[1], [41.0, 44.0])
+  assert len(compare.final_points(mabn, compare.PRECISE)[1]) == 0
+  # The table's mean ± std is the bar's.
+  assert "| BN | 41.00 ± 1.41 (n=2) |" in compare.comparison_markdown([bn], None)
+
+  from matplotlib.collections import LineCollection, PathCollection
+
+  ax = compare.final_figure([bn, mabn]).axes[0]
+  labels = [t.get_text() for t in ax.get_yticklabels()]
+  offsets = [np.asarray(c.get_offsets()) for c in ax.collections if isinstance(c, PathCollection)]
+  assert labels == ["MABN", "BN"]  # the first arm on top
+  dots = sorted(map(tuple, np.concatenate([o for o in offsets if len(o)]).round(3)))
+  # BN (row 1): as trained at y 1.12, precise at 0.88; MABN (row 0): as trained only.
+  assert dots == sorted([(40.0, 1.12), (42.0, 1.12), (41.0, 0.88), (44.0, 0.88), (50.0, 0.12)])
+  # BN's bar: its mean, 41, ± the sample std, √2 (MABN's one run: no spread).
+  bars = [
+    np.asarray(s) for c in ax.collections if isinstance(c, LineCollection) for s in c.get_segments()
+  ]
+  assert any(np.allclose(s, [[41 - 2**0.5, 1.0], [41 + 2**0.5, 1.0]]) for s in bars)
+  compare.plot_final([bn, mabn], tmp_path / "final.png")
+  assert (tmp_path / "final.png").stat().st_size > 0
 
 
 def timed_run(root, seed, speeds, wall, log=None, **summary_fields):

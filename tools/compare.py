@@ -25,7 +25,8 @@ summary.json: its seed is the run's). Writes into ``--out``:
   "—" there;
 * ``curves.png`` — validation accuracy per epoch per arm (every seed thin,
   the mean bold), as trained and with precise statistics;
-* ``gap.png`` — precise − as-trained accuracy per epoch per arm.
+* ``gap.png`` — precise − as-trained accuracy per epoch per arm;
+* ``final.png`` — every arm's final accuracy, seed by seed, with its mean ± std.
 
 ``--seeds=0,1,2`` names the seeds every arm is planned to have, for an
 experiment still running: an arm missing some (or all: its directory need not
@@ -400,6 +401,64 @@ def plot_gap(arms, path):
   )
 
 
+def final_points(arm: dict, key: str = AS_TRAINED) -> tuple[list[int], np.ndarray]:
+  """(seeds, final validation accuracy in %) of the arm's finished runs that have ``key``."""
+  values = _values(arm, key)
+  seeds = sorted(values)
+  return seeds, 100 * np.array([values[s] for s in seeds], float)
+
+
+def final_figure(arms):
+  """The figure of ``final.png``: every arm's final validation accuracy, one row per arm (top to bottom in
+  the order given): each seed a dot (filled: as trained; hollow: with precise statistics) and
+  the as-trained mean ± sample std (n − 1) as a bar, the numbers of comparison.md's first table."""
+  plt = _plt()
+  fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.42 * len(arms)))
+  for row, arm in enumerate(arms):
+    y = len(arms) - 1 - row
+    color = f"C{row % 10}"
+    _, trained = final_points(arm, AS_TRAINED)
+    _, precise = final_points(arm, PRECISE)
+    if len(trained):
+      spread = trained.std(ddof=1) if len(trained) > 1 else 0.0
+      ax.errorbar(
+        trained.mean(),
+        y,
+        xerr=spread,
+        fmt="|",
+        markersize=16,
+        capsize=4,
+        color=color,
+        linewidth=1.5,
+      )
+      ax.scatter(trained, np.full(len(trained), y + 0.12), color=color, s=22, zorder=3)
+    if len(precise):
+      ax.scatter(
+        precise,
+        np.full(len(precise), y - 0.12),
+        facecolors="none",
+        edgecolors=color,
+        s=22,
+        zorder=3,
+      )
+  ax.set_yticks(range(len(arms)), [a["label"] for a in reversed(arms)], fontsize=9)
+  ax.set_ylim(-0.7, len(arms) - 0.3)
+  ax.set_xlabel("final validation accuracy (%)")
+  ax.set_title(
+    "every seed: ● as trained, ○ precise statistics; bar: as-trained mean ± std", fontsize=9
+  )
+  ax.grid(axis="x", alpha=0.3)
+  fig.tight_layout()
+  return fig
+
+
+def plot_final(arms, path):
+  """Write :func:`final_figure` of ``arms`` to ``path`` (final.png)."""
+  fig = final_figure(arms)
+  fig.savefig(path, dpi=120)
+  _plt().close(fig)
+
+
 FLAGS = flags.FLAGS
 
 
@@ -446,8 +505,9 @@ def main(argv):
   (out / "comparison.md").write_text(markdown)
   plot_curves(arms, out / "curves.png")
   plot_gap(arms, out / "gap.png")
+  plot_final(arms, out / "final.png")
   print((out / "comparison.md").read_text())
-  print(f"wrote {out}/comparison.md, curves.png, gap.png")
+  print(f"wrote {out}/comparison.md, curves.png, gap.png, final.png")
 
 
 def cli():
