@@ -145,9 +145,11 @@ def test_eval_split_must_hold_the_training_class_folders(image_folder, tmp_path)
     for name in names:
       (root / split / name).mkdir(parents=True)
       Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / split / name / "0.png")
+  (root / "train" / "dog" / "1.png").write_bytes(b"not an image")  # never decoded: refused first
   config = dataset_config(source="image_folder", root=str(root), holdout_per_class=0)
   config.eval_split = "val"
-  # Without the check, val's 'emu' would be label 1, training's 'dog'.
+  # Without the check, val's 'emu' would be label 1, training's 'dog'. It is refused from the
+  # folder listings, before the training split is decoded (that would meet dog/1.png).
   with pytest.raises(ip.DataConfigError, match=r"eval_split='val'.*missing there: \['dog'\]"):
     ip.load_dataset(config)
   config.classes = "cat,emu"  # the way out the message names: both splits hold these

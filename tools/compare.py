@@ -409,9 +409,10 @@ def final_points(arm: dict, key: str = AS_TRAINED) -> tuple[list[int], np.ndarra
 
 
 def final_figure(arms):
-  """The figure of ``final.png``: every arm's final validation accuracy, one row per arm (top to bottom in
-  the order given): each seed a dot (filled: as trained; hollow: with precise statistics) and
-  the as-trained mean ± sample std (n − 1) as a bar, the numbers of comparison.md's first table."""
+  """The figure of ``final.png``: every arm's final validation accuracy, one row per arm (top
+  to bottom in the order given): each seed a dot (filled: as trained; hollow: with precise
+  statistics) and the as-trained mean ± sample std (n − 1) as a bar, the numbers of
+  comparison.md's first table."""
   plt = _plt()
   fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.42 * len(arms)))
   for row, arm in enumerate(arms):

@@ -338,8 +338,10 @@ def _check_eval_classes(dc) -> None:
     return  # one split, or classes named explicitly (each split must hold them all)
   root = os.path.expanduser(dc.root)
   train_name, eval_name = _split_name(dc.train_split), _split_name(dc.eval_split)
-  if train_name == eval_name:
-    return
+  if train_name == eval_name or not all(
+    os.path.isdir(os.path.join(root, name)) for name in (train_name, eval_name)
+  ):
+    return  # one split; or a split missing, which loading it names
   train_classes = _image_folder_class_names(root, train_name)
   eval_classes = _image_folder_class_names(root, eval_name)
   if train_classes != eval_classes:
@@ -555,6 +557,7 @@ def _first(source, k: int, interleave: bool):
 def load_dataset(dc) -> Dataset:
   """The train and evaluation sources described by ``config.dataset`` (see the module docstring)."""
   validate_dataset_config(dc)
+  _check_eval_classes(dc)  # listings only: refused before any image is decoded
   train, num_classes = _source(dc, dc.train_split)
   if dc.holdout_per_class > 0:
     mask = _holdout(train.labels, dc.holdout_per_class)
@@ -563,7 +566,6 @@ def load_dataset(dc) -> Dataset:
     eval_desc = f"last {dc.holdout_per_class} per class of {dc.train_split!r}"
   else:
     evaluation, _ = _source(dc, dc.eval_split, "eval_split")
-    _check_eval_classes(dc)
     eval_desc = repr(dc.eval_split)
   if dc.train_per_class:
     train = train.subset(np.flatnonzero(_first_per_class(train.labels, dc.train_per_class)))
